@@ -1,0 +1,186 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::SecretReference;
+
+/// A backing container registry and how berth reaches it. Cluster-scoped: platform teams declare
+/// registries once and application namespaces declare Repositories in them.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "Registry",
+    plural = "registries",
+    status = "RegistryStatus",
+    shortname = "reg",
+    category = "berth",
+    doc = "Registry is a backing container registry (CNCF Distribution today, AWS ECR later) and how berth reaches it.",
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Reachable", type_ = "boolean", json_path = ".status.reachable"),
+    printcolumn(
+        name = "Repositories",
+        type_ = "integer",
+        json_path = ".status.repositoryCount"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!(has(self.insecureSkipTLSVerify) && self.insecureSkipTLSVerify && has(self.caBundle))").message("set either insecureSkipTLSVerify or caBundle, not both"))]
+#[x_kube(validation = Rule::new("!has(self.credentialsSecretRef) || has(self.credentialsSecretRef.namespace)").message("credentialsSecretRef.namespace is required: a Registry is cluster-scoped"))]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Base URL of the registry's HTTP API, without the `/v2/` suffix, for example
+    /// `https://registry.example.com` or `http://127.0.0.1:5000`. Repository URIs are built from
+    /// its host and port.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("url must be an http:// or https:// URL with a host, and no query or fragment"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+
+    /// Which API berth speaks to this registry: `distribution` (the OCI Distribution API, served by
+    /// CNCF Distribution, Zot, Harbor and others) or `ecr` (reserved for the AWS ECR backend,
+    /// which is not implemented yet; such a Registry reports Ready=False).
+    #[serde(rename = "type", default)]
+    pub type_: RegistryType,
+
+    /// Secret holding the credentials berth uses for its own calls to the registry: keys
+    /// `username` and `password` (basic auth). Not used when `tokenAuth` is set, because berth then
+    /// signs its own tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretReference>,
+
+    /// Skip verification of the registry's TLS certificate. Only for tests and labs: anyone on the
+    /// path can impersonate the registry. Mutually exclusive with `caBundle`.
+    #[serde(
+        default,
+        rename = "insecureSkipTLSVerify",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub insecure_skip_tls_verify: Option<bool>,
+
+    /// PEM-encoded CA certificates that sign the registry's TLS certificate, when it is not
+    /// signed by a public CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+
+    /// Makes berth the registry's token service (the Docker registry token protocol): the registry
+    /// is configured with `auth.token` pointing at berth, and berth decides every pull and push
+    /// from Repository visibility and AccessPolicy grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_auth: Option<TokenAuth>,
+
+    /// Registry notifications (push and delete events) sent to berth's events endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
+
+    /// Namespaces that may declare Repositories outside their own `<namespace>/` path prefix.
+    /// Without an entry here a Repository's path must start with its own namespace, so that one
+    /// team cannot claim (and grant itself push to) another team's images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Each namespace appears at most once (the API server enforces it: a list keyed by namespace).
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["namespace".into()]))]
+    #[schemars(length(max = 256))]
+    pub path_prefixes: Vec<NamespacePathPrefixes>,
+
+    /// How often berth re-checks that the registry is reachable and recounts its repositories,
+    /// as a Go-style duration (`30s`, `5m`, `1h`). Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("checkInterval must be a duration such as 30s, 5m or 1h"))]
+    #[schemars(length(max = 32))]
+    pub check_interval: Option<String>,
+}
+
+/// The API berth speaks to a registry.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryType {
+    #[default]
+    Distribution,
+    Ecr,
+}
+
+/// Token service settings: the values the registry's `auth.token` section must match.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenAuth {
+    /// The `iss` claim of the tokens berth signs; the registry's `auth.token.issuer`.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("issuer must not be empty"))]
+    #[schemars(length(max = 1024))]
+    pub issuer: String,
+    /// The `aud` claim and the `service` parameter; the registry's `auth.token.service`.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("service must not be empty"))]
+    #[schemars(length(max = 1024))]
+    pub service: String,
+    /// Secret holding berth's signing keys; berth creates it when missing and rotates the keys in
+    /// it. It publishes the certificate bundle the registry trusts (`auth.token.rootcertbundle`)
+    /// beside them.
+    pub signing_key_secret_ref: SecretReference,
+    /// Lifetime of the tokens berth issues, as a duration (`5m` by default). Short lifetimes make
+    /// revoked grants take effect quickly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("tokenLifetime must be a duration such as 300s or 5m"))]
+    #[schemars(length(max = 32))]
+    pub token_lifetime: Option<String>,
+}
+
+/// Where registry events come from and how berth authenticates them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    /// Secret with the shared token that the registry sends in the `Authorization: Bearer`
+    /// header of every notification (key `token` unless `key` is set). Events without it are
+    /// refused.
+    pub secret_ref: SecretReference,
+}
+
+/// Extra path prefixes one namespace may use for its Repositories.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacePathPrefixes {
+    /// The namespace given the extra prefixes.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Path prefixes (for example `shared/` or `library/`) that Repositories in that namespace may
+    /// use besides `<namespace>/`.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 255)))]
+    pub prefixes: Vec<String>,
+}
+
+/// Observed state of a Registry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// Current state: `Ready` is True when berth reaches the registry with the configured
+    /// credentials; its reason says why not otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Whether the last check reached the registry's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// Repositories the registry holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_count: Option<i64>,
+    /// Repository objects that point at this registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_repository_count: Option<i64>,
+    /// Repositories in the registry that no Repository object declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undeclared_repository_count: Option<i64>,
+    /// The first undeclared repositories, in name order (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undeclared_repositories: Vec<String>,
+}

@@ -1,0 +1,135 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::LocalObjectReference;
+
+/// A container repository declared as code: its path in a Registry, who may see it, how its tags
+/// behave and what happens to its images over time.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "Repository",
+    plural = "repositories",
+    namespaced,
+    status = "RepositoryStatus",
+    shortname = "repo",
+    category = "berth",
+    doc = "Repository is a container repository in a Registry, declared as code: its path, visibility, tag mutability, lifecycle policy and deletion policy.",
+    printcolumn(name = "URI", type_ = "string", json_path = ".status.uri"),
+    printcolumn(name = "Visibility", type_ = "string", json_path = ".spec.visibility"),
+    printcolumn(name = "Images", type_ = "integer", json_path = ".status.imageCount"),
+    printcolumn(name = "Tags", type_ = "integer", json_path = ".status.tagCount"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!has(self.immutableTagExclusions) || self.imageTagMutability == 'Immutable'").message("immutableTagExclusions is only allowed with imageTagMutability: Immutable"))]
+#[x_kube(validation = Rule::new("has(self.name) == has(oldSelf.name)").message("name cannot be added or removed after creation: the path is immutable"))]
+#[serde(rename_all = "camelCase")]
+pub struct RepositorySpec {
+    /// Name of the cluster-scoped Registry that holds this repository. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("registryRef is immutable: create a new Repository to move images to another registry"))]
+    pub registry_ref: LocalObjectReference,
+
+    /// Path of the repository in the registry, for example `team-a/api`. Defaults to
+    /// `<namespace>/<metadata.name>`. It must start with the Repository's own namespace unless the
+    /// Registry allows that namespace other prefixes. Lower-case path components separated by `/`,
+    /// as the OCI Distribution specification requires. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*)*$')").message("name must be lower-case path components ([a-z0-9] separated by '.', '_', '__' or '-') joined by '/'"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("name is immutable: create a new Repository for another path"))]
+    #[schemars(length(min = 1, max = 255))]
+    pub name: Option<String>,
+
+    /// Who may pull: `Public` repositories can be pulled anonymously by anyone who reaches the
+    /// registry; `Private` ones (the default) only by subjects an AccessPolicy grants `pull`.
+    /// Pushing always needs a grant, whatever the visibility.
+    #[serde(default)]
+    pub visibility: Visibility,
+
+    /// `Mutable` (the default) lets a tag move to another image. `Immutable` makes berth restore a
+    /// moved tag to its first digest (except tags matched by `immutableTagExclusions`).
+    #[serde(default)]
+    pub image_tag_mutability: TagMutability,
+
+    /// Tags that stay mutable on an `Immutable` repository, as ECR filters: `*` matches any run
+    /// of characters (`latest`, `dev-*`). At most 5 filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(f, f.matches('^[a-zA-Z0-9._*-]{1,128}$'))").message("each exclusion filter is 1 to 128 characters of letters, digits, '.', '_', '-' and '*'"))]
+    #[schemars(length(max = 5), inner(length(max = 128)))]
+    pub immutable_tag_exclusions: Option<Vec<String>>,
+
+    /// LifecyclePolicy (in this namespace) that expires this repository's old images.
+    /// Without one, berth never deletes an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_policy_ref: Option<LocalObjectReference>,
+
+    /// Scan images for known vulnerabilities when they are pushed.
+    #[serde(default)]
+    pub scan_on_push: bool,
+
+    /// What happens to the images when this Repository object is deleted: `Retain` (the default)
+    /// leaves them in the registry; `Delete` removes every manifest of the repository first.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Who may pull from a repository.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Visibility {
+    Public,
+    #[default]
+    Private,
+}
+
+/// Whether tags may move to another image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TagMutability {
+    #[default]
+    Mutable,
+    Immutable,
+}
+
+/// What deleting a Repository object does to its images.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// Observed state of a Repository, read from the registry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryStatus {
+    /// Current state: `Ready` is True when the repository is declared and reconciled with the
+    /// registry; its reason (`Conflict`, `RegistryUnreachable`, ...) says why not otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where to pull and push: `<registry host>/<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Distinct image manifests (by digest) that carry at least one tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_count: Option<i64>,
+    /// Tags in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_count: Option<i64>,
+    /// When the newest image was pushed, from registry events, or when berth first saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pushed_at: Option<Time>,
+}

@@ -1,0 +1,123 @@
+//! The `berth` command line: `run` (the operator) and `crds` (the CRD manifests).
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// berth: container repositories declared as code, with access and lifecycle policies and
+/// digest-pinned rollouts, for any Kubernetes cluster.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BERTH_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator: controllers plus the HTTP server (health, readiness, metrics).
+    Run(RunArgs),
+    /// Print every CustomResourceDefinition berth serves, as one multi-document YAML stream.
+    Crds(CrdsArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address of the HTTP server that serves /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "BERTH_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+    /// Kubeconfig to use instead of the in-cluster configuration (or $KUBECONFIG).
+    #[arg(long, env = "BERTH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CrdsArgs {
+    /// Write one file per CRD (`<plural>.berth.dev.yaml`) into this directory instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub split: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        init_logging(self.log_format);
+        match self.command {
+            Command::Crds(args) => match write_crds(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth crds: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Run(args) => {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("berth run: cannot start the async runtime: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match runtime.block_on(crate::operator::run(args)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "berth stopped with an error");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_crds(args: &CrdsArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    match &args.split {
+        None => print!("{}", crds_yaml()?),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for crd in crate::api::crds() {
+                let path = dir.join(crate::api::crd_file_name(&crd));
+                std::fs::write(&path, crate::api::crd_yaml(&crd)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every CRD as one YAML stream, documents separated by `---`.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let docs = crate::api::crds()
+        .iter()
+        .map(crate::api::crd_yaml)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(docs.iter().map(|d| format!("---\n{d}")).collect())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    // Logs go to stderr so that `berth crds` output stays clean YAML on stdout.
+    let result = match format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    let _ = result; // Already initialised (tests): keep the first subscriber.
+}

@@ -1,0 +1,39 @@
+//! The test environment every berth integration test shares: a real kube-apiserver with etcd and
+//! kube-controller-manager (one per test binary), a real Distribution registry (one per test),
+//! skopeo as the client, and OCI image layouts to push.
+//!
+//! Use from a test binary with `mod support;`.
+#![allow(dead_code, unused_imports)]
+
+pub mod control_plane;
+pub mod oci;
+pub mod process;
+pub mod registry;
+pub mod skopeo;
+
+pub use control_plane::{ControlPlane, TestNamespace, control_plane};
+pub use oci::OciLayout;
+pub use registry::{RegistryOptions, TestRegistry};
+
+use std::net::TcpListener;
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is released before it is returned).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// A name unique within this machine for the life of the test run: `<prefix>-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Path of a file or folder in the repository.
+pub fn repo_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

@@ -1,0 +1,166 @@
+//! A real CNCF Distribution registry (Debian's `docker-registry`), one per test, on a free
+//! loopback port with its own storage directory. Deletion is enabled; notifications and token
+//! auth are switched on by options.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{free_port, process::Server};
+
+/// Where registry events go and the shared token they carry (`Authorization: Bearer <token>`).
+#[derive(Clone, Debug)]
+pub struct NotificationsConfig {
+    pub url: String,
+    pub token: String,
+}
+
+/// The registry's `auth.token` section: berth as its token service.
+#[derive(Clone, Debug)]
+pub struct TokenAuthConfig {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM bundle of the certificates whose keys sign tokens.
+    pub root_cert_bundle: PathBuf,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    pub notifications: Option<NotificationsConfig>,
+    pub token_auth: Option<TokenAuthConfig>,
+}
+
+pub struct TestRegistry {
+    /// `127.0.0.1:<port>`: the host part of image references.
+    pub host: String,
+    pub storage: PathBuf,
+    pub config: PathBuf,
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// A plain registry: no auth, no notifications.
+    pub async fn start() -> TestRegistry {
+        Self::start_with(RegistryOptions::default()).await
+    }
+
+    pub async fn start_with(options: RegistryOptions) -> TestRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir()
+            .expect("registry temp dir");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("storage");
+        let config = dir.path().join("config.yml");
+        std::fs::write(&config, render_config(&host, &storage, &options))
+            .expect("writing the registry config");
+        let bin = Path::new("/usr/bin/docker-registry");
+        assert!(
+            bin.exists(),
+            "{} is missing: install Debian's docker-registry (tests/run does)",
+            bin.display()
+        );
+        let server = Server::start(
+            "docker-registry",
+            bin,
+            &["serve".to_string(), config.display().to_string()],
+            &dir.path().join("registry.log"),
+        );
+        let mut registry = TestRegistry {
+            host,
+            storage,
+            config,
+            server,
+            _dir: dir,
+        };
+        registry.wait_ready(Duration::from_secs(30)).await;
+        registry
+    }
+
+    /// `http://127.0.0.1:<port>`: what a Registry object's `url` holds.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// `127.0.0.1:<port>/<path>`.
+    pub fn image(&self, path: &str) -> String {
+        format!("{}/{path}", self.host)
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.server.log_tail(4000)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let client = reqwest::Client::new();
+        loop {
+            assert!(
+                self.server.running(),
+                "docker-registry exited:\n{}",
+                self.log_tail()
+            );
+            // 200 without auth, 401 with token auth: either way the API answers.
+            let status = client
+                .get(format!("{}/v2/", self.url()))
+                .send()
+                .await
+                .map(|r| r.status());
+            if let Ok(status) = status
+                && (status.is_success() || status == reqwest::StatusCode::UNAUTHORIZED)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry not ready after {timeout:?}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The registry's YAML configuration (JSON is valid YAML).
+pub fn render_config(host: &str, storage: &Path, options: &RegistryOptions) -> String {
+    let mut config = json!({
+        "version": 0.1,
+        "log": { "level": "info", "accesslog": { "disabled": true } },
+        "storage": {
+            "filesystem": { "rootdirectory": storage },
+            "delete": { "enabled": true },
+            "cache": { "blobdescriptor": "inmemory" },
+        },
+        "http": { "addr": host, "secret": "berth-test-registry-secret" },
+        "health": { "storagedriver": { "enabled": false } },
+    });
+    if let Some(n) = &options.notifications {
+        config["notifications"] = json!({
+            "endpoints": [{
+                "name": "berth",
+                "url": n.url,
+                "headers": { "Authorization": [format!("Bearer {}", n.token)] },
+                "timeout": "2s",
+                "threshold": 5,
+                "backoff": "1s",
+            }]
+        });
+    }
+    if let Some(t) = &options.token_auth {
+        config["auth"] = json!({
+            "token": {
+                "realm": t.realm,
+                "service": t.service,
+                "issuer": t.issuer,
+                "rootcertbundle": t.root_cert_bundle,
+            }
+        });
+    }
+    serde_json::to_string_pretty(&config).unwrap()
+}
