@@ -191,3 +191,78 @@ fn registry_config_switches_notifications_and_token_auth() {
     assert_eq!(full["auth"]["token"]["issuer"], "berth");
     assert_eq!(full["auth"]["token"]["rootcertbundle"], "/tmp/bundle.pem");
 }
+
+/// What later tests rely on the control plane for: kube-controller-manager creates each
+/// namespace's `default` ServiceAccount, and ServiceAccount tokens pass TokenReview (berth's
+/// token service authenticates workloads that way).
+#[tokio::test]
+async fn service_account_tokens_pass_token_review() {
+    use k8s_openapi::api::authentication::v1::{
+        TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+    };
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, PostParams};
+
+    let cp = support::control_plane().await;
+    let ns = cp.namespace("token-review").await;
+    let accounts = Api::<ServiceAccount>::namespaced(ns.client.clone(), &ns.name);
+
+    // The controller manager's serviceaccount controller creates `default` shortly after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while accounts.get_opt("default").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no default ServiceAccount: is kube-controller-manager running?"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let issued = accounts
+        .create_token_request("default", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest");
+    let token = issued.status.expect("token status").token;
+
+    let review = |token: String| TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token),
+            audiences: None,
+        },
+        ..Default::default()
+    };
+    let reviews = Api::<TokenReview>::all(ns.client.clone());
+    let ok = reviews
+        .create(&PostParams::default(), &review(token.clone()))
+        .await
+        .unwrap();
+    let status = ok.status.expect("review status");
+    assert_eq!(status.authenticated, Some(true), "{status:?}");
+    assert_eq!(
+        status.user.and_then(|u| u.username).as_deref(),
+        Some(format!("system:serviceaccount:{}:default", ns.name).as_str())
+    );
+
+    let mut tampered = token.into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let bad = reviews
+        .create(
+            &PostParams::default(),
+            &review(String::from_utf8(tampered).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        bad.status.and_then(|s| s.authenticated),
+        Some(true),
+        "a tampered token must not authenticate"
+    );
+}
