@@ -3,6 +3,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod conditions;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod operator;
+pub mod registry;
+pub mod tags;
+pub mod tenancy;

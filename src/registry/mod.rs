@@ -1,0 +1,257 @@
+//! The registry backend: what berth's controllers need from a container registry, behind a
+//! trait so that a backend (Distribution now, ECR later) is a new file, not a rewrite.
+
+mod distribution;
+
+pub use distribution::{Distribution, DistributionConfig};
+
+use async_trait::async_trait;
+
+/// Media types of the manifests berth accepts (HEAD and GET send them all in `Accept`).
+pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Whether a media type is an image index (OCI) or manifest list (Docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == "application/vnd.oci.image.index.v1+json"
+        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+/// A manifest as the registry describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A manifest's bytes and what the registry said about them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub descriptor: Descriptor,
+    pub body: Vec<u8>,
+}
+
+/// What a delete found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    /// Already gone: deletion is idempotent.
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach the registry: {0}")]
+    Unreachable(String),
+    #[error("TLS error talking to the registry: {0}")]
+    Tls(String),
+    #[error("the registry refused berth's credentials ({0})")]
+    Unauthorized(String),
+    #[error("the registry denied the request ({0})")]
+    Denied(String),
+    #[error("not found in the registry: {0}")]
+    NotFound(String),
+    #[error("the registry does not allow deletes (set storage.delete.enabled: true)")]
+    DeleteDisabled,
+    #[error("the registry answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("unexpected answer from the registry: {0}")]
+    Protocol(String),
+    #[error("invalid registry configuration: {0}")]
+    Config(String),
+}
+
+impl RegistryError {
+    /// The condition reason (and metric label) for this error: a static, CamelCase word.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RegistryError::Unreachable(_) => "RegistryUnreachable",
+            RegistryError::Tls(_) => "TLSError",
+            RegistryError::Unauthorized(_) => "Unauthorized",
+            RegistryError::Denied(_) => "Denied",
+            RegistryError::NotFound(_) => "NotFound",
+            RegistryError::DeleteDisabled => "DeleteDisabled",
+            RegistryError::Status { .. } => "RegistryError",
+            RegistryError::Protocol(_) => "RegistryProtocolError",
+            RegistryError::Config(_) => "InvalidRegistryConfig",
+        }
+    }
+}
+
+/// What the controllers need from a registry.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Checks that the API answers and accepts berth's credentials (`GET /v2/`).
+    async fn check(&self) -> Result<(), RegistryError>;
+    /// Every repository in the registry, following pagination.
+    async fn catalog(&self) -> Result<Vec<String>, RegistryError>;
+    /// Every tag of a repository, following pagination; empty for an unknown repository.
+    async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError>;
+    /// Resolves a tag or digest to its manifest descriptor with `HEAD`; `None` when absent.
+    async fn resolve(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<Descriptor>, RegistryError>;
+    /// Reads a manifest by tag or digest.
+    async fn manifest(&self, repository: &str, reference: &str) -> Result<Manifest, RegistryError>;
+    /// Reads a blob (an image config, say) by digest.
+    async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError>;
+    /// Deletes a manifest by digest (every tag pointing at it goes too).
+    async fn delete_manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Deleted, RegistryError>;
+    /// Puts a manifest under a tag; returns the digest the registry stored.
+    async fn put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<String, RegistryError>;
+    /// Requests sent so far (for benchmarks and metrics).
+    fn requests_sent(&self) -> u64;
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(bytes);
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in hash {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Parses the `Link: <...>; rel="next"` header of a paginated listing into the next URL path.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim();
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        let target = target.trim();
+        (is_next && target.starts_with('<') && target.ends_with('>'))
+            .then(|| target[1..target.len() - 1].to_string())
+    })
+}
+
+/// A Bearer challenge from `WWW-Authenticate`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BearerChallenge {
+    pub realm: String,
+    pub service: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Parses `Bearer realm="...",service="...",scope="..."`. `None` for other schemes or no realm.
+pub fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
+    let rest = header
+        .trim()
+        .strip_prefix("Bearer ")
+        .or_else(|| header.trim().strip_prefix("bearer "))?;
+    let mut challenge = BearerChallenge::default();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let value: String = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut v = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            v.push(n)
+                        }
+                    }
+                    '"' => break,
+                    c => v.push(c),
+                }
+            }
+            v
+        } else {
+            chars.by_ref().take_while(|c| *c != ',').collect()
+        };
+        match key.trim() {
+            "realm" => challenge.realm = value,
+            "service" => challenge.service = Some(value),
+            "scope" => challenge.scope = Some(value),
+            _ => {}
+        }
+    }
+    (!challenge.realm.is_empty()).then_some(challenge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link_reads_relative_and_absolute_links() {
+        assert_eq!(
+            next_link(r#"</v2/_catalog?last=b&n=100>; rel="next""#).as_deref(),
+            Some("/v2/_catalog?last=b&n=100")
+        );
+        assert_eq!(
+            next_link(r#"<https://r.example/v2/x/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("https://r.example/v2/x/tags/list?n=2&last=b")
+        );
+        assert_eq!(next_link(r#"</v2/_catalog?last=b>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+        assert_eq!(next_link(""), None);
+    }
+
+    #[test]
+    fn bearer_challenges_parse() {
+        let c = parse_bearer_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:team/app:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(c.realm, "https://auth.example/token");
+        assert_eq!(c.service.as_deref(), Some("registry.example"));
+        assert_eq!(c.scope.as_deref(), Some("repository:team/app:pull,push"));
+        assert_eq!(
+            parse_bearer_challenge(r#"Bearer realm="r""#),
+            Some(BearerChallenge {
+                realm: "r".into(),
+                ..Default::default()
+            })
+        );
+        assert_eq!(parse_bearer_challenge(r#"Basic realm="r""#), None);
+        assert_eq!(
+            parse_bearer_challenge("Bearer service=\"x\""),
+            None,
+            "no realm"
+        );
+        assert_eq!(parse_bearer_challenge("Bearer "), None);
+    }
+
+    #[test]
+    fn digests_and_index_media_types() {
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(is_index("application/vnd.oci.image.index.v1+json"));
+        assert!(is_index(
+            "application/vnd.docker.distribution.manifest.list.v2+json"
+        ));
+        assert!(!is_index("application/vnd.oci.image.manifest.v1+json"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Immutable tags: ECR-style exclusion filters and which moved tags to restore. Pure functions.
+
+use std::collections::BTreeMap;
+
+/// Whether an ECR filter matches a whole tag; `*` matches any run of characters (also none).
+pub fn filter_matches(filter: &str, tag: &str) -> bool {
+    let parts: Vec<&str> = filter.split('*').collect();
+    if parts.len() == 1 {
+        return filter == tag;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !tag.starts_with(first) || tag.len() < first.len() + last.len() || !tag.ends_with(last) {
+        return false;
+    }
+    let mut rest = &tag[first.len()..tag.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A tag that moved away from the digest it was first pushed with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub tag: String,
+    /// The first digest: what the tag is restored to.
+    pub pinned: String,
+    /// Where the tag points now.
+    pub current: String,
+}
+
+/// The plan for an immutable repository: tags to restore, and the pins to keep afterwards.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ImmutablePlan {
+    pub restore: Vec<Moved>,
+    pub pins: BTreeMap<String, String>,
+}
+
+/// Compares the tags seen now with the first digest of each tag. Tags matched by an exclusion
+/// stay mutable and are not pinned; a new tag is pinned to what it points at; a tag that is gone
+/// (its image was deleted) loses its pin, so it can be pushed again, as in ECR.
+pub fn plan_immutable(
+    pins: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+    exclusions: &[String],
+) -> ImmutablePlan {
+    let mut plan = ImmutablePlan::default();
+    for (tag, digest) in current {
+        if exclusions.iter().any(|f| filter_matches(f, tag)) {
+            continue;
+        }
+        match pins.get(tag) {
+            Some(pinned) if pinned != digest => {
+                plan.restore.push(Moved {
+                    tag: tag.clone(),
+                    pinned: pinned.clone(),
+                    current: digest.clone(),
+                });
+                plan.pins.insert(tag.clone(), pinned.clone());
+            }
+            _ => {
+                plan.pins.insert(tag.clone(), digest.clone());
+            }
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn filters_match_whole_tags_with_wildcards() {
+        assert!(filter_matches("latest", "latest"));
+        assert!(!filter_matches("latest", "latest2"));
+        assert!(filter_matches("dev-*", "dev-1"));
+        assert!(filter_matches("dev-*", "dev-"));
+        assert!(!filter_matches("dev-*", "xdev-1"));
+        assert!(filter_matches("*-rc", "1.0-rc"));
+        assert!(!filter_matches("*-rc", "1.0-rc1"));
+        assert!(filter_matches("a*b*c", "aXXbYYc"));
+        assert!(filter_matches("a*b*c", "abc"));
+        assert!(!filter_matches("a*b*c", "acb"));
+        assert!(
+            !filter_matches("ab*ba", "aba"),
+            "prefix and suffix may not overlap"
+        );
+        assert!(filter_matches("*", "anything"));
+    }
+
+    #[test]
+    fn a_moved_tag_is_restored_to_its_first_digest() {
+        let plan = plan_immutable(&map(&[("v1", "d1")]), &map(&[("v1", "d2")]), &[]);
+        assert_eq!(
+            plan.restore,
+            vec![Moved {
+                tag: "v1".into(),
+                pinned: "d1".into(),
+                current: "d2".into()
+            }]
+        );
+        assert_eq!(plan.pins, map(&[("v1", "d1")]));
+    }
+
+    #[test]
+    fn new_tags_are_pinned_and_unchanged_tags_stay() {
+        let plan = plan_immutable(
+            &map(&[("v1", "d1")]),
+            &map(&[("v1", "d1"), ("v2", "d2")]),
+            &[],
+        );
+        assert!(plan.restore.is_empty());
+        assert_eq!(plan.pins, map(&[("v1", "d1"), ("v2", "d2")]));
+    }
+
+    #[test]
+    fn excluded_tags_move_freely_and_gone_tags_lose_their_pin() {
+        let excl = vec!["latest".to_string(), "dev-*".to_string()];
+        let plan = plan_immutable(
+            &map(&[("latest", "d1"), ("dev-3", "d1"), ("gone", "d9")]),
+            &map(&[("latest", "d2"), ("dev-3", "d2")]),
+            &excl,
+        );
+        assert!(plan.restore.is_empty());
+        assert!(plan.pins.is_empty(), "{:?}", plan.pins);
+    }
+}
