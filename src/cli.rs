@@ -33,6 +33,25 @@ pub struct RunArgs {
     /// Kubeconfig to use instead of the in-cluster configuration (or $KUBECONFIG).
     #[arg(long, env = "BERTH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// How often each Repository is re-read from its registry when no registry event arrives
+    /// (events reconcile at once; this is the fallback). Also bounds how long a pushed-over
+    /// immutable tag can stay moved when events are off.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "BERTH_REPOSITORY_POLL_INTERVAL")]
+    pub repository_poll_interval: std::time::Duration,
+    /// Reconcile only the Repositories of this namespace (default: every namespace).
+    #[arg(long, env = "BERTH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Reconcile only the Registry objects matching this label selector (e.g. `shard=a`), to run
+    /// several berth instances side by side.
+    #[arg(long, env = "BERTH_REGISTRY_SELECTOR")]
+    pub registry_selector: Option<String>,
+    /// Requests in flight at once to one registry.
+    #[arg(long, default_value_t = 8, env = "BERTH_REGISTRY_CONCURRENCY")]
+    pub registry_concurrency: usize,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s)
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -4,6 +4,8 @@
 pub mod api;
 pub mod cli;
 pub mod conditions;
+pub mod controllers;
+pub mod duration;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
@@ -11,3 +13,4 @@ pub mod operator;
 pub mod registry;
 pub mod tags;
 pub mod tenancy;
+pub mod workloads;

@@ -1,4 +1,5 @@
-//! `berth run`: connect to the cluster, serve HTTP, run until SIGTERM or SIGINT.
+//! `berth run`: connect to the cluster, start the controllers and the HTTP server, run until
+//! SIGTERM or SIGINT.
 
 use std::{
     sync::{
@@ -9,13 +10,28 @@ use std::{
 };
 
 use anyhow::Context as _;
+use futures::StreamExt;
 use kube::{
-    Client, Config,
+    Api, Client, Config, ResourceExt,
     config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        Controller, Predicate, WatchStreamExt,
+        events::{Recorder, Reporter},
+        predicates,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::{cli::RunArgs, http, metrics::Metrics};
+use crate::{
+    api::{Registry, Repository},
+    cli::RunArgs,
+    controllers::{self, Context, Settings},
+    http,
+    metrics::Metrics,
+};
 
 /// How often readiness re-checks that the Kubernetes API answers.
 const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
@@ -38,15 +54,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let settings = Settings {
+        repository_poll_interval: args.repository_poll_interval,
+        registry_concurrency: args.registry_concurrency.max(1),
+    };
+
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+        registry_selector: args.registry_selector.clone(),
+    };
+    let (controllers, ctx) = controllers(
+        client.clone(),
+        metrics.clone(),
+        settings,
+        &scope,
+        shutdown_rx.clone(),
+    );
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding the HTTP server to {}", args.http_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let app = http::router(http::HttpState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    });
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /events/registry/{{registry}}");
+    let app = http::router(
+        http::HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+        Some(Arc::new(http::events::EventsState::new(ctx))),
+    );
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -62,17 +97,129 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.clone(),
         shutdown_rx,
     ));
+    let controllers = tokio::spawn(controllers);
 
     shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     checker.await.context("API checker task")?;
+    controllers.await.context("controller task")?;
     server
         .await
         .context("HTTP server task")?
         .context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Which objects this instance reconciles.
+struct Scope {
+    namespace: Option<String>,
+    registry_selector: Option<String>,
+}
+
+/// Builds the Registry and Repository controllers over shared stores, and their context.
+fn controllers(
+    client: Client,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    scope: &Scope,
+    shutdown: watch::Receiver<bool>,
+) -> (impl std::future::Future<Output = ()> + use<>, Arc<Context>) {
+    let repositories: Api<Repository> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let registry_watch = match &scope.registry_selector {
+        Some(s) => watcher::Config::default().any_semantic().labels(s),
+        None => watcher::Config::default().any_semantic(),
+    };
+    let (repo_reader, repo_writer) = reflector::store::<Repository>();
+    let (reg_reader, reg_writer) = reflector::store::<Registry>();
+    // Status writes do not change these: a reconcile's own status patch never triggers another.
+    let deleting = |r: &Repository| Some(u64::from(r.metadata.deletion_timestamp.is_some()));
+    let repo_changes = predicates::generation
+        .combine(predicates::annotations)
+        .combine(predicates::finalizers)
+        .combine(deleting);
+    let repo_stream = watcher(repositories, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|r| r.managed_fields_mut().clear())
+        .reflect(repo_writer)
+        .applied_objects()
+        .predicate_filter(repo_changes, Default::default());
+    let reg_stream = watcher(Api::<Registry>::all(client.clone()), registry_watch.clone())
+        .default_backoff()
+        .modify(|r| r.managed_fields_mut().clear())
+        .reflect(reg_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    // Repositories follow their Registry's spec and reachability.
+    let reachable = |r: &Registry| {
+        Some(
+            r.status
+                .as_ref()
+                .and_then(|s| s.reachable)
+                .map_or(2, u64::from),
+        )
+    };
+    let reg_for_repos = watcher(Api::<Registry>::all(client.clone()), registry_watch)
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(reachable),
+            Default::default(),
+        );
+
+    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Repository>>();
+    let reporter = Reporter {
+        controller: "berth".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        Recorder::new(client, reporter),
+        repo_reader.clone(),
+        reg_reader.clone(),
+        settings,
+        trigger_tx,
+    ));
+
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let repos_for_registry = repo_reader.clone();
+    let repository_controller = Controller::for_stream(repo_stream, repo_reader)
+        .watches_stream(reg_for_repos, move |registry: Registry| {
+            let name = registry.metadata.name.clone().unwrap_or_default();
+            repos_for_registry
+                .state()
+                .into_iter()
+                .filter(|r| r.spec.registry_ref.name == name)
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
+        .graceful_shutdown_on(stop(shutdown.clone()))
+        .run(
+            controllers::repository::reconcile,
+            controllers::repository::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let registry_controller = Controller::for_stream(reg_stream, reg_reader)
+        .graceful_shutdown_on(stop(shutdown))
+        .run(
+            controllers::registry::reconcile,
+            controllers::registry::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let both = async move {
+        tokio::join!(repository_controller, registry_controller);
+    };
+    (both, ctx)
 }
 
 /// Keeps readiness in step with whether the Kubernetes API answers.

@@ -132,4 +132,7 @@ pub struct RepositoryStatus {
     /// When the newest image was pushed, from registry events, or when berth first saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pushed_at: Option<Time>,
+    /// Times berth restored a tag that was pushed over on this Immutable repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable_tag_restores: Option<i64>,
 }

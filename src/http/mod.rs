@@ -1,5 +1,7 @@
-//! The operator's HTTP surface: health, readiness and metrics (token and registry-event
-//! endpoints join here).
+//! The operator's HTTP surface: health, readiness, metrics and registry events (the token
+//! endpoint joins here).
+
+pub mod events;
 
 use std::sync::{
     Arc,
@@ -7,7 +9,12 @@ use std::sync::{
 };
 
 use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+    Router,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    http::header,
+    response::IntoResponse,
+    routing::{get, post},
 };
 
 use crate::metrics::Metrics;
@@ -20,12 +27,22 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn router(state: HttpState) -> Router {
-    Router::new()
+/// The whole HTTP surface. Registry events are served when `events` is given.
+pub fn router(state: HttpState, events: Option<Arc<events::EventsState>>) -> Router {
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    if let Some(events) = events {
+        router = router.merge(
+            Router::new()
+                .route("/events/registry/{registry}", post(events::registry_events))
+                .layer(DefaultBodyLimit::max(events::MAX_BODY))
+                .with_state(events),
+        );
+    }
+    router
 }
 
 async fn healthz() -> &'static str {

@@ -5,6 +5,7 @@
 //! Use from a test binary with `mod support;`.
 #![allow(dead_code, unused_imports)]
 
+pub mod berth;
 pub mod control_plane;
 pub mod oci;
 pub mod process;
@@ -31,6 +32,25 @@ pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails the test after `timeout` with
+/// `what` and the last value seen.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() > deadline => {
+                panic!("{what}: not true after {timeout:?}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Path of a file or folder in the repository.

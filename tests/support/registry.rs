@@ -40,7 +40,7 @@ pub struct TestRegistry {
     pub storage: PathBuf,
     pub config: PathBuf,
     server: Server,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TestRegistry {
@@ -60,27 +60,27 @@ impl TestRegistry {
         let config = dir.path().join("config.yml");
         std::fs::write(&config, render_config(&host, &storage, &options))
             .expect("writing the registry config");
-        let bin = Path::new("/usr/bin/docker-registry");
-        assert!(
-            bin.exists(),
-            "{} is missing: install Debian's docker-registry (tests/run does)",
-            bin.display()
-        );
-        let server = Server::start(
-            "docker-registry",
-            bin,
-            &["serve".to_string(), config.display().to_string()],
-            &dir.path().join("registry.log"),
-        );
+        let server = serve(&config, &dir.path().join("registry.log"));
         let mut registry = TestRegistry {
             host,
             storage,
             config,
             server,
-            _dir: dir,
+            dir,
         };
         registry.wait_ready(Duration::from_secs(30)).await;
         registry
+    }
+
+    /// Stops the registry; its port and storage stay reserved for `start_again`.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts the registry again on the same port with the same storage.
+    pub async fn start_again(&mut self) {
+        self.server = serve(&self.config, &self.dir.path().join("registry-again.log"));
+        self.wait_ready(Duration::from_secs(30)).await;
     }
 
     /// `http://127.0.0.1:<port>`: what a Registry object's `url` holds.
@@ -125,6 +125,21 @@ impl TestRegistry {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn serve(config: &Path, log: &Path) -> Server {
+    let bin = Path::new("/usr/bin/docker-registry");
+    assert!(
+        bin.exists(),
+        "{} is missing: install Debian's docker-registry (tests/run does)",
+        bin.display()
+    );
+    Server::start(
+        "docker-registry",
+        bin,
+        &["serve".to_string(), config.display().to_string()],
+        log,
+    )
 }
 
 /// The registry's YAML configuration (JSON is valid YAML).

@@ -1,0 +1,250 @@
+//! The controllers and what they share. Each controller is thin: read, decide with the pure
+//! functions of `tenancy`, `tags` and `ledger`, apply, write status.
+
+pub mod registry;
+pub mod repository;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{events::Recorder, reflector::ObjectRef, reflector::Store},
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    api::{Registry, RegistryType, Repository},
+    metrics::Metrics,
+    registry::{Backend, Distribution, DistributionConfig, RegistryError},
+    tenancy,
+};
+
+/// Operator settings from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a Repository is re-read from the registry when no event arrives.
+    pub repository_poll_interval: Duration,
+    /// Concurrent requests per registry.
+    pub registry_concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            repository_poll_interval: Duration::from_secs(300),
+            registry_concurrency: 8,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Credentials(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    InvalidSpec(String),
+}
+
+impl Error {
+    /// The condition reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesAPIError",
+            Error::Registry(e) => e.reason(),
+            Error::Credentials(_) => "InvalidCredentials",
+            Error::Unsupported(_) => "UnsupportedRegistryType",
+            Error::InvalidSpec(_) => "InvalidSpec",
+        }
+    }
+}
+
+/// What a registry event told berth about one repository, waiting for its next reconcile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PendingEvents {
+    /// digest -> push time (unix seconds) from push events.
+    pub pushed: HashMap<String, i64>,
+    /// digests deleted from the registry.
+    pub deleted: Vec<String>,
+}
+
+/// A built backend and the fingerprint (generation and Secret version) it was built from.
+type CachedBackend = (String, Arc<dyn Backend>);
+
+/// Backends built from Registry objects, rebuilt when the spec or its Secret changes.
+#[derive(Default)]
+pub struct Backends {
+    cache: Mutex<HashMap<String, CachedBackend>>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub repositories: Store<Repository>,
+    pub registries: Store<Registry>,
+    pub settings: Settings,
+    pub backends: Backends,
+    pub pending: Mutex<HashMap<ObjectRef<Repository>, PendingEvents>>,
+    /// Reconciles a Repository at once (registry events).
+    pub trigger: mpsc::UnboundedSender<ObjectRef<Repository>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        repositories: Store<Repository>,
+        registries: Store<Registry>,
+        settings: Settings,
+        trigger: mpsc::UnboundedSender<ObjectRef<Repository>>,
+    ) -> Context {
+        Context {
+            client,
+            metrics,
+            recorder,
+            repositories,
+            registries,
+            settings,
+            backends: Backends::default(),
+            pending: Mutex::new(HashMap::new()),
+            trigger,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The backend for a Registry, reading its credentials Secret.
+    pub async fn backend(&self, registry: &Registry) -> Result<Arc<dyn Backend>, Error> {
+        if registry.spec.type_ == RegistryType::Ecr {
+            return Err(Error::Unsupported(
+                "type ecr is not implemented yet: use type distribution".into(),
+            ));
+        }
+        let mut username = None;
+        let mut password = None;
+        let mut secret_version = String::new();
+        if let Some(r) = &registry.spec.credentials_secret_ref {
+            let ns = r.namespace.as_deref().unwrap_or_default();
+            let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
+                .get_opt(&r.name)
+                .await?
+                .ok_or_else(|| {
+                    Error::Credentials(format!("credentials Secret {ns}/{} does not exist", r.name))
+                })?;
+            secret_version = secret.resource_version().unwrap_or_default();
+            let data = secret.data.unwrap_or_default();
+            let field = |k: &str| {
+                data.get(k)
+                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            };
+            username = Some(field("username").ok_or_else(|| {
+                Error::Credentials(format!(
+                    "credentials Secret {ns}/{} has no key \"username\"",
+                    r.name
+                ))
+            })?);
+            password = Some(field("password").ok_or_else(|| {
+                Error::Credentials(format!(
+                    "credentials Secret {ns}/{} has no key \"password\"",
+                    r.name
+                ))
+            })?);
+        }
+        let fingerprint = format!("{:?}/{secret_version}", registry.metadata.generation);
+        let name = registry.name_any();
+        {
+            let cache = self
+                .backends
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some((fp, backend)) = cache.get(&name)
+                && *fp == fingerprint
+            {
+                return Ok(backend.clone());
+            }
+        }
+        let backend: Arc<dyn Backend> = Arc::new(Distribution::new(DistributionConfig {
+            url: registry.spec.url.clone(),
+            username,
+            password,
+            insecure_skip_tls_verify: registry.spec.insecure_skip_tls_verify.unwrap_or(false),
+            ca_bundle: registry.spec.ca_bundle.clone(),
+            max_concurrency: self.settings.registry_concurrency,
+            ..Default::default()
+        })?);
+        let mut cache = self
+            .backends
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        cache.insert(name, (fingerprint, backend.clone()));
+        Ok(backend)
+    }
+
+    /// The Repository that owns `path` in `registry`, if one declares it.
+    pub fn repository_for_path(&self, registry: &str, path: &str) -> Option<Arc<Repository>> {
+        let repos = self.repositories.state();
+        let claims: Vec<(tenancy::Claim, &Arc<Repository>)> =
+            repos.iter().map(|r| (claim_of(r), r)).collect();
+        let owner = tenancy::path_owner(claims.iter().map(|(c, _)| c), registry, path)?;
+        claims
+            .iter()
+            .find(|(c, _)| c == owner)
+            .map(|(_, r)| (*r).clone())
+    }
+
+    /// Backoff for an object that keeps failing: 5 s doubling to 5 min.
+    pub fn failure_backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(10);
+        Duration::from_secs((5u64 << (*n - 1)).min(300))
+    }
+
+    pub fn clear_failures(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// A Repository's claim on a registry path.
+pub fn claim_of(repo: &Repository) -> tenancy::Claim {
+    let namespace = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    tenancy::Claim {
+        registry: repo.spec.registry_ref.name.clone(),
+        path: tenancy::repository_path(&namespace, &name, repo.spec.name.as_deref()),
+        namespace,
+        name,
+        created: repo
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+    }
+}
+
+/// `host[:port]` of a registry URL: the first part of every image reference in it.
+pub fn registry_host(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    Some(match parsed.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    })
+}

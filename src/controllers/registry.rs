@@ -1,0 +1,222 @@
+//! The Registry controller: is the registry reachable with berth's credentials, how many
+//! repositories does it hold, and which of them no Repository object declares.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+
+use super::{Context, Error, claim_of};
+use crate::{
+    api::{Registry, RegistryStatus},
+    conditions, duration,
+    metrics::{ControllerLabels, ErrorLabels},
+};
+
+pub const CONTROLLER: &str = "registry";
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+/// How soon an unreachable registry is checked again (capped by its checkInterval).
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(15);
+const UNDECLARED_SHOWN: usize = 20;
+
+/// What one check found, decided without I/O into a status.
+pub fn status_from(
+    generation: Option<i64>,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    check: Result<Option<Vec<String>>, (&'static str, String)>,
+    declared: &BTreeSet<String>,
+) -> RegistryStatus {
+    match check {
+        Ok(catalog) => {
+            let undeclared: Vec<String> = catalog
+                .iter()
+                .flatten()
+                .filter(|r| !declared.contains(*r))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let message = match &catalog {
+                Some(c) => format!(
+                    "reachable; {} repositories, {} undeclared",
+                    c.len(),
+                    undeclared.len()
+                ),
+                None => {
+                    "reachable; the catalog is not readable with berth's credentials".to_string()
+                }
+            };
+            RegistryStatus {
+                conditions: conditions::merge(
+                    previous,
+                    conditions::ready(true, "Reachable", message, generation),
+                ),
+                observed_generation: generation,
+                reachable: Some(true),
+                repository_count: catalog.as_ref().map(|c| c.len() as i64),
+                declared_repository_count: Some(declared.len() as i64),
+                undeclared_repository_count: catalog.as_ref().map(|_| undeclared.len() as i64),
+                undeclared_repositories: undeclared.into_iter().take(UNDECLARED_SHOWN).collect(),
+            }
+        }
+        Err((reason, message)) => RegistryStatus {
+            conditions: conditions::merge(
+                previous,
+                conditions::ready(false, reason, message, generation),
+            ),
+            observed_generation: generation,
+            reachable: Some(false),
+            declared_repository_count: Some(declared.len() as i64),
+            ..Default::default()
+        },
+    }
+}
+
+pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let labels = ControllerLabels {
+        controller: CONTROLLER,
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let name = registry.name_any();
+    let generation = registry.metadata.generation;
+    let previous = registry.status.clone().unwrap_or_default();
+
+    let interval = duration::parse_or(
+        registry.spec.check_interval.as_deref(),
+        DEFAULT_CHECK_INTERVAL,
+    )
+    .unwrap_or(DEFAULT_CHECK_INTERVAL);
+    let check = check(&registry, &ctx).await;
+    let reachable = check.is_ok();
+    if let Err((reason, message)) = &check {
+        tracing::info!(registry = %name, reason, message, "registry not ready");
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: CONTROLLER,
+                reason,
+            })
+            .inc();
+    }
+    let declared: BTreeSet<String> = ctx
+        .repositories
+        .state()
+        .iter()
+        .map(|r| claim_of(r))
+        .filter(|c| c.registry == name)
+        .map(|c| c.path)
+        .collect();
+    let status = status_from(generation, &previous.conditions, check, &declared);
+    if status != previous {
+        let patch =
+            json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "status": status});
+        Api::<Registry>::all(ctx.client.clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply("berth-status").force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+    }
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(if reachable {
+        interval
+    } else {
+        interval.min(RETRY_UNREACHABLE)
+    }))
+}
+
+/// Reachability and the catalog (`None` when the credentials may not read it).
+async fn check(
+    registry: &Registry,
+    ctx: &Context,
+) -> Result<Option<Vec<String>>, (&'static str, String)> {
+    let backend = ctx
+        .backend(registry)
+        .await
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    backend
+        .check()
+        .await
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    match backend.catalog().await {
+        Ok(c) => Ok(Some(c)),
+        Err(
+            crate::registry::RegistryError::Unauthorized(_)
+            | crate::registry::RegistryError::Denied(_),
+        ) => Ok(None),
+        Err(e) => Err((e.reason(), e.to_string())),
+    }
+}
+
+pub fn error_policy(registry: Arc<Registry>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(registry = %registry.name_any(), error = %error, "registry reconcile failed");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: CONTROLLER,
+            reason: error.reason(),
+        })
+        .inc();
+    Action::requeue(ctx.failure_backoff(&format!("registry/{}", registry.name_any())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undeclared_repositories_are_counted_sorted_and_capped() {
+        let catalog: Vec<String> = (0..30).rev().map(|i| format!("team/r{i:02}")).collect();
+        let declared: BTreeSet<String> = [
+            "team/r00".to_string(),
+            "team/r01".to_string(),
+            "gone/x".to_string(),
+        ]
+        .into();
+        let s = status_from(Some(3), &[], Ok(Some(catalog)), &declared);
+        assert_eq!(s.repository_count, Some(30));
+        assert_eq!(s.declared_repository_count, Some(3));
+        assert_eq!(s.undeclared_repository_count, Some(28));
+        assert_eq!(s.undeclared_repositories.len(), UNDECLARED_SHOWN);
+        assert_eq!(s.undeclared_repositories[0], "team/r02");
+        assert_eq!(s.reachable, Some(true));
+        assert_eq!(
+            conditions::find_ready(&s.conditions).unwrap().status,
+            "True"
+        );
+        assert_eq!(s.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn an_unreadable_catalog_still_means_reachable() {
+        let s = status_from(None, &[], Ok(None), &BTreeSet::new());
+        assert_eq!(s.reachable, Some(true));
+        assert_eq!(s.repository_count, None);
+        assert_eq!(s.undeclared_repository_count, None);
+    }
+
+    #[test]
+    fn failures_carry_their_reason() {
+        let s = status_from(
+            Some(1),
+            &[],
+            Err(("RegistryUnreachable", "connection refused".into())),
+            &BTreeSet::new(),
+        );
+        let ready = conditions::find_ready(&s.conditions).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RegistryUnreachable")
+        );
+        assert_eq!(s.reachable, Some(false));
+    }
+}

@@ -1,0 +1,555 @@
+//! The Repository controller: reads the repository's state from the registry into status,
+//! records push times in the ledger, keeps immutable tags immutable, and honours
+//! `deletionPolicy` through a finalizer.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::json;
+
+use super::{Context, Error, claim_of, registry_host};
+use crate::{
+    api::{DeletionPolicy, Registry, Repository, RepositoryStatus, TagMutability},
+    conditions, ledger,
+    metrics::{ControllerLabels, ErrorLabels},
+    registry::{Backend, Deleted, Descriptor},
+    tags, tenancy, workloads,
+};
+
+pub const CONTROLLER: &str = "repository";
+/// Present only on Repositories with `deletionPolicy: Delete`: the images go before the object.
+pub const FINALIZER: &str = "berth.dev/delete-images";
+/// `"true"` releases a Repository being deleted without touching the registry.
+pub const ABANDON_ANNOTATION: &str = "berth.dev/abandon";
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(15);
+const RETRY_BLOCKED: Duration = Duration::from_secs(60);
+
+/// Why a Repository is not Ready: a reason for the condition and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl NotReady {
+    fn new(reason: &'static str, message: impl Into<String>) -> NotReady {
+        NotReady {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&Error> for NotReady {
+    fn from(e: &Error) -> NotReady {
+        NotReady::new(e.reason(), e.to_string())
+    }
+}
+
+/// What berth found in the registry for one Repository.
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    uri: String,
+    tags: BTreeMap<String, Descriptor>,
+    last_pushed_at: Option<i64>,
+    restored: i64,
+}
+
+/// The registry and path a Repository may act on, once tenancy and conflicts are checked.
+struct Target {
+    registry: Arc<Registry>,
+    path: String,
+    uri: String,
+}
+
+pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let labels = ControllerLabels {
+        controller: CONTROLLER,
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let result = if repo.metadata.deletion_timestamp.is_some() {
+        finalize(&repo, &ctx).await
+    } else {
+        apply(&repo, &ctx).await
+    };
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.clear_failures(&key(&repo));
+    }
+    result
+}
+
+fn key(repo: &Repository) -> String {
+    format!(
+        "repository/{}/{}",
+        repo.namespace().unwrap_or_default(),
+        repo.name_any()
+    )
+}
+
+fn api(ctx: &Context, repo: &Repository) -> Api<Repository> {
+    Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default())
+}
+
+async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
+    let has_finalizer = repo.finalizers().iter().any(|f| f == FINALIZER);
+    match (repo.spec.deletion_policy, has_finalizer) {
+        (DeletionPolicy::Delete, false) => set_finalizer(repo, ctx, true).await?,
+        (DeletionPolicy::Retain, true) => set_finalizer(repo, ctx, false).await?,
+        _ => {}
+    }
+    let previous = repo.status.clone().unwrap_or_default();
+    let generation = repo.metadata.generation;
+    let (status, requeue) = match observe(repo, ctx).await {
+        Ok(o) => {
+            let images: BTreeSet<&str> = o.tags.values().map(|d| d.digest.as_str()).collect();
+            let message = format!("{} images, {} tags", images.len(), o.tags.len());
+            let status = RepositoryStatus {
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    conditions::ready(true, "Reconciled", message, generation),
+                ),
+                observed_generation: generation,
+                uri: Some(o.uri),
+                image_count: Some(images.len() as i64),
+                tag_count: Some(o.tags.len() as i64),
+                last_pushed_at: o
+                    .last_pushed_at
+                    .and_then(|s| Timestamp::from_second(s).ok())
+                    .map(Time),
+                immutable_tag_restores: match previous.immutable_tag_restores.unwrap_or(0)
+                    + o.restored
+                {
+                    0 => None,
+                    n => Some(n),
+                },
+            };
+            (status, ctx.settings.repository_poll_interval)
+        }
+        Err(not_ready) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    controller: CONTROLLER,
+                    reason: not_ready.reason,
+                })
+                .inc();
+            let requeue = match not_ready.reason {
+                "RegistryUnreachable" | "TLSError" | "RegistryError" => {
+                    RETRY_UNREACHABLE.min(ctx.settings.repository_poll_interval)
+                }
+                "KubernetesAPIError" => ctx.failure_backoff(&key(repo)),
+                _ => RETRY_BLOCKED.min(ctx.settings.repository_poll_interval),
+            };
+            let status = RepositoryStatus {
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    conditions::ready(false, not_ready.reason, not_ready.message, generation),
+                ),
+                observed_generation: generation,
+                ..previous.clone()
+            };
+            (status, requeue)
+        }
+    };
+    write_status(repo, ctx, &previous, status).await?;
+    Ok(Action::requeue(requeue))
+}
+
+async fn write_status(
+    repo: &Repository,
+    ctx: &Context,
+    previous: &RepositoryStatus,
+    status: RepositoryStatus,
+) -> Result<(), Error> {
+    if &status == previous {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Repository", "status": status});
+    api(ctx, repo)
+        .patch_status(
+            &repo.name_any(),
+            &PatchParams::apply("berth-status").force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn set_finalizer(repo: &Repository, ctx: &Context, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = repo
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.to_string());
+    }
+    // resourceVersion makes this a compare-and-swap with other writers of the list.
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
+    api(ctx, repo)
+        .patch(
+            &repo.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Checks tenancy and conflicts; the registry, path and URI this Repository may act on.
+fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
+    let claim = claim_of(repo);
+    let registry = ctx
+        .registries
+        .get(&ObjectRef::new(&claim.registry))
+        .ok_or_else(|| {
+            NotReady::new(
+                "RegistryNotFound",
+                format!("Registry {:?} does not exist", claim.registry),
+            )
+        })?;
+    tenancy::check_path(&claim.namespace, &claim.path, &registry.spec.path_prefixes)
+        .map_err(|m| NotReady::new("PathNotAllowed", m))?;
+    match ctx.repository_for_path(&claim.registry, &claim.path) {
+        Some(owner) if claim_of(&owner) != claim => {
+            return Err(NotReady::new(
+                "Conflict",
+                format!(
+                    "path {:?} in Registry {:?} is already declared by Repository {}/{}",
+                    claim.path,
+                    claim.registry,
+                    owner.namespace().unwrap_or_default(),
+                    owner.name_any()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let host = registry_host(&registry.spec.url).ok_or_else(|| {
+        NotReady::new(
+            "InvalidSpec",
+            format!("Registry url {:?} has no host", registry.spec.url),
+        )
+    })?;
+    Ok(Target {
+        uri: format!("{host}/{}", claim.path),
+        path: claim.path,
+        registry,
+    })
+}
+
+/// Every tag of the repository resolved to its manifest, `concurrency` HEAD requests at a time.
+async fn list_tags(
+    backend: &dyn Backend,
+    path: &str,
+    concurrency: usize,
+) -> Result<BTreeMap<String, Descriptor>, Error> {
+    let tags = backend.tags(path).await?;
+    let resolved: Vec<Option<(String, Descriptor)>> = stream::iter(tags)
+        .map(|tag| async move {
+            backend
+                .resolve(path, &tag)
+                .await
+                .map(|d| d.map(|d| (tag, d)))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    // A tag deleted between the listing and its HEAD is simply gone.
+    Ok(resolved.into_iter().flatten().collect())
+}
+
+async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady> {
+    let target = target(repo, ctx)?;
+    let backend = ctx
+        .backend(&target.registry)
+        .await
+        .map_err(|e| NotReady::from(&e))?;
+    let mut current = list_tags(
+        backend.as_ref(),
+        &target.path,
+        ctx.settings.registry_concurrency,
+    )
+    .await
+    .map_err(|e| NotReady::from(&e))?;
+
+    let mut stored = ledger::load(&ctx.client, repo)
+        .await
+        .map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    let mut book = stored.ledger.clone();
+    let pending = ctx
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&ObjectRef::from_obj(repo))
+        .unwrap_or_default();
+    for (digest, at) in &pending.pushed {
+        book.record_push(digest, *at);
+    }
+    for digest in &pending.deleted {
+        if !current.values().any(|d| &d.digest == digest) {
+            book.forget(digest);
+        }
+    }
+    let now = Timestamp::now().as_second();
+    for d in current.values() {
+        book.record_seen(&d.digest, now);
+    }
+
+    let mut restored = 0;
+    if repo.spec.image_tag_mutability == TagMutability::Immutable {
+        let by_tag: BTreeMap<String, String> = current
+            .iter()
+            .map(|(t, d)| (t.clone(), d.digest.clone()))
+            .collect();
+        let exclusions = repo
+            .spec
+            .immutable_tag_exclusions
+            .clone()
+            .unwrap_or_default();
+        let mut plan = tags::plan_immutable(&book.pins, &by_tag, &exclusions);
+        for moved in &plan.restore {
+            match restore_tag(backend.as_ref(), &target.path, moved).await {
+                Ok(descriptor) => {
+                    restored += 1;
+                    current.insert(moved.tag.clone(), descriptor);
+                    publish(
+                        ctx,
+                        repo,
+                        EventType::Warning,
+                        "TagRestored",
+                        format!(
+                            "tag {:?} was pushed over with {}; restored to {} (imageTagMutability: Immutable)",
+                            moved.tag, moved.current, moved.pinned
+                        ),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    // The first image is gone (deleted): the tag may start again, as in ECR.
+                    plan.pins.insert(moved.tag.clone(), moved.current.clone());
+                    publish(
+                        ctx,
+                        repo,
+                        EventType::Warning,
+                        "TagRestoreFailed",
+                        format!(
+                            "tag {:?} moved to {} and could not be restored to {}: {e}",
+                            moved.tag, moved.current, moved.pinned
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+        book.pins = plan.pins;
+    } else {
+        book.pins.clear();
+    }
+    if book != stored.ledger {
+        ledger::save(&ctx.client, repo, &mut stored, &book)
+            .await
+            .map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    }
+    let last_pushed_at = current
+        .values()
+        .filter_map(|d| book.pushed.get(&d.digest).copied())
+        .max();
+    Ok(Observed {
+        uri: target.uri,
+        tags: current,
+        last_pushed_at,
+        restored,
+    })
+}
+
+async fn restore_tag(
+    backend: &dyn Backend,
+    path: &str,
+    moved: &tags::Moved,
+) -> Result<Descriptor, Error> {
+    let manifest = backend.manifest(path, &moved.pinned).await?;
+    let digest = backend
+        .put_manifest(
+            path,
+            &moved.tag,
+            &manifest.descriptor.media_type,
+            &manifest.body,
+        )
+        .await?;
+    Ok(Descriptor {
+        digest,
+        ..manifest.descriptor
+    })
+}
+
+async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &repo.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+/// Deletion: with `deletionPolicy: Delete`, remove every manifest first (404 = done), unless
+/// a workload still uses an image of the repository or the object is abandoned.
+async fn finalize(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
+    if !repo.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let abandon = repo
+        .annotations()
+        .get(ABANDON_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if abandon || repo.spec.deletion_policy == DeletionPolicy::Retain {
+        if abandon {
+            publish(
+                ctx,
+                repo,
+                EventType::Normal,
+                "Abandoned",
+                "released without touching the registry".into(),
+            )
+            .await;
+        }
+        set_finalizer(repo, ctx, false).await?;
+        return Ok(Action::await_change());
+    }
+    match delete_images(repo, ctx).await {
+        Ok(deleted) => {
+            publish(
+                ctx,
+                repo,
+                EventType::Normal,
+                "ImagesDeleted",
+                format!("deleted {deleted} manifests (deletionPolicy: Delete)"),
+            )
+            .await;
+            set_finalizer(repo, ctx, false).await?;
+            Ok(Action::await_change())
+        }
+        Err(not_ready) => {
+            let previous = repo.status.clone().unwrap_or_default();
+            let message = format!(
+                "deletion waits: {} (annotate {ABANDON_ANNOTATION}=\"true\" to release the object and keep the images)",
+                not_ready.message
+            );
+            let status = RepositoryStatus {
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    conditions::ready(false, not_ready.reason, message, repo.metadata.generation),
+                ),
+                ..previous.clone()
+            };
+            write_status(repo, ctx, &previous, status).await?;
+            Ok(Action::requeue(
+                if not_ready.reason == "RegistryUnreachable" {
+                    RETRY_UNREACHABLE
+                } else {
+                    RETRY_BLOCKED
+                },
+            ))
+        }
+    }
+}
+
+async fn delete_images(repo: &Repository, ctx: &Context) -> Result<usize, NotReady> {
+    let target = target(repo, ctx)?;
+    let in_use: Vec<workloads::ImageUse> = workloads::images_in_use(&ctx.client)
+        .await
+        .map_err(|e| NotReady::from(&Error::Kube(e)))?
+        .into_iter()
+        .filter(|u| workloads::in_repository(&u.image, &target.uri))
+        .collect();
+    if let Some(first) = in_use.first() {
+        return Err(NotReady::new(
+            "ImagesInUse",
+            format!(
+                "{} uses {} ({} references in all)",
+                first.workload,
+                first.image,
+                in_use.len()
+            ),
+        ));
+    }
+    let backend = ctx
+        .backend(&target.registry)
+        .await
+        .map_err(|e| NotReady::from(&e))?;
+    let current = list_tags(
+        backend.as_ref(),
+        &target.path,
+        ctx.settings.registry_concurrency,
+    )
+    .await
+    .map_err(|e| NotReady::from(&e))?;
+    let stored = ledger::load(&ctx.client, repo)
+        .await
+        .map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    // Tagged images, and untagged ones berth knows from its ledger.
+    let digests: BTreeSet<String> = current
+        .values()
+        .map(|d| d.digest.clone())
+        .chain(stored.ledger.pushed.keys().cloned())
+        .collect();
+    let mut deleted = 0;
+    for digest in &digests {
+        match backend
+            .delete_manifest(&target.path, digest)
+            .await
+            .map_err(|e| NotReady::from(&Error::Registry(e)))?
+        {
+            Deleted::Deleted => deleted += 1,
+            Deleted::NotFound => {}
+        }
+    }
+    let left = backend
+        .tags(&target.path)
+        .await
+        .map_err(|e| NotReady::from(&Error::Registry(e)))?;
+    if !left.is_empty() {
+        return Err(NotReady::new(
+            "DeletionIncomplete",
+            format!("{} tags are still in the registry", left.len()),
+        ));
+    }
+    Ok(deleted)
+}
+
+pub fn error_policy(repo: Arc<Repository>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(repository = %key(&repo), error = %error, "repository reconcile failed");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: CONTROLLER,
+            reason: error.reason(),
+        })
+        .inc();
+    Action::requeue(ctx.failure_backoff(&key(&repo)))
+}

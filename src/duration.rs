@@ -1,0 +1,71 @@
+//! Go-style durations as CRDs write them (`30s`, `5m`, `1h30m`, `500ms`).
+
+use std::time::Duration;
+
+/// Parses a duration of one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 30s, 5m or 1h");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return Err(bad());
+        };
+        rest = &rest[len..];
+        let seconds = number * unit;
+        if !seconds.is_finite() || seconds > 10.0 * 365.0 * 86400.0 {
+            return Err(bad());
+        }
+        total += Duration::from_secs_f64(seconds);
+    }
+    Ok(total)
+}
+
+/// `parse`, or `default` when the field is unset.
+pub fn parse_or(text: Option<&str>, default: Duration) -> Result<Duration, String> {
+    text.map(parse).unwrap_or(Ok(default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_style_durations() {
+        assert_eq!(parse("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_or(None, Duration::from_secs(7)).unwrap(),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_duration() {
+        for bad in ["", "5", "m", "5d", "1h 2m", "-1s", "s5", "99999999999h"] {
+            assert!(parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+}

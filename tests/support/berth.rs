@@ -1,0 +1,107 @@
+//! berth itself, run as the user runs it: the `berth run` binary against the test control plane.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use super::{ControlPlane, process::Server};
+
+pub struct Berth {
+    pub port: u16,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    server: Option<Server>,
+    starts: u32,
+}
+
+impl Berth {
+    /// Starts `berth run` on `port` (reserve it with `free_port()` first when the registry must
+    /// know where to send events), scoped to `namespace` and to Registry objects labelled
+    /// `berth.dev/test=<namespace>`, plus `extra` arguments.
+    pub async fn start(cp: &ControlPlane, port: u16, namespace: &str, extra: &[&str]) -> Berth {
+        let mut args = vec![
+            "run".to_string(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--namespace".into(),
+            namespace.to_string(),
+            "--registry-selector".into(),
+            format!("berth.dev/test={namespace}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut berth = Berth {
+            port,
+            args,
+            kubeconfig: cp.kubeconfig.clone(),
+            dir: tempfile::Builder::new()
+                .prefix("berth-operator-")
+                .tempdir()
+                .unwrap(),
+            server: None,
+            starts: 0,
+        };
+        berth.launch().await;
+        berth
+    }
+
+    async fn launch(&mut self) {
+        self.starts += 1;
+        let mut args = self.args.clone();
+        args.push("--kubeconfig".into());
+        args.push(self.kubeconfig.display().to_string());
+        let log = self.dir.path().join(format!("berth-{}.log", self.starts));
+        let server = Server::start(
+            "berth",
+            std::path::Path::new(env!("CARGO_BIN_EXE_berth")),
+            &args,
+            &log,
+        );
+        self.server = Some(server);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            assert!(
+                self.server.as_mut().unwrap().running(),
+                "berth exited:\n{}",
+                self.log_tail()
+            );
+            if let Ok(r) = http.get(format!("{}/readyz", self.url())).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth not ready after 30s:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops berth (SIGTERM) and starts it again with the same arguments.
+    pub async fn restart(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.stop();
+        }
+        self.launch().await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Where a registry sends its notifications for Registry object `registry`.
+    pub fn events_url(&self, registry: &str) -> String {
+        format!("{}/events/registry/{registry}", self.url())
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|s| s.log_tail(6000))
+            .unwrap_or_default()
+    }
+}
