@@ -79,10 +79,7 @@ impl Cli {
                 }
             },
             Command::Run(args) => {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                {
+                let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
                         eprintln!("berth run: cannot start the async runtime: {e}");
@@ -119,10 +116,7 @@ fn write_crds(args: &CrdsArgs) -> anyhow::Result<()> {
 
 /// Every CRD as one YAML stream, documents separated by `---`.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    let docs = crate::api::crds()
-        .iter()
-        .map(crate::api::crd_yaml)
-        .collect::<Result<Vec<_>, _>>()?;
+    let docs = crate::api::crds().iter().map(crate::api::crd_yaml).collect::<Result<Vec<_>, _>>()?;
     Ok(docs.iter().map(|d| format!("---\n{d}")).collect())
 }
 
@@ -131,12 +125,8 @@ fn init_logging(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     // Logs go to stderr so that `berth crds` output stays clean YAML on stdout.
     let result = match format {
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init(),
     };
     let _ = result; // Already initialised (tests): keep the first subscriber.
 }

@@ -9,12 +9,7 @@ use k8s_openapi::{
 use crate::api::CONDITION_READY;
 
 /// A `Ready` condition.
-pub fn ready(
-    ok: bool,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
+pub fn ready(ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
     Condition {
         type_: CONDITION_READY.to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
@@ -28,11 +23,7 @@ pub fn ready(
 /// Replaces the condition of the same type, keeping the old transition time when the status
 /// did not change.
 pub fn merge(existing: &[Condition], mut new: Condition) -> Vec<Condition> {
-    let mut out: Vec<Condition> = existing
-        .iter()
-        .filter(|c| c.type_ != new.type_)
-        .cloned()
-        .collect();
+    let mut out: Vec<Condition> = existing.iter().filter(|c| c.type_ != new.type_).cloned().collect();
     if let Some(old) = existing.iter().find(|c| c.type_ == new.type_)
         && old.status == new.status
     {
@@ -56,17 +47,11 @@ mod tests {
     fn transition_time_moves_only_on_status_change() {
         let mut first = ready(true, "Reconciled", "ok", Some(1));
         first.last_transition_time = Time(Timestamp::from_second(1000).unwrap());
-        let merged = merge(
-            &[first.clone()],
-            ready(true, "Reconciled", "still ok", Some(2)),
-        );
+        let merged = merge(&[first.clone()], ready(true, "Reconciled", "still ok", Some(2)));
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].last_transition_time, first.last_transition_time);
         assert_eq!(merged[0].message, "still ok");
-        let flipped = merge(
-            &merged,
-            ready(false, "RegistryUnreachable", "down", Some(2)),
-        );
+        let flipped = merge(&merged, ready(false, "RegistryUnreachable", "down", Some(2)));
         assert_ne!(flipped[0].last_transition_time, first.last_transition_time);
         assert_eq!(flipped[0].status, "False");
     }
@@ -76,10 +61,7 @@ mod tests {
         let mut other = ready(true, "X", "", None);
         other.type_ = "Deleting".into();
         let merged = merge(&[other], ready(false, "Conflict", "taken", None));
-        assert_eq!(
-            merged.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
-            ["Deleting", "Ready"]
-        );
+        assert_eq!(merged.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Deleting", "Ready"]);
         assert!(find_ready(&merged).is_some_and(|c| c.reason == "Conflict"));
     }
 }

@@ -11,9 +11,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
         if digits == 0 {
             return Err(bad());
         }
@@ -56,10 +54,7 @@ mod tests {
         assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(
-            parse_or(None, Duration::from_secs(7)).unwrap(),
-            Duration::from_secs(7)
-        );
+        assert_eq!(parse_or(None, Duration::from_secs(7)).unwrap(), Duration::from_secs(7));
     }
 
     #[test]

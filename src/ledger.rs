@@ -72,16 +72,12 @@ impl Ledger {
             shards[shard_of(digest)].pushed.push((digest.clone(), *at));
         }
         for (tag, digest) in &self.pins {
-            shards[shard_of(tag)]
-                .pins
-                .push((tag.clone(), digest.clone()));
+            shards[shard_of(tag)].pins.push((tag.clone(), digest.clone()));
         }
         for shard in &mut shards {
             if shard.pushed.len() > MAX_ENTRIES_PER_SHARD {
                 // Keep the newest: the oldest digests are the likeliest to be gone already.
-                shard
-                    .pushed
-                    .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                shard.pushed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 shard.pushed.truncate(MAX_ENTRIES_PER_SHARD);
                 shard.pushed.sort();
             }
@@ -114,16 +110,8 @@ pub struct Shard {
 impl Shard {
     pub fn encode(&self) -> BTreeMap<String, String> {
         let mut data = BTreeMap::new();
-        let pushed: String = self
-            .pushed
-            .iter()
-            .map(|(d, t)| format!("{d} {t}\n"))
-            .collect();
-        let pins: String = self
-            .pins
-            .iter()
-            .map(|(t, d)| format!("{t} {d}\n"))
-            .collect();
+        let pushed: String = self.pushed.iter().map(|(d, t)| format!("{d} {t}\n")).collect();
+        let pins: String = self.pins.iter().map(|(t, d)| format!("{t} {d}\n")).collect();
         data.insert("pushed".to_string(), pushed);
         data.insert("pins".to_string(), pins);
         data
@@ -142,10 +130,7 @@ impl Shard {
                 .unwrap_or_default()
         };
         Shard {
-            pushed: lines("pushed")
-                .into_iter()
-                .filter_map(|(d, t)| t.parse().ok().map(|t| (d, t)))
-                .collect(),
+            pushed: lines("pushed").into_iter().filter_map(|(d, t)| t.parse().ok().map(|t| (d, t))).collect(),
             pins: lines("pins"),
         }
     }
@@ -153,9 +138,7 @@ impl Shard {
 
 /// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
 fn shard_of(key: &str) -> usize {
@@ -179,27 +162,18 @@ pub async fn load(client: &Client, repo: &Repository) -> Result<Stored, kube::Er
     let ns = repo.namespace().unwrap_or_default();
     let uid = repo.uid().unwrap_or_default();
     let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let list = api
-        .list(&ListParams::default().labels(&format!("{LEDGER_LABEL}={uid}")))
-        .await?;
+    let list = api.list(&ListParams::default().labels(&format!("{LEDGER_LABEL}={uid}"))).await?;
     let mut shards = vec![Shard::default(); SHARDS];
     for cm in list.items {
         let name = cm.name_any();
-        let Some(i) = name
-            .rsplit('-')
-            .next()
-            .and_then(|s| usize::from_str_radix(s, 16).ok())
-        else {
+        let Some(i) = name.rsplit('-').next().and_then(|s| usize::from_str_radix(s, 16).ok()) else {
             continue;
         };
         if i < SHARDS {
             shards[i] = Shard::decode(&cm.data.unwrap_or_default());
         }
     }
-    Ok(Stored {
-        ledger: Ledger::from_shards(&shards),
-        shards,
-    })
+    Ok(Stored { ledger: Ledger::from_shards(&shards), shards })
 }
 
 /// Writes the shards that changed; returns how many were written.
@@ -212,10 +186,7 @@ pub async fn save(
     let ns = repo.namespace().unwrap_or_default();
     let uid = repo.uid().unwrap_or_default();
     let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let owner = repo
-        .controller_owner_ref(&())
-        .into_iter()
-        .collect::<Vec<_>>();
+    let owner = repo.controller_owner_ref(&()).into_iter().collect::<Vec<_>>();
     let new = ledger.to_shards();
     let mut written = 0;
     for (i, shard) in new.iter().enumerate() {
@@ -228,11 +199,8 @@ pub async fn save(
                 name: Some(name.clone()),
                 namespace: Some(ns.clone()),
                 labels: Some(
-                    [
-                        (LEDGER_LABEL.to_string(), uid.clone()),
-                        ("app.kubernetes.io/managed-by".into(), "berth".into()),
-                    ]
-                    .into(),
+                    [(LEDGER_LABEL.to_string(), uid.clone()), ("app.kubernetes.io/managed-by".into(), "berth".into())]
+                        .into(),
                 ),
                 owner_references: Some(owner.clone()),
                 ..Default::default()
@@ -243,12 +211,7 @@ pub async fn save(
         let mut value = serde_json::to_value(&cm).map_err(kube::Error::SerdeError)?;
         value["apiVersion"] = "v1".into();
         value["kind"] = "ConfigMap".into();
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(value),
-        )
-        .await?;
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value)).await?;
         written += 1;
     }
     stored.shards = new;
@@ -268,15 +231,9 @@ mod tests {
     fn earliest_push_wins_and_sightings_never_override() {
         let mut l = Ledger::default();
         assert!(l.record_seen("d", 100));
-        assert!(
-            l.record_push("d", 50),
-            "an event older than the sighting corrects it"
-        );
+        assert!(l.record_push("d", 50), "an event older than the sighting corrects it");
         assert!(!l.record_push("d", 70));
-        assert!(
-            !l.record_seen("d", 10),
-            "a sighting never rewrites a known time"
-        );
+        assert!(!l.record_seen("d", 10), "a sighting never rewrites a known time");
         assert_eq!(l.pushed["d"], 50);
         assert!(l.forget("d") && !l.forget("d"));
     }
@@ -291,10 +248,7 @@ mod tests {
         l.pins.insert("v2".into(), digest(2));
         let shards = l.to_shards();
         assert_eq!(shards.len(), SHARDS);
-        assert!(
-            shards.iter().filter(|s| !s.pushed.is_empty()).count() > SHARDS / 2,
-            "keys spread over shards"
-        );
+        assert!(shards.iter().filter(|s| !s.pushed.is_empty()).count() > SHARDS / 2, "keys spread over shards");
         let decoded: Vec<Shard> = shards.iter().map(|s| Shard::decode(&s.encode())).collect();
         assert_eq!(Ledger::from_shards(&decoded), l);
     }
@@ -307,16 +261,9 @@ mod tests {
         }
         for shard in l.to_shards() {
             let bytes: usize = shard.encode().values().map(String::len).sum();
-            assert!(
-                bytes < 900 * 1024,
-                "a shard of {bytes} bytes is too close to the 1 MiB object limit"
-            );
+            assert!(bytes < 900 * 1024, "a shard of {bytes} bytes is too close to the 1 MiB object limit");
         }
-        assert_eq!(
-            Ledger::from_shards(&l.to_shards()).pushed.len(),
-            100_000,
-            "nothing dropped below the cap"
-        );
+        assert_eq!(Ledger::from_shards(&l.to_shards()).pushed.len(), 100_000, "nothing dropped below the cap");
     }
 
     #[test]
@@ -328,22 +275,14 @@ mod tests {
         }
         let kept = Ledger::from_shards(&l.to_shards());
         assert!(kept.pushed.len() <= SHARDS * MAX_ENTRIES_PER_SHARD);
-        assert!(
-            kept.pushed.contains_key(&digest(n - 1)),
-            "the newest survives"
-        );
-        assert!(
-            !kept.pushed.contains_key(&digest(0)),
-            "the oldest goes first"
-        );
+        assert!(kept.pushed.contains_key(&digest(n - 1)), "the newest survives");
+        assert!(!kept.pushed.contains_key(&digest(0)), "the oldest goes first");
     }
 
     #[test]
     fn malformed_shards_decode_leniently() {
         let data: BTreeMap<String, String> =
-            [("pushed".to_string(), "good 5\nbad\nworse x\n".to_string())]
-                .into_iter()
-                .collect();
+            [("pushed".to_string(), "good 5\nbad\nworse x\n".to_string())].into_iter().collect();
         let shard = Shard::decode(&data);
         assert_eq!(shard.pushed, vec![("good".to_string(), 5)]);
         assert!(shard.pins.is_empty());

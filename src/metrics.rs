@@ -24,6 +24,14 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub ready: Gauge,
+    pub registry_requests: Family<ControllerLabels, Counter>,
+    pub registry_events: Family<EventLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `accepted`, `unauthorized`, `malformed`, `duplicate`, ...
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -31,18 +39,23 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("berth");
         let reconciles = Family::<ControllerLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration =
-            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new([
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ])
-            });
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
         let ready = Gauge::default();
+        let registry_requests = Family::<ControllerLabels, Counter>::default();
+        let registry_events = Family::<EventLabels, Counter>::default();
         registry.register(
-            "reconciles",
-            "Reconciliations run, per controller",
-            reconciles.clone(),
+            "registry_requests",
+            "HTTP requests sent to registries, per controller",
+            registry_requests.clone(),
         );
+        registry.register(
+            "registry_events",
+            "Registry notification requests received, by result",
+            registry_events.clone(),
+        );
+        registry.register("reconciles", "Reconciliations run, per controller", reconciles.clone());
         registry.register(
             "reconcile_errors",
             "Reconciliations that failed, per controller and error category",
@@ -53,17 +66,15 @@ impl Default for Metrics {
             "Time one reconciliation took, per controller",
             reconcile_duration.clone(),
         );
-        registry.register(
-            "ready",
-            "1 when the operator reaches the Kubernetes API",
-            ready.clone(),
-        );
+        registry.register("ready", "1 when the operator reaches the Kubernetes API", ready.clone());
         Metrics {
             registry,
             reconciles,
             reconcile_errors,
             reconcile_duration,
             ready,
+            registry_requests,
+            registry_events,
         }
     }
 }

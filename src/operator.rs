@@ -35,19 +35,21 @@ use crate::{
 
 /// How often readiness re-checks that the Kubernetes API answers.
 const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How long running reconciles may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = match &args.kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let kubeconfig =
+                Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("loading kubeconfig {}", path.display()))?
         }
-        None => Config::infer().await.context(
-            "no in-cluster configuration and no kubeconfig (set --kubeconfig or KUBECONFIG)",
-        )?,
+        None => Config::infer()
+            .await
+            .context("no in-cluster configuration and no kubeconfig (set --kubeconfig or KUBECONFIG)")?,
     };
     let client = Client::try_from(config).context("building the Kubernetes client")?;
 
@@ -59,27 +61,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry_concurrency: args.registry_concurrency.max(1),
     };
 
-    let scope = Scope {
-        namespace: args.namespace.clone(),
-        registry_selector: args.registry_selector.clone(),
-    };
-    let (controllers, ctx) = controllers(
-        client.clone(),
-        metrics.clone(),
-        settings,
-        &scope,
-        shutdown_rx.clone(),
-    );
+    let scope = Scope { namespace: args.namespace.clone(), registry_selector: args.registry_selector.clone() };
+    let (controllers, ctx) = controllers(client.clone(), metrics.clone(), settings, &scope, shutdown_rx.clone());
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding the HTTP server to {}", args.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /events/registry/{{registry}}");
     let app = http::router(
-        http::HttpState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        },
+        http::HttpState { metrics: metrics.clone(), ready: ready.clone() },
         Some(Arc::new(http::events::EventsState::new(ctx))),
     );
     let mut server_shutdown = shutdown_rx.clone();
@@ -91,23 +81,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
     });
 
-    let checker = tokio::spawn(watch_api(
-        client.clone(),
-        ready,
-        metrics.clone(),
-        shutdown_rx,
-    ));
+    let checker = tokio::spawn(watch_api(client.clone(), ready, metrics.clone(), shutdown_rx));
     let controllers = tokio::spawn(controllers);
 
     shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     checker.await.context("API checker task")?;
-    controllers.await.context("controller task")?;
-    server
-        .await
-        .context("HTTP server task")?
-        .context("HTTP server")?;
+    // Running reconciles get a moment to finish; a watch stuck in backoff does not hold us up.
+    if tokio::time::timeout(SHUTDOWN_GRACE, controllers).await.is_err() {
+        tracing::warn!("controllers did not stop within {SHUTDOWN_GRACE:?}; leaving them");
+    }
+    server.await.context("HTTP server task")?.context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -138,10 +123,8 @@ fn controllers(
     let (reg_reader, reg_writer) = reflector::store::<Registry>();
     // Status writes do not change these: a reconcile's own status patch never triggers another.
     let deleting = |r: &Repository| Some(u64::from(r.metadata.deletion_timestamp.is_some()));
-    let repo_changes = predicates::generation
-        .combine(predicates::annotations)
-        .combine(predicates::finalizers)
-        .combine(deleting);
+    let repo_changes =
+        predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting);
     let repo_stream = watcher(repositories, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|r| r.managed_fields_mut().clear())
@@ -155,27 +138,14 @@ fn controllers(
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     // Repositories follow their Registry's spec and reachability.
-    let reachable = |r: &Registry| {
-        Some(
-            r.status
-                .as_ref()
-                .and_then(|s| s.reachable)
-                .map_or(2, u64::from),
-        )
-    };
+    let reachable = |r: &Registry| Some(r.status.as_ref().and_then(|s| s.reachable).map_or(2, u64::from));
     let reg_for_repos = watcher(Api::<Registry>::all(client.clone()), registry_watch)
         .default_backoff()
         .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(reachable),
-            Default::default(),
-        );
+        .predicate_filter(predicates::generation.combine(reachable), Default::default());
 
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Repository>>();
-    let reporter = Reporter {
-        controller: "berth".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let reporter = Reporter { controller: "berth".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -202,19 +172,11 @@ fn controllers(
         })
         .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
         .graceful_shutdown_on(stop(shutdown.clone()))
-        .run(
-            controllers::repository::reconcile,
-            controllers::repository::error_policy,
-            ctx.clone(),
-        )
+        .run(controllers::repository::reconcile, controllers::repository::error_policy, ctx.clone())
         .for_each(|_| async {});
     let registry_controller = Controller::for_stream(reg_stream, reg_reader)
         .graceful_shutdown_on(stop(shutdown))
-        .run(
-            controllers::registry::reconcile,
-            controllers::registry::error_policy,
-            ctx.clone(),
-        )
+        .run(controllers::registry::reconcile, controllers::registry::error_policy, ctx.clone())
         .for_each(|_| async {});
     let both = async move {
         tokio::join!(repository_controller, registry_controller);
@@ -223,12 +185,7 @@ fn controllers(
 }
 
 /// Keeps readiness in step with whether the Kubernetes API answers.
-async fn watch_api(
-    client: Client,
-    ready: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn watch_api(client: Client, ready: Arc<AtomicBool>, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
     loop {
         let ok = match client.apiserver_version().await {
             Ok(info) => {

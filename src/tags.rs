@@ -54,11 +54,7 @@ pub fn plan_immutable(
         }
         match pins.get(tag) {
             Some(pinned) if pinned != digest => {
-                plan.restore.push(Moved {
-                    tag: tag.clone(),
-                    pinned: pinned.clone(),
-                    current: digest.clone(),
-                });
+                plan.restore.push(Moved { tag: tag.clone(), pinned: pinned.clone(), current: digest.clone() });
                 plan.pins.insert(tag.clone(), pinned.clone());
             }
             _ => {
@@ -74,10 +70,7 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -92,34 +85,20 @@ mod tests {
         assert!(filter_matches("a*b*c", "aXXbYYc"));
         assert!(filter_matches("a*b*c", "abc"));
         assert!(!filter_matches("a*b*c", "acb"));
-        assert!(
-            !filter_matches("ab*ba", "aba"),
-            "prefix and suffix may not overlap"
-        );
+        assert!(!filter_matches("ab*ba", "aba"), "prefix and suffix may not overlap");
         assert!(filter_matches("*", "anything"));
     }
 
     #[test]
     fn a_moved_tag_is_restored_to_its_first_digest() {
         let plan = plan_immutable(&map(&[("v1", "d1")]), &map(&[("v1", "d2")]), &[]);
-        assert_eq!(
-            plan.restore,
-            vec![Moved {
-                tag: "v1".into(),
-                pinned: "d1".into(),
-                current: "d2".into()
-            }]
-        );
+        assert_eq!(plan.restore, vec![Moved { tag: "v1".into(), pinned: "d1".into(), current: "d2".into() }]);
         assert_eq!(plan.pins, map(&[("v1", "d1")]));
     }
 
     #[test]
     fn new_tags_are_pinned_and_unchanged_tags_stay() {
-        let plan = plan_immutable(
-            &map(&[("v1", "d1")]),
-            &map(&[("v1", "d1"), ("v2", "d2")]),
-            &[],
-        );
+        let plan = plan_immutable(&map(&[("v1", "d1")]), &map(&[("v1", "d1"), ("v2", "d2")]), &[]);
         assert!(plan.restore.is_empty());
         assert_eq!(plan.pins, map(&[("v1", "d1"), ("v2", "d2")]));
     }

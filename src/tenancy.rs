@@ -15,11 +15,7 @@ pub fn repository_path(namespace: &str, name: &str, spec_name: Option<&str>) -> 
 }
 
 /// Why a path is not allowed for a namespace, or `Ok`.
-pub fn check_path(
-    namespace: &str,
-    path: &str,
-    allowed: &[NamespacePathPrefixes],
-) -> Result<(), String> {
+pub fn check_path(namespace: &str, path: &str, allowed: &[NamespacePathPrefixes]) -> Result<(), String> {
     if has_prefix(path, namespace) {
         return Ok(());
     }
@@ -35,9 +31,7 @@ pub fn check_path(
     if extra.is_empty() {
         message.push_str(" (the Registry allows this namespace no other prefix)");
     } else {
-        message.push_str(&format!(
-            " or one of the prefixes the Registry allows this namespace: {extra:?}"
-        ));
+        message.push_str(&format!(" or one of the prefixes the Registry allows this namespace: {extra:?}"));
     }
     Err(message)
 }
@@ -65,24 +59,11 @@ pub struct Claim {
 
 /// The claim that owns `(registry, path)`: the oldest, ties broken by namespace and name, so
 /// every replica and every pass decides the same.
-pub fn path_owner<'a>(
-    claims: impl IntoIterator<Item = &'a Claim>,
-    registry: &str,
-    path: &str,
-) -> Option<&'a Claim> {
-    claims
-        .into_iter()
-        .filter(|c| c.registry == registry && c.path == path)
-        .min_by(|a, b| {
-            let key = |c: &Claim| {
-                (
-                    c.created.unwrap_or(i64::MAX),
-                    c.namespace.clone(),
-                    c.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        })
+pub fn path_owner<'a>(claims: impl IntoIterator<Item = &'a Claim>, registry: &str, path: &str) -> Option<&'a Claim> {
+    claims.into_iter().filter(|c| c.registry == registry && c.path == path).min_by(|a, b| {
+        let key = |c: &Claim| (c.created.unwrap_or(i64::MAX), c.namespace.clone(), c.name.clone());
+        key(a).cmp(&key(b))
+    })
 }
 
 #[cfg(test)]
@@ -90,20 +71,14 @@ mod tests {
     use super::*;
 
     fn prefixes(ns: &str, p: &[&str]) -> NamespacePathPrefixes {
-        NamespacePathPrefixes {
-            namespace: ns.into(),
-            prefixes: p.iter().map(|s| s.to_string()).collect(),
-        }
+        NamespacePathPrefixes { namespace: ns.into(), prefixes: p.iter().map(|s| s.to_string()).collect() }
     }
 
     #[test]
     fn default_path_is_namespace_slash_name() {
         assert_eq!(repository_path("team-a", "api", None), "team-a/api");
         assert_eq!(repository_path("team-a", "api", Some("")), "team-a/api");
-        assert_eq!(
-            repository_path("team-a", "api", Some("team-a/svc/api")),
-            "team-a/svc/api"
-        );
+        assert_eq!(repository_path("team-a", "api", Some("team-a/svc/api")), "team-a/svc/api");
     }
 
     #[test]
@@ -116,14 +91,8 @@ mod tests {
     fn other_namespaces_and_lookalike_prefixes_are_refused() {
         let err = check_path("a", "b/app", &[]).unwrap_err();
         assert!(err.contains("must start with \"a/\""), "{err}");
-        assert!(
-            check_path("team-a", "team-ab/app", &[]).is_err(),
-            "component boundary"
-        );
-        assert!(
-            check_path("team-a", "team-a", &[]).is_err(),
-            "the bare namespace is not a repository under it"
-        );
+        assert!(check_path("team-a", "team-ab/app", &[]).is_err(), "component boundary");
+        assert!(check_path("team-a", "team-a", &[]).is_err(), "the bare namespace is not a repository under it");
         assert!(check_path("team-a", "team-a/", &[]).is_err());
     }
 
@@ -148,28 +117,13 @@ mod tests {
             name: name.into(),
             created,
         };
-        let claims = [
-            claim("b", "x", Some(20)),
-            claim("a", "y", Some(10)),
-            claim("c", "z", None),
-        ];
-        assert_eq!(
-            path_owner(&claims, "main", "shared/app").unwrap().namespace,
-            "a"
-        );
+        let claims = [claim("b", "x", Some(20)), claim("a", "y", Some(10)), claim("c", "z", None)];
+        assert_eq!(path_owner(&claims, "main", "shared/app").unwrap().namespace, "a");
         let tied = [claim("b", "x", Some(10)), claim("a", "y", Some(10))];
-        assert_eq!(
-            path_owner(&tied, "main", "shared/app").unwrap().namespace,
-            "a"
-        );
+        assert_eq!(path_owner(&tied, "main", "shared/app").unwrap().namespace, "a");
         let mut reversed = tied.clone();
         reversed.reverse();
-        assert_eq!(
-            path_owner(&reversed, "main", "shared/app")
-                .unwrap()
-                .namespace,
-            "a"
-        );
+        assert_eq!(path_owner(&reversed, "main", "shared/app").unwrap().namespace, "a");
         assert!(path_owner(&claims, "other", "shared/app").is_none());
         assert!(path_owner(&claims, "main", "shared/other").is_none());
     }

@@ -15,12 +15,8 @@ use support::{control_plane, repo_path};
 fn committed_crds_match_berth_crds() {
     for crd in berth::api::crds() {
         let file = repo_path("crds").join(berth::api::crd_file_name(&crd));
-        let committed = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run `cargo run -- crds --split crds/`)",
-                file.display()
-            )
-        });
+        let committed = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo run -- crds --split crds/`)", file.display()));
         let generated = berth::api::crd_yaml(&crd).unwrap();
         assert!(
             committed == generated,
@@ -29,11 +25,7 @@ fn committed_crds_match_berth_crds() {
         );
     }
     let files = std::fs::read_dir(repo_path("crds")).unwrap().count();
-    assert_eq!(
-        files,
-        berth::api::crds().len(),
-        "crds/ holds a file that is not a berth CRD"
-    );
+    assert_eq!(files, berth::api::crds().len(), "crds/ holds a file that is not a berth CRD");
 }
 
 #[test]
@@ -44,32 +36,13 @@ fn every_crd_has_status_printer_columns_short_names_and_category() {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1", "{name}");
         assert!(
-            version
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some(),
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
             "{name}: no status subresource"
         );
-        let columns = version
-            .additional_printer_columns
-            .as_ref()
-            .map(|c| c.len())
-            .unwrap_or(0);
+        let columns = version.additional_printer_columns.as_ref().map(|c| c.len()).unwrap_or(0);
         assert!(columns >= 3, "{name}: only {columns} printer columns");
-        assert!(
-            crd.spec
-                .names
-                .short_names
-                .as_ref()
-                .is_some_and(|s| !s.is_empty()),
-            "{name}: no short name"
-        );
-        assert_eq!(
-            crd.spec.names.categories.as_deref(),
-            Some(&["berth".to_string()][..]),
-            "{name}"
-        );
+        assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()), "{name}: no short name");
+        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["berth".to_string()][..]), "{name}");
     }
     assert_eq!(berth::api::Registry::crd().spec.scope, "Cluster");
     assert_eq!(berth::api::Repository::crd().spec.scope, "Namespaced");
@@ -87,11 +60,7 @@ fn every_crd_field_is_documented() {
                 if matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
                 }
-                if sub
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
+                if sub.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
                     missing.push(p.clone());
                 }
                 walk(&p, sub, missing);
@@ -103,20 +72,10 @@ fn every_crd_field_is_documented() {
     }
     let mut missing = Vec::new();
     for crd in berth::api::crds() {
-        let schema = serde_json::to_value(
-            &crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema,
-        )
-        .unwrap();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
         walk(&crd.spec.names.kind, &schema, &mut missing);
     }
-    assert!(
-        missing.is_empty(),
-        "fields without a doc comment: {missing:#?}"
-    );
+    assert!(missing.is_empty(), "fields without a doc comment: {missing:#?}");
 }
 
 #[tokio::test]
@@ -141,11 +100,7 @@ async fn crds_install_and_become_established() {
 
 fn api_for(client: kube::Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("berth.dev", "v1alpha1", kind));
-    if kind == "Registry" {
-        Api::all_with(client, &ar)
-    } else {
-        Api::namespaced_with(client, namespace, &ar)
-    }
+    if kind == "Registry" { Api::all_with(client, &ar) } else { Api::namespaced_with(client, namespace, &ar) }
 }
 
 fn object(value: Value) -> DynamicObject {
@@ -158,26 +113,17 @@ async fn every_example_is_accepted_by_the_api_server() {
     cp.install_crds().await;
     let ns = cp.namespace("examples").await;
     let mut kinds = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(repo_path("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(repo_path("examples")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    for path in files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-    {
+    for path in files.iter().filter(|p| p.extension().is_some_and(|x| x == "yaml")) {
         let text = std::fs::read_to_string(path).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let mut value: Value = serde::Deserialize::deserialize(doc).unwrap();
             let kind = value["kind"].as_str().unwrap().to_string();
             // Examples name their own namespaces; each test runs in its own.
             if kind == "Registry" {
-                value["metadata"]["name"] = json!(format!(
-                    "{}-{}",
-                    value["metadata"]["name"].as_str().unwrap(),
-                    ns.name
-                ));
+                value["metadata"]["name"] =
+                    json!(format!("{}-{}", value["metadata"]["name"].as_str().unwrap(), ns.name));
             } else {
                 value["metadata"]["namespace"] = json!(ns.name);
             }
@@ -188,22 +134,13 @@ async fn every_example_is_accepted_by_the_api_server() {
                 .unwrap_or_else(|e| panic!("{} ({kind}) rejected: {e}", path.display()));
             // Defaults and pruning must not lose what the example says.
             for (field, v) in value["spec"].as_object().unwrap() {
-                assert_eq!(
-                    &created.data["spec"][field],
-                    v,
-                    "{}: spec.{field} changed on the way in",
-                    path.display()
-                );
+                assert_eq!(&created.data["spec"][field], v, "{}: spec.{field} changed on the way in", path.display());
             }
             kinds.push(kind);
         }
     }
     kinds.sort();
-    assert_eq!(
-        kinds,
-        ["AccessPolicy", "LifecyclePolicy", "Registry", "Repository"],
-        "one example per kind"
-    );
+    assert_eq!(kinds, ["AccessPolicy", "LifecyclePolicy", "Registry", "Repository"], "one example per kind");
 }
 
 fn rule(priority: i64, selection: Value) -> Value {
@@ -248,15 +185,10 @@ async fn invalid_lifecycle_policies_are_rejected_with_clear_messages() {
                 2,
                 json!({"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 14}),
             ),
-            rule(
-                3,
-                json!({"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 100}),
-            ),
+            rule(3, json!({"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 100})),
         ],
     );
-    api.create(&PostParams::default(), &valid)
-        .await
-        .expect("a valid policy must be accepted");
+    api.create(&PostParams::default(), &valid).await.expect("a valid policy must be accepted");
 
     let cases: Vec<(&str, Vec<Value>, &str)> = vec![
         (
@@ -267,20 +199,14 @@ async fn invalid_lifecycle_policies_are_rejected_with_clear_messages() {
         (
             "any-not-last",
             vec![
-                rule(
-                    1,
-                    json!({"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 3}),
-                ),
+                rule(1, json!({"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 3})),
                 rule(2, keep(1, &["a"])),
             ],
             "tagStatus 'any' must have the highest rulePriority",
         ),
         (
             "unit-missing",
-            vec![rule(
-                1,
-                json!({"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 3}),
-            )],
+            vec![rule(1, json!({"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 3}))],
             "countUnit is required with countType 'sinceImagePushed'",
         ),
         (
@@ -291,17 +217,10 @@ async fn invalid_lifecycle_policies_are_rejected_with_clear_messages() {
             )],
             "countUnit is not allowed with countType 'imageCountMoreThan'",
         ),
-        (
-            "count-zero",
-            vec![rule(1, keep(0, &["a"]))],
-            "countNumber must be a positive integer",
-        ),
+        ("count-zero", vec![rule(1, keep(0, &["a"]))], "countNumber must be a positive integer"),
         (
             "tagged-no-list",
-            vec![rule(
-                1,
-                json!({"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 3}),
-            )],
+            vec![rule(1, json!({"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 3}))],
             "tagStatus 'tagged' needs exactly one of tagPrefixList or tagPatternList",
         ),
         (
@@ -331,10 +250,7 @@ async fn invalid_lifecycle_policies_are_rejected_with_clear_messages() {
         (
             "two-untagged",
             vec![
-                rule(
-                    1,
-                    json!({"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 3}),
-                ),
+                rule(1, json!({"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 3})),
                 rule(
                     2,
                     json!({"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 3}),
@@ -350,23 +266,15 @@ async fn invalid_lifecycle_policies_are_rejected_with_clear_messages() {
             )],
             "at most 4 '*' wildcards",
         ),
-        (
-            "priority-zero",
-            vec![rule(0, keep(1, &["a"]))],
-            "rulePriority must be a positive integer",
-        ),
+        ("priority-zero", vec![rule(0, keep(1, &["a"]))], "rulePriority must be a positive integer"),
     ];
     let mut failures = Vec::new();
     for (name, rules, expected) in cases {
         match rejection(&api, &policy(name, rules)).await {
             Ok(status) if status.code == 422 && status.message.contains(expected) => {}
-            Ok(status) => failures.push(format!(
-                "{name}: rejected with {} {:?}, expected {expected:?}",
-                status.code, status.message
-            )),
-            Err(e) => failures.push(format!(
-                "{name}: {e}, expected a rejection with {expected:?}"
-            )),
+            Ok(status) => failures
+                .push(format!("{name}: rejected with {} {:?}, expected {expected:?}", status.code, status.message)),
+            Err(e) => failures.push(format!("{name}: {e}, expected a rejection with {expected:?}")),
         }
     }
     // Four wildcards are fine.
@@ -399,65 +307,36 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
     let registries = api_for(ns.client.clone(), &ns.name, "Registry");
 
     let created = repos
-        .create(
-            &PostParams::default(),
-            &repo("defaults", json!({"registryRef": {"name": "main"}})),
-        )
+        .create(&PostParams::default(), &repo("defaults", json!({"registryRef": {"name": "main"}})))
         .await
         .expect("a minimal Repository must be accepted");
-    assert_eq!(
-        created.data["spec"]["visibility"], "Private",
-        "visibility defaults to Private"
-    );
-    assert_eq!(
-        created.data["spec"]["deletionPolicy"], "Retain",
-        "deletionPolicy defaults to Retain"
-    );
+    assert_eq!(created.data["spec"]["visibility"], "Private", "visibility defaults to Private");
+    assert_eq!(created.data["spec"]["deletionPolicy"], "Retain", "deletionPolicy defaults to Retain");
     assert_eq!(created.data["spec"]["imageTagMutability"], "Mutable");
 
     let mut failures = Vec::new();
     let mut expect = |name: &str, result: Result<Status, String>, expected: &str| match result {
         Ok(s) if s.code == 422 && s.message.contains(expected) => {}
-        Ok(s) => failures.push(format!(
-            "{name}: {} {:?}, expected {expected:?}",
-            s.code, s.message
-        )),
+        Ok(s) => failures.push(format!("{name}: {} {:?}, expected {expected:?}", s.code, s.message)),
         Err(e) => failures.push(format!("{name}: {e}, expected {expected:?}")),
     };
     expect(
         "upper-case path",
-        rejection(
-            &repos,
-            &repo(
-                "bad-path",
-                json!({"registryRef": {"name": "main"}, "name": "Team/App"}),
-            ),
-        )
-        .await,
+        rejection(&repos, &repo("bad-path", json!({"registryRef": {"name": "main"}, "name": "Team/App"}))).await,
         "name must be lower-case path components",
     );
     expect(
         "exclusions on a mutable repository",
         rejection(
             &repos,
-            &repo(
-                "bad-excl",
-                json!({"registryRef": {"name": "main"}, "immutableTagExclusions": ["latest"]}),
-            ),
+            &repo("bad-excl", json!({"registryRef": {"name": "main"}, "immutableTagExclusions": ["latest"]})),
         )
         .await,
         "immutableTagExclusions is only allowed with imageTagMutability: Immutable",
     );
     expect(
         "unknown visibility",
-        rejection(
-            &repos,
-            &repo(
-                "bad-vis",
-                json!({"registryRef": {"name": "main"}, "visibility": "Internal"}),
-            ),
-        )
-        .await,
+        rejection(&repos, &repo("bad-vis", json!({"registryRef": {"name": "main"}, "visibility": "Internal"}))).await,
         "Unsupported value: \"Internal\"",
     );
     let access = |name: &str, spec: Value| {
@@ -478,7 +357,10 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
         "no repositories",
         rejection(
             &policies,
-            &access("no-repos", json!({"repositories": {}, "grants": [{"subjects": [{"kind": "Anonymous"}], "actions": ["pull"]}]})),
+            &access(
+                "no-repos",
+                json!({"repositories": {}, "grants": [{"subjects": [{"kind": "Anonymous"}], "actions": ["pull"]}]}),
+            ),
         )
         .await,
         "repositories needs names, a selector, or both",
@@ -499,18 +381,17 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
     };
     expect(
         "registry url without scheme",
-        rejection(
-            &registries,
-            &registry("no-scheme", json!({"url": "registry.example.com"})),
-        )
-        .await,
+        rejection(&registries, &registry("no-scheme", json!({"url": "registry.example.com"}))).await,
         "url must be an http:// or https:// URL",
     );
     expect(
         "insecure and caBundle",
         rejection(
             &registries,
-            &registry("both-tls", json!({"url": "https://r.example.com", "insecureSkipTLSVerify": true, "caBundle": "x"})),
+            &registry(
+                "both-tls",
+                json!({"url": "https://r.example.com", "insecureSkipTLSVerify": true, "caBundle": "x"}),
+            ),
         )
         .await,
         "set either insecureSkipTLSVerify or caBundle, not both",
@@ -520,15 +401,8 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
     // Immutable fields stay immutable.
     let mut changed = repos.get("defaults").await.unwrap();
     changed.data["spec"]["registryRef"] = json!({"name": "other"});
-    match repos
-        .replace("defaults", &PostParams::default(), &changed)
-        .await
-    {
-        Err(kube::Error::Api(s)) => assert!(
-            s.message.contains("registryRef is immutable"),
-            "{}",
-            s.message
-        ),
+    match repos.replace("defaults", &PostParams::default(), &changed).await {
+        Err(kube::Error::Api(s)) => assert!(s.message.contains("registryRef is immutable"), "{}", s.message),
         other => panic!("changing registryRef must be rejected, got {other:?}"),
     }
 }
@@ -540,21 +414,10 @@ async fn kubectl_explain_shows_field_docs() {
     // Discovery of a new CRD can lag behind Established for a moment; retry briefly.
     let mut last = String::new();
     for _ in 0..20 {
-        let out = cp
-            .kubectl()
-            .args(["explain", "repository.spec.visibility"])
-            .output()
-            .unwrap();
-        last = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = cp.kubectl().args(["explain", "repository.spec.visibility"]).output().unwrap();
+        last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if out.status.success() {
-            assert!(
-                last.contains("`Public` repositories can be pulled anonymously"),
-                "explain output:\n{last}"
-            );
+            assert!(last.contains("`Public` repositories can be pulled anonymously"), "explain output:\n{last}");
             assert!(last.contains("berth.dev"), "explain output:\n{last}");
             return;
         }

@@ -17,76 +17,29 @@ async fn skopeo_pushes_to_the_test_registry_and_the_tags_list_back() {
     let v1 = layout.add_image("v1", "first");
     let v2 = layout.add_image("v2", "second");
     let v1_again = OciLayout::default().add_image("other", "first");
-    assert_ne!(
-        v1.digest, v2.digest,
-        "distinct content gives distinct digests"
-    );
-    assert_eq!(
-        v1.digest, v1_again.digest,
-        "the same content gives the same digest"
-    );
+    assert_ne!(v1.digest, v2.digest, "distinct content gives distinct digests");
+    assert_eq!(v1.digest, v1_again.digest, "the same content gives the same digest");
     assert_eq!(v1.media_type, MANIFEST);
 
     let repo = registry.image("team-a/app");
     for tag in ["v1", "v2"] {
-        let out = skopeo
-            .push(
-                layout.path(),
-                tag,
-                &format!("{repo}:{tag}"),
-                &Creds::Anonymous,
-                false,
-            )
-            .await;
-        assert!(
-            out.status.success(),
-            "push {tag}: {}\n{}",
-            describe(&out),
-            registry.log_tail()
-        );
+        let out = skopeo.push(layout.path(), tag, &format!("{repo}:{tag}"), &Creds::Anonymous, false).await;
+        assert!(out.status.success(), "push {tag}: {}\n{}", describe(&out), registry.log_tail());
     }
-    let tags = skopeo
-        .list_tags(&repo, &Creds::Anonymous)
-        .await
-        .expect("list-tags");
+    let tags = skopeo.list_tags(&repo, &Creds::Anonymous).await.expect("list-tags");
     assert_eq!(tags, ["v1", "v2"]);
     // The registry stores exactly the manifest we wrote.
-    assert_eq!(
-        skopeo
-            .digest(&format!("{repo}:v1"), &Creds::Anonymous)
-            .await
-            .unwrap(),
-        v1.digest
-    );
-    assert_eq!(
-        skopeo
-            .digest(&format!("{repo}:v2"), &Creds::Anonymous)
-            .await
-            .unwrap(),
-        v2.digest
-    );
+    assert_eq!(skopeo.digest(&format!("{repo}:v1"), &Creds::Anonymous).await.unwrap(), v1.digest);
+    assert_eq!(skopeo.digest(&format!("{repo}:v2"), &Creds::Anonymous).await.unwrap(), v2.digest);
 
     // And it pulls back.
     let pulled = tempfile::tempdir().unwrap();
-    let out = skopeo
-        .pull(&format!("{repo}:v2"), pulled.path(), &Creds::Anonymous)
-        .await;
+    let out = skopeo.pull(&format!("{repo}:v2"), pulled.path(), &Creds::Anonymous).await;
     assert!(out.status.success(), "pull: {}", describe(&out));
-    assert!(
-        pulled
-            .path()
-            .join("blobs/sha256")
-            .join(v2.digest.trim_start_matches("sha256:"))
-            .exists()
-    );
+    assert!(pulled.path().join("blobs/sha256").join(v2.digest.trim_start_matches("sha256:")).exists());
 
     // A tag that was never pushed is not there.
-    assert!(
-        skopeo
-            .digest(&format!("{repo}:v3"), &Creds::Anonymous)
-            .await
-            .is_err()
-    );
+    assert!(skopeo.digest(&format!("{repo}:v3"), &Creds::Anonymous).await.is_err());
 }
 
 #[tokio::test]
@@ -100,25 +53,12 @@ async fn a_multi_arch_index_pushes_with_its_children() {
     assert_ne!(children[0].digest, children[1].digest);
 
     let reference = format!("{}:multi", registry.image("team-a/multi"));
-    let out = skopeo
-        .push(layout.path(), "multi", &reference, &Creds::Anonymous, true)
-        .await;
-    assert!(
-        out.status.success(),
-        "push --all: {}\n{}",
-        describe(&out),
-        registry.log_tail()
-    );
-    assert_eq!(
-        skopeo.digest(&reference, &Creds::Anonymous).await.unwrap(),
-        index.digest
-    );
+    let out = skopeo.push(layout.path(), "multi", &reference, &Creds::Anonymous, true).await;
+    assert!(out.status.success(), "push --all: {}\n{}", describe(&out), registry.log_tail());
+    assert_eq!(skopeo.digest(&reference, &Creds::Anonymous).await.unwrap(), index.digest);
     for child in &children {
         let by_digest = format!("{}@{}", registry.image("team-a/multi"), child.digest);
-        assert_eq!(
-            skopeo.digest(&by_digest, &Creds::Anonymous).await.unwrap(),
-            child.digest
-        );
+        assert_eq!(skopeo.digest(&by_digest, &Creds::Anonymous).await.unwrap(), child.digest);
     }
 }
 
@@ -130,30 +70,11 @@ async fn registries_are_isolated_from_each_other() {
     let skopeo = Skopeo::default();
     let mut layout = OciLayout::default();
     layout.add_image("only-a", "isolated");
-    let out = skopeo
-        .push(
-            layout.path(),
-            "only-a",
-            &format!("{}:only-a", a.image("x/y")),
-            &Creds::Anonymous,
-            false,
-        )
-        .await;
+    let out =
+        skopeo.push(layout.path(), "only-a", &format!("{}:only-a", a.image("x/y")), &Creds::Anonymous, false).await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(
-        skopeo
-            .list_tags(&a.image("x/y"), &Creds::Anonymous)
-            .await
-            .unwrap(),
-        ["only-a"]
-    );
-    assert!(
-        skopeo
-            .list_tags(&b.image("x/y"), &Creds::Anonymous)
-            .await
-            .is_err(),
-        "b never saw the push"
-    );
+    assert_eq!(skopeo.list_tags(&a.image("x/y"), &Creds::Anonymous).await.unwrap(), ["only-a"]);
+    assert!(skopeo.list_tags(&b.image("x/y"), &Creds::Anonymous).await.is_err(), "b never saw the push");
 }
 
 #[test]
@@ -171,10 +92,7 @@ fn registry_config_switches_notifications_and_token_auth() {
         "127.0.0.1:5000",
         std::path::Path::new("/tmp/s"),
         &RegistryOptions {
-            notifications: Some(NotificationsConfig {
-                url: "http://127.0.0.1:1/events".into(),
-                token: "t0k".into(),
-            }),
+            notifications: Some(NotificationsConfig { url: "http://127.0.0.1:1/events".into(), token: "t0k".into() }),
             token_auth: Some(TokenAuthConfig {
                 realm: "http://127.0.0.1:1/token".into(),
                 service: "svc".into(),
@@ -184,10 +102,7 @@ fn registry_config_switches_notifications_and_token_auth() {
         },
     ))
     .unwrap();
-    assert_eq!(
-        full["notifications"]["endpoints"][0]["headers"]["Authorization"][0],
-        "Bearer t0k"
-    );
+    assert_eq!(full["notifications"]["endpoints"][0]["headers"]["Authorization"][0], "Bearer t0k");
     assert_eq!(full["auth"]["token"]["issuer"], "berth");
     assert_eq!(full["auth"]["token"]["rootcertbundle"], "/tmp/bundle.pem");
 }
@@ -197,9 +112,7 @@ fn registry_config_switches_notifications_and_token_auth() {
 /// token service authenticates workloads that way).
 #[tokio::test]
 async fn service_account_tokens_pass_token_review() {
-    use k8s_openapi::api::authentication::v1::{
-        TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
-    };
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::{Api, PostParams};
 
@@ -210,39 +123,24 @@ async fn service_account_tokens_pass_token_review() {
     // The controller manager's serviceaccount controller creates `default` shortly after.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while accounts.get_opt("default").await.unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no default ServiceAccount: is kube-controller-manager running?"
-        );
+        assert!(std::time::Instant::now() < deadline, "no default ServiceAccount: is kube-controller-manager running?");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
     let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(600),
-            ..Default::default()
-        },
+        spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(600), ..Default::default() },
         ..Default::default()
     };
-    let issued = accounts
-        .create_token_request("default", &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest");
+    let issued =
+        accounts.create_token_request("default", &PostParams::default(), &request).await.expect("TokenRequest");
     let token = issued.status.expect("token status").token;
 
     let review = |token: String| TokenReview {
-        spec: TokenReviewSpec {
-            token: Some(token),
-            audiences: None,
-        },
+        spec: TokenReviewSpec { token: Some(token), audiences: None },
         ..Default::default()
     };
     let reviews = Api::<TokenReview>::all(ns.client.clone());
-    let ok = reviews
-        .create(&PostParams::default(), &review(token.clone()))
-        .await
-        .unwrap();
+    let ok = reviews.create(&PostParams::default(), &review(token.clone())).await.unwrap();
     let status = ok.status.expect("review status");
     assert_eq!(status.authenticated, Some(true), "{status:?}");
     assert_eq!(
@@ -253,16 +151,6 @@ async fn service_account_tokens_pass_token_review() {
     let mut tampered = token.into_bytes();
     let last = tampered.len() - 2;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-    let bad = reviews
-        .create(
-            &PostParams::default(),
-            &review(String::from_utf8(tampered).unwrap()),
-        )
-        .await
-        .unwrap();
-    assert_ne!(
-        bad.status.and_then(|s| s.authenticated),
-        Some(true),
-        "a tampered token must not authenticate"
-    );
+    let bad = reviews.create(&PostParams::default(), &review(String::from_utf8(tampered).unwrap())).await.unwrap();
+    assert_ne!(bad.status.and_then(|s| s.authenticated), Some(true), "a tampered token must not authenticate");
 }

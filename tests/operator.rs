@@ -12,15 +12,10 @@ use support::{control_plane, free_port};
 #[tokio::test]
 async fn berth_run_serves_health_readiness_metrics_and_stops_on_sigterm() {
     let cp = control_plane().await;
+    cp.install_crds().await;
     let port = free_port();
     let mut berth = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
+        .args(["--log-format", "json", "run", "--http-addr", &format!("127.0.0.1:{port}")])
         .arg("--kubeconfig")
         .arg(&cp.kubeconfig)
         .stdout(Stdio::null())
@@ -43,42 +38,19 @@ async fn berth_run_serves_health_readiness_metrics_and_stops_on_sigterm() {
     }
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("berth_ready 1"), "metrics:\n{metrics}");
-    assert!(
-        metrics.contains("# EOF"),
-        "OpenMetrics text ends with # EOF:\n{metrics}"
-    );
-    assert_eq!(
-        http.get(format!("{base}/nope"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert!(metrics.contains("# EOF"), "OpenMetrics text ends with # EOF:\n{metrics}");
+    assert_eq!(http.get(format!("{base}/nope")).send().await.unwrap().status(), 404);
 
-    let term = Command::new("kill")
-        .args(["-TERM", &berth.id().to_string()])
-        .status()
-        .unwrap();
+    let term = Command::new("kill").args(["-TERM", &berth.id().to_string()]).status().unwrap();
     assert!(term.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = berth.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "berth did not stop within 10s of SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "berth did not stop within 10s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut logs = String::new();
@@ -86,13 +58,9 @@ async fn berth_run_serves_health_readiness_metrics_and_stops_on_sigterm() {
     assert!(status.success(), "berth exited with {status}:\n{logs}");
     // JSON logs: every line parses, and the shutdown was logged.
     for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
-    assert!(
-        logs.contains("shutting down") && logs.contains("stopped"),
-        "logs:\n{logs}"
-    );
+    assert!(logs.contains("shutting down") && logs.contains("stopped"), "logs:\n{logs}");
 }
 
 #[tokio::test]
@@ -111,10 +79,7 @@ async fn berth_run_without_a_cluster_fails_with_a_clear_error() {
 
 #[test]
 fn berth_crds_prints_every_crd() {
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("crds")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth")).arg("crds").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let names: Vec<String> = serde_yaml::Deserializer::from_str(&text)
@@ -125,11 +90,6 @@ fn berth_crds_prints_every_crd() {
         .collect();
     assert_eq!(
         names,
-        [
-            "registries.berth.dev",
-            "repositories.berth.dev",
-            "lifecyclepolicies.berth.dev",
-            "accesspolicies.berth.dev"
-        ]
+        ["registries.berth.dev", "repositories.berth.dev", "lifecyclepolicies.berth.dev", "accesspolicies.berth.dev"]
     );
 }

@@ -45,10 +45,7 @@ impl Env {
         let token = format!("events-token-{}", support::unique_name("t"));
         let events_url = format!("http://127.0.0.1:{port}/events/registry/{name}");
         let registry = TestRegistry::start_with(RegistryOptions {
-            notifications: events.then(|| NotificationsConfig {
-                url: events_url,
-                token: token.clone(),
-            }),
+            notifications: events.then(|| NotificationsConfig { url: events_url, token: token.clone() }),
             ..Default::default()
         })
         .await;
@@ -57,10 +54,7 @@ impl Env {
             "stringData": {"token": token},
         }))
         .unwrap();
-        Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
+        Api::<Secret>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &secret).await.unwrap();
         let reg: Registry = serde_json::from_value(json!({
             "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
             "metadata": {"name": name, "labels": {"berth.dev/test": ns.name}},
@@ -71,20 +65,9 @@ impl Env {
             },
         }))
         .unwrap();
-        Api::<Registry>::all(ns.client.clone())
-            .create(&PostParams::default(), &reg)
-            .await
-            .unwrap();
+        Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &reg).await.unwrap();
         let berth = Berth::start(cp, port, &ns.name, &["--repository-poll-interval", poll]).await;
-        Env {
-            ns,
-            registry,
-            berth,
-            name,
-            token,
-            skopeo: Skopeo::default(),
-            layout: OciLayout::default(),
-        }
+        Env { ns, registry, berth, name, token, skopeo: Skopeo::default(), layout: OciLayout::default() }
     }
 
     fn repos(&self) -> Api<Repository> {
@@ -99,10 +82,7 @@ impl Env {
             "metadata": {"name": name}, "spec": spec,
         }))
         .unwrap();
-        self.repos()
-            .create(&PostParams::default(), &repo)
-            .await
-            .unwrap();
+        self.repos().create(&PostParams::default(), &repo).await.unwrap();
     }
 
     /// Waits until the Repository's status satisfies `check` (which explains itself on failure).
@@ -114,11 +94,7 @@ impl Env {
             async move {
                 let r = repos.get(name).await.map_err(|e| e.to_string())?;
                 let status = serde_json::to_value(&r.status).unwrap();
-                if check(&status) {
-                    Ok(status)
-                } else {
-                    Err(status.to_string())
-                }
+                if check(&status) { Ok(status) } else { Err(status.to_string()) }
             }
         })
         .await
@@ -128,19 +104,13 @@ impl Env {
     async fn push(&mut self, path: &str, tag: &str, seed: &str) -> String {
         let d = self.layout.add_image(tag, seed);
         let dest = format!("{}:{tag}", self.registry.image(path));
-        let out = self
-            .skopeo
-            .push(self.layout.path(), tag, &dest, &Creds::Anonymous, false)
-            .await;
+        let out = self.skopeo.push(self.layout.path(), tag, &dest, &Creds::Anonymous, false).await;
         assert!(out.status.success(), "push {dest}: {}", describe(&out));
         d.digest
     }
 
     async fn tags(&self, path: &str) -> Vec<String> {
-        self.skopeo
-            .list_tags(&self.registry.image(path), &Creds::Anonymous)
-            .await
-            .unwrap_or_default()
+        self.skopeo.list_tags(&self.registry.image(path), &Creds::Anonymous).await.unwrap_or_default()
     }
 }
 
@@ -149,12 +119,7 @@ fn ready(status: &Value) -> Option<(&str, &str)> {
         .as_array()?
         .iter()
         .find(|c| c["type"] == "Ready")
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str().unwrap_or(""),
-            )
-        })
+        .map(|c| (c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
 }
 
 fn is_ready(status: &Value) -> bool {
@@ -177,34 +142,20 @@ async fn a_repository_becomes_ready_and_its_counts_follow_pushes() {
     env.push(&path, "latest", "one").await;
     let d2 = env.push(&path, "v2", "two").await;
     assert_ne!(d1, d2);
-    let status = env
-        .wait_repo("app", "2 images, 3 tags", |s| {
-            s["imageCount"] == 2 && s["tagCount"] == 3
-        })
-        .await;
-    let pushed: k8s_openapi::jiff::Timestamp =
-        status["lastPushedAt"].as_str().unwrap().parse().unwrap();
-    assert!(
-        pushed.as_second() >= before.as_second() - 1,
-        "lastPushedAt {pushed} is when berth saw the push, not 1970"
-    );
+    let status = env.wait_repo("app", "2 images, 3 tags", |s| s["imageCount"] == 2 && s["tagCount"] == 3).await;
+    let pushed: k8s_openapi::jiff::Timestamp = status["lastPushedAt"].as_str().unwrap().parse().unwrap();
+    assert!(pushed.as_second() >= before.as_second() - 1, "lastPushedAt {pushed} is when berth saw the push, not 1970");
 
     // The ledger holds both digests, in ConfigMaps owned by the Repository.
     let cms = Api::<ConfigMap>::namespaced(env.ns.client.clone(), &env.ns.name)
         .list(&ListParams::default().labels("berth.dev/ledger-of"))
         .await
         .unwrap();
-    let text: String = cms
-        .items
-        .iter()
-        .flat_map(|c| c.data.clone().unwrap_or_default().into_values())
-        .collect();
+    let text: String = cms.items.iter().flat_map(|c| c.data.clone().unwrap_or_default().into_values()).collect();
     assert!(text.contains(&d1) && text.contains(&d2), "ledger: {text}");
-    assert!(cms.items.iter().all(|c| {
-        c.owner_references()
-            .iter()
-            .any(|o| o.kind == "Repository" && o.name == "app")
-    }));
+    assert!(
+        cms.items.iter().all(|c| { c.owner_references().iter().any(|o| o.kind == "Repository" && o.name == "app") })
+    );
 
     // The Registry reports the repository as declared, and an undeclared one as such.
     env.push("stray/thing", "x", "stray").await;
@@ -214,8 +165,7 @@ async fn a_repository_becomes_ready_and_its_counts_follow_pushes() {
         let regs = regs.clone();
         let name = name.clone();
         async move {
-            let s = serde_json::to_value(regs.get(&name).await.map_err(|e| e.to_string())?.status)
-                .unwrap();
+            let s = serde_json::to_value(regs.get(&name).await.map_err(|e| e.to_string())?.status).unwrap();
             let ok = s["repositoryCount"] == 2
                 && s["undeclaredRepositoryCount"] == 1
                 && s["undeclaredRepositories"] == json!(["stray/thing"])
@@ -236,10 +186,7 @@ async fn a_push_event_updates_status_without_waiting_for_the_poll() {
     env.push(&path, "v1", "event-driven").await;
     // Polling is an hour: only the event can make this happen. Generous timeout for a shared
     // machine; the benchmark measures the real latency.
-    env.wait_repo("app", "tag counted from the push event", |s| {
-        s["tagCount"] == 1 && s["imageCount"] == 1
-    })
-    .await;
+    env.wait_repo("app", "tag counted from the push event", |s| s["tagCount"] == 1 && s["imageCount"] == 1).await;
     eprintln!("push to status: {:?}", started.elapsed());
 }
 
@@ -269,81 +216,24 @@ async fn the_events_endpoint_refuses_bad_secrets_malformed_and_oversized_bodies(
     };
     let v1 = "application/vnd.docker.distribution.events.v1+json";
     assert_eq!(post("wrong", v1, body.clone()).await.unwrap().status(), 401);
-    assert_eq!(
-        http.post(&url)
-            .header("Content-Type", v1)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        post(&env.token, v1, "{not json".into())
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        post(&env.token, v1, json!({"events": [{"id": "x"}]}).to_string())
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        post(&env.token, v1, "x".repeat(2 * 1024 * 1024))
-            .await
-            .unwrap()
-            .status(),
-        413
-    );
-    assert_eq!(
-        post(&env.token, "text/plain", body.clone())
-            .await
-            .unwrap()
-            .status(),
-        415
-    );
-    let unknown = http
-        .post(format!(
-            "{}/events/registry/no-such-registry",
-            env.berth.url()
-        ))
-        .body("{}")
-        .send();
+    assert_eq!(http.post(&url).header("Content-Type", v1).body(body.clone()).send().await.unwrap().status(), 401);
+    assert_eq!(post(&env.token, v1, "{not json".into()).await.unwrap().status(), 400);
+    assert_eq!(post(&env.token, v1, json!({"events": [{"id": "x"}]}).to_string()).await.unwrap().status(), 400);
+    assert_eq!(post(&env.token, v1, "x".repeat(2 * 1024 * 1024)).await.unwrap().status(), 413);
+    assert_eq!(post(&env.token, "text/plain", body.clone()).await.unwrap().status(), 415);
+    let unknown = http.post(format!("{}/events/registry/no-such-registry", env.berth.url())).body("{}").send();
     assert_eq!(unknown.await.unwrap().status(), 404);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let status = serde_json::to_value(env.repos().get("app").await.unwrap().status).unwrap();
-    assert_eq!(
-        status["tagCount"], 0,
-        "refused events changed nothing: {status}"
-    );
+    assert_eq!(status["tagCount"], 0, "refused events changed nothing: {status}");
 
     // The same event with the right token is accepted (v2 content type too), and counted once.
     assert_eq!(
-        post(
-            &env.token,
-            "application/vnd.docker.distribution.events.v2+json",
-            body.clone()
-        )
-        .await
-        .unwrap()
-        .status(),
+        post(&env.token, "application/vnd.docker.distribution.events.v2+json", body.clone()).await.unwrap().status(),
         200
     );
-    assert_eq!(
-        post(&env.token, v1, body).await.unwrap().status(),
-        200,
-        "a duplicate is accepted and ignored"
-    );
-    let status = env
-        .wait_repo("app", "counted through the accepted event", |s| {
-            s["tagCount"] == 1
-        })
-        .await;
+    assert_eq!(post(&env.token, v1, body).await.unwrap().status(), 200, "a duplicate is accepted and ignored");
+    let status = env.wait_repo("app", "counted through the accepted event", |s| s["tagCount"] == 1).await;
     // The event's timestamp is the push time, not the time berth saw it.
     assert_eq!(status["lastPushedAt"], "2026-11-26T10:00:00Z");
 }
@@ -353,44 +243,19 @@ async fn deletion_policy_delete_empties_the_repository_and_retain_keeps_it() {
     let mut env = Env::new("deletion", false, "1s").await;
     let keep = format!("{}/keep", env.ns.name);
     let drop = format!("{}/drop", env.ns.name);
-    env.create_repository("keep", json!({"deletionPolicy": "Retain"}))
-        .await;
-    env.create_repository("drop", json!({"deletionPolicy": "Delete"}))
-        .await;
-    for (path, tag, seed) in [
-        (&keep, "v1", "k1"),
-        (&keep, "v2", "k2"),
-        (&drop, "v1", "d1"),
-        (&drop, "v2", "d2"),
-    ] {
+    env.create_repository("keep", json!({"deletionPolicy": "Retain"})).await;
+    env.create_repository("drop", json!({"deletionPolicy": "Delete"})).await;
+    for (path, tag, seed) in [(&keep, "v1", "k1"), (&keep, "v2", "k2"), (&drop, "v1", "d1"), (&drop, "v2", "d2")] {
         env.push(path, tag, seed).await;
     }
-    env.wait_repo("keep", "2 tags", |s| s["tagCount"] == 2)
-        .await;
-    env.wait_repo("drop", "2 tags", |s| s["tagCount"] == 2)
-        .await;
+    env.wait_repo("keep", "2 tags", |s| s["tagCount"] == 2).await;
+    env.wait_repo("drop", "2 tags", |s| s["tagCount"] == 2).await;
     let repos = env.repos();
-    assert!(
-        repos
-            .get("drop")
-            .await
-            .unwrap()
-            .finalizers()
-            .contains(&"berth.dev/delete-images".to_string())
-    );
-    assert!(
-        repos.get("keep").await.unwrap().finalizers().is_empty(),
-        "Retain needs no finalizer"
-    );
+    assert!(repos.get("drop").await.unwrap().finalizers().contains(&"berth.dev/delete-images".to_string()));
+    assert!(repos.get("keep").await.unwrap().finalizers().is_empty(), "Retain needs no finalizer");
 
-    repos
-        .delete("keep", &DeleteParams::default())
-        .await
-        .unwrap();
-    repos
-        .delete("drop", &DeleteParams::default())
-        .await
-        .unwrap();
+    repos.delete("keep", &DeleteParams::default()).await.unwrap();
+    repos.delete("drop", &DeleteParams::default()).await.unwrap();
     for name in ["keep", "drop"] {
         let repos = repos.clone();
         eventually(WAIT, &format!("{name} is gone"), || {
@@ -404,23 +269,15 @@ async fn deletion_policy_delete_empties_the_repository_and_retain_keeps_it() {
         })
         .await;
     }
-    assert_eq!(
-        env.tags(&keep).await,
-        ["v1", "v2"],
-        "Retain leaves every image"
-    );
-    assert!(
-        env.tags(&drop).await.is_empty(),
-        "Delete leaves the repository empty"
-    );
+    assert_eq!(env.tags(&keep).await, ["v1", "v2"], "Retain leaves every image");
+    assert!(env.tags(&drop).await.is_empty(), "Delete leaves the repository empty");
 }
 
 #[tokio::test]
 async fn deletion_waits_while_a_workload_uses_an_image_and_abandon_releases_it() {
     let mut env = Env::new("deletion-in-use", false, "1s").await;
     let path = format!("{}/app", env.ns.name);
-    env.create_repository("app", json!({"deletionPolicy": "Delete"}))
-        .await;
+    env.create_repository("app", json!({"deletionPolicy": "Delete"})).await;
     env.push(&path, "v1", "in-use").await;
     env.wait_repo("app", "1 tag", |s| s["tagCount"] == 1).await;
     let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
@@ -434,27 +291,15 @@ async fn deletion_waits_while_a_workload_uses_an_image_and_abandon_releases_it()
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    env.repos()
-        .delete("app", &DeleteParams::default())
-        .await
-        .unwrap();
+    env.repos().delete("app", &DeleteParams::default()).await.unwrap();
     let status = env
-        .wait_repo("app", "deletion blocked by the Deployment", |s| {
-            ready(s).is_some_and(|r| r.1 == "ImagesInUse")
-        })
+        .wait_repo("app", "deletion blocked by the Deployment", |s| ready(s).is_some_and(|r| r.1 == "ImagesInUse"))
         .await;
     assert!(status.to_string().contains("Deployment"), "{status}");
-    assert_eq!(
-        env.tags(&path).await,
-        ["v1"],
-        "nothing deleted while in use"
-    );
+    assert_eq!(env.tags(&path).await, ["v1"], "nothing deleted while in use");
 
     let patch = json!({"metadata": {"annotations": {"berth.dev/abandon": "true"}}});
-    env.repos()
-        .patch("app", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
+    env.repos().patch("app", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
     let repos = env.repos();
     eventually(WAIT, "abandoned Repository is released", || {
         let repos = repos.clone();
@@ -466,62 +311,33 @@ async fn deletion_waits_while_a_workload_uses_an_image_and_abandon_releases_it()
         }
     })
     .await;
-    assert_eq!(
-        env.tags(&path).await,
-        ["v1"],
-        "abandon never touches the registry"
-    );
+    assert_eq!(env.tags(&path).await, ["v1"], "abandon never touches the registry");
 }
 
 #[tokio::test]
 async fn an_overwritten_immutable_tag_is_restored_and_excluded_tags_move() {
     let mut env = Env::new("immutable", true, "1h").await;
     let path = format!("{}/app", env.ns.name);
-    env.create_repository(
-        "app",
-        json!({"imageTagMutability": "Immutable", "immutableTagExclusions": ["latest"]}),
-    )
-    .await;
+    env.create_repository("app", json!({"imageTagMutability": "Immutable", "immutableTagExclusions": ["latest"]}))
+        .await;
     env.wait_repo("app", "Ready", is_ready).await;
     let first = env.push(&path, "v1", "first").await;
     env.push(&path, "latest", "first").await;
-    env.wait_repo("app", "v1 and latest recorded", |s| s["tagCount"] == 2)
-        .await;
+    env.wait_repo("app", "v1 and latest recorded", |s| s["tagCount"] == 2).await;
 
     let second = env.push(&path, "v1", "second").await;
     let moved_latest = env.push(&path, "latest", "second").await;
     assert_ne!(first, second);
-    env.wait_repo("app", "one restore counted", |s| {
-        s["immutableTagRestores"] == 1
-    })
-    .await;
-    let v1 = env
-        .skopeo
-        .digest(
-            &format!("{}:v1", env.registry.image(&path)),
-            &Creds::Anonymous,
-        )
-        .await
-        .unwrap();
+    env.wait_repo("app", "one restore counted", |s| s["immutableTagRestores"] == 1).await;
+    let v1 = env.skopeo.digest(&format!("{}:v1", env.registry.image(&path)), &Creds::Anonymous).await.unwrap();
     assert_eq!(v1, first, "v1 is back on its first digest");
-    let latest = env
-        .skopeo
-        .digest(
-            &format!("{}:latest", env.registry.image(&path)),
-            &Creds::Anonymous,
-        )
-        .await
-        .unwrap();
+    let latest = env.skopeo.digest(&format!("{}:latest", env.registry.image(&path)), &Creds::Anonymous).await.unwrap();
     assert_eq!(latest, moved_latest, "an excluded tag may move");
 
-    let events =
-        Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.ns.client.clone(), &env.ns.name);
     let list = events.list(&ListParams::default()).await.unwrap();
     assert!(
-        list.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("TagRestored")
-                && e.type_.as_deref() == Some("Warning")),
+        list.items.iter().any(|e| e.reason.as_deref() == Some("TagRestored") && e.type_.as_deref() == Some("Warning")),
         "a Warning event says the tag was restored"
     );
 }
@@ -533,13 +349,8 @@ async fn an_unreachable_registry_is_reported_and_recovers() {
     env.wait_repo("app", "Ready", is_ready).await;
     let regs = Api::<Registry>::all(env.ns.client.clone());
     let registry_reason = |regs: Api<Registry>, name: String, want: &'static str| async move {
-        let s =
-            serde_json::to_value(regs.get(&name).await.map_err(|e| e.to_string())?.status).unwrap();
-        if ready(&s).map(|r| r.1) == Some(want) {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
+        let s = serde_json::to_value(regs.get(&name).await.map_err(|e| e.to_string())?.status).unwrap();
+        if ready(&s).map(|r| r.1) == Some(want) { Ok(()) } else { Err(s.to_string()) }
     };
 
     env.registry.stop();
@@ -547,16 +358,10 @@ async fn an_unreachable_registry_is_reported_and_recovers() {
         registry_reason(regs.clone(), env.name.clone(), "RegistryUnreachable")
     })
     .await;
-    env.wait_repo("app", "RegistryUnreachable", |s| {
-        ready(s) == Some(("False", "RegistryUnreachable"))
-    })
-    .await;
+    env.wait_repo("app", "RegistryUnreachable", |s| ready(s) == Some(("False", "RegistryUnreachable"))).await;
 
     env.registry.start_again().await;
-    eventually(WAIT, "Registry Reachable", || {
-        registry_reason(regs.clone(), env.name.clone(), "Reachable")
-    })
-    .await;
+    eventually(WAIT, "Registry Reachable", || registry_reason(regs.clone(), env.name.clone(), "Reachable")).await;
     env.wait_repo("app", "Ready again", is_ready).await;
 }
 
@@ -569,15 +374,9 @@ async fn the_ledger_survives_an_operator_restart() {
     let before = env.wait_repo("app", "pushed", |s| s["tagCount"] == 1).await;
     let cms = Api::<ConfigMap>::namespaced(env.ns.client.clone(), &env.ns.name);
     let ledger = |cms: Api<ConfigMap>| async move {
-        let list = cms
-            .list(&ListParams::default().labels("berth.dev/ledger-of"))
-            .await
-            .unwrap();
-        let mut data: Vec<String> = list
-            .items
-            .into_iter()
-            .flat_map(|c| c.data.unwrap_or_default().into_values())
-            .collect();
+        let list = cms.list(&ListParams::default().labels("berth.dev/ledger-of")).await.unwrap();
+        let mut data: Vec<String> =
+            list.items.into_iter().flat_map(|c| c.data.unwrap_or_default().into_values()).collect();
         data.sort();
         data.join("")
     };
@@ -588,17 +387,10 @@ async fn the_ledger_survives_an_operator_restart() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     env.berth.restart().await;
     env.push(&path, "v2", "after-restart").await;
-    let after = env
-        .wait_repo("app", "reconciled after the restart", |s| {
-            s["tagCount"] == 2
-        })
-        .await;
+    let after = env.wait_repo("app", "reconciled after the restart", |s| s["tagCount"] == 2).await;
     let stored_after = ledger(cms).await;
     for line in stored.lines() {
-        assert!(
-            stored_after.contains(line),
-            "ledger entry {line:?} lost across the restart"
-        );
+        assert!(stored_after.contains(line), "ledger entry {line:?} lost across the restart");
     }
     assert!(after["lastPushedAt"].as_str() >= before["lastPushedAt"].as_str());
 }
@@ -606,30 +398,17 @@ async fn the_ledger_survives_an_operator_restart() {
 #[tokio::test]
 async fn tenancy_refuses_other_namespaces_paths_and_conflicting_claims() {
     let env = Env::new("tenancy", false, "1s").await;
-    env.create_repository("foreign", json!({"name": "someone-else/app"}))
-        .await;
-    let status = env
-        .wait_repo("foreign", "PathNotAllowed", |s| {
-            ready(s).is_some_and(|r| r.1 == "PathNotAllowed")
-        })
-        .await;
+    env.create_repository("foreign", json!({"name": "someone-else/app"})).await;
+    let status =
+        env.wait_repo("foreign", "PathNotAllowed", |s| ready(s).is_some_and(|r| r.1 == "PathNotAllowed")).await;
     assert!(status.to_string().contains("must start with"), "{status}");
 
     let shared = format!("{}/shared", env.ns.name);
-    env.create_repository("first", json!({"name": shared}))
-        .await;
+    env.create_repository("first", json!({"name": shared})).await;
     env.wait_repo("first", "Ready", is_ready).await;
-    env.create_repository("second", json!({"name": shared}))
-        .await;
-    let status = env
-        .wait_repo("second", "Conflict", |s| {
-            ready(s) == Some(("False", "Conflict"))
-        })
-        .await;
-    assert!(
-        status.to_string().contains("first"),
-        "the message names the owner: {status}"
-    );
+    env.create_repository("second", json!({"name": shared})).await;
+    let status = env.wait_repo("second", "Conflict", |s| ready(s) == Some(("False", "Conflict"))).await;
+    assert!(status.to_string().contains("first"), "the message names the owner: {status}");
     let first = serde_json::to_value(env.repos().get("first").await.unwrap().status).unwrap();
     assert!(is_ready(&first), "the older claim keeps the path: {first}");
 }
@@ -642,12 +421,6 @@ async fn a_missing_registry_object_is_reported() {
         "metadata": {"name": "orphan"}, "spec": {"registryRef": {"name": "does-not-exist"}},
     }))
     .unwrap();
-    env.repos()
-        .create(&PostParams::default(), &repo)
-        .await
-        .unwrap();
-    env.wait_repo("orphan", "RegistryNotFound", |s| {
-        ready(s) == Some(("False", "RegistryNotFound"))
-    })
-    .await;
+    env.repos().create(&PostParams::default(), &repo).await.unwrap();
+    env.wait_repo("orphan", "RegistryNotFound", |s| ready(s) == Some(("False", "RegistryNotFound"))).await;
 }

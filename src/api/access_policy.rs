@@ -16,22 +16,10 @@ use serde::{Deserialize, Serialize};
     shortname = "acp",
     category = "berth",
     doc = "AccessPolicy grants subjects (ServiceAccounts, robots, anonymous) pull, push or delete on Repositories of its namespace, and can materialize rotating pull secrets.",
-    printcolumn(
-        name = "Repositories",
-        type_ = "integer",
-        json_path = ".status.repositoryCount"
-    ),
+    printcolumn(name = "Repositories", type_ = "integer", json_path = ".status.repositoryCount"),
     printcolumn(name = "Grants", type_ = "integer", json_path = ".status.grantCount"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicySpec {
@@ -107,9 +95,7 @@ pub enum SubjectKind {
 }
 
 /// A registry action, as in the token protocol's scopes.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Pull,

@@ -18,21 +18,9 @@ use serde::{Deserialize, Serialize};
     doc = "LifecyclePolicy expires old images from the Repositories that reference it, with the rules of an AWS ECR lifecycle policy.",
     printcolumn(name = "Rules", type_ = "integer", json_path = ".status.ruleCount"),
     printcolumn(name = "DryRun", type_ = "boolean", json_path = ".spec.dryRun"),
-    printcolumn(
-        name = "Expired",
-        type_ = "integer",
-        json_path = ".status.expiredCount"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Expired", type_ = "integer", json_path = ".status.expiredCount"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LifecyclePolicySpec {

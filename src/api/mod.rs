@@ -29,12 +29,7 @@ pub const GROUP: &str = "berth.dev";
 
 /// Every CRD berth serves, in a stable order (the order `berth crds` prints them in).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        Registry::crd(),
-        Repository::crd(),
-        LifecyclePolicy::crd(),
-        AccessPolicy::crd(),
-    ]
+    vec![Registry::crd(), Repository::crd(), LifecyclePolicy::crd(), AccessPolicy::crd()]
 }
 
 /// The YAML file name under `crds/` for a CRD, e.g. `repositories.berth.dev.yaml`.

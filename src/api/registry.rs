@@ -20,21 +20,9 @@ use super::SecretReference;
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Reachable", type_ = "boolean", json_path = ".status.reachable"),
-    printcolumn(
-        name = "Repositories",
-        type_ = "integer",
-        json_path = ".status.repositoryCount"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Repositories", type_ = "integer", json_path = ".status.repositoryCount"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!(has(self.insecureSkipTLSVerify) && self.insecureSkipTLSVerify && has(self.caBundle))").message("set either insecureSkipTLSVerify or caBundle, not both"))]
 #[x_kube(validation = Rule::new("!has(self.credentialsSecretRef) || has(self.credentialsSecretRef.namespace)").message("credentialsSecretRef.namespace is required: a Registry is cluster-scoped"))]
@@ -61,11 +49,7 @@ pub struct RegistrySpec {
 
     /// Skip verification of the registry's TLS certificate. Only for tests and labs: anyone on the
     /// path can impersonate the registry. Mutually exclusive with `caBundle`.
-    #[serde(
-        default,
-        rename = "insecureSkipTLSVerify",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "insecureSkipTLSVerify", skip_serializing_if = "Option::is_none")]
     pub insecure_skip_tls_verify: Option<bool>,
 
     /// PEM-encoded CA certificates that sign the registry's TLS certificate, when it is not

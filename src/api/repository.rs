@@ -22,16 +22,8 @@ use super::LocalObjectReference;
     printcolumn(name = "Visibility", type_ = "string", json_path = ".spec.visibility"),
     printcolumn(name = "Images", type_ = "integer", json_path = ".status.imageCount"),
     printcolumn(name = "Tags", type_ = "integer", json_path = ".status.tagCount"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(self.immutableTagExclusions) || self.imageTagMutability == 'Immutable'").message("immutableTagExclusions is only allowed with imageTagMutability: Immutable"))]
 #[x_kube(validation = Rule::new("has(self.name) == has(oldSelf.name)").message("name cannot be added or removed after creation: the path is immutable"))]

@@ -35,10 +35,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            repository_poll_interval: Duration::from_secs(300),
-            registry_concurrency: 8,
-        }
+        Settings { repository_poll_interval: Duration::from_secs(300), registry_concurrency: 8 }
     }
 }
 
@@ -128,9 +125,7 @@ impl Context {
     /// The backend for a Registry, reading its credentials Secret.
     pub async fn backend(&self, registry: &Registry) -> Result<Arc<dyn Backend>, Error> {
         if registry.spec.type_ == RegistryType::Ecr {
-            return Err(Error::Unsupported(
-                "type ecr is not implemented yet: use type distribution".into(),
-            ));
+            return Err(Error::Unsupported("type ecr is not implemented yet: use type distribution".into()));
         }
         let mut username = None;
         let mut password = None;
@@ -140,36 +135,21 @@ impl Context {
             let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
                 .get_opt(&r.name)
                 .await?
-                .ok_or_else(|| {
-                    Error::Credentials(format!("credentials Secret {ns}/{} does not exist", r.name))
-                })?;
+                .ok_or_else(|| Error::Credentials(format!("credentials Secret {ns}/{} does not exist", r.name)))?;
             secret_version = secret.resource_version().unwrap_or_default();
             let data = secret.data.unwrap_or_default();
-            let field = |k: &str| {
-                data.get(k)
-                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            };
+            let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
             username = Some(field("username").ok_or_else(|| {
-                Error::Credentials(format!(
-                    "credentials Secret {ns}/{} has no key \"username\"",
-                    r.name
-                ))
+                Error::Credentials(format!("credentials Secret {ns}/{} has no key \"username\"", r.name))
             })?);
             password = Some(field("password").ok_or_else(|| {
-                Error::Credentials(format!(
-                    "credentials Secret {ns}/{} has no key \"password\"",
-                    r.name
-                ))
+                Error::Credentials(format!("credentials Secret {ns}/{} has no key \"password\"", r.name))
             })?);
         }
         let fingerprint = format!("{:?}/{secret_version}", registry.metadata.generation);
         let name = registry.name_any();
         {
-            let cache = self
-                .backends
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((fp, backend)) = cache.get(&name)
                 && *fp == fingerprint
             {
@@ -185,11 +165,7 @@ impl Context {
             max_concurrency: self.settings.registry_concurrency,
             ..Default::default()
         })?);
-        let mut cache = self
-            .backends
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(name, (fingerprint, backend.clone()));
         Ok(backend)
     }
@@ -197,13 +173,9 @@ impl Context {
     /// The Repository that owns `path` in `registry`, if one declares it.
     pub fn repository_for_path(&self, registry: &str, path: &str) -> Option<Arc<Repository>> {
         let repos = self.repositories.state();
-        let claims: Vec<(tenancy::Claim, &Arc<Repository>)> =
-            repos.iter().map(|r| (claim_of(r), r)).collect();
+        let claims: Vec<(tenancy::Claim, &Arc<Repository>)> = repos.iter().map(|r| (claim_of(r), r)).collect();
         let owner = tenancy::path_owner(claims.iter().map(|(c, _)| c), registry, path)?;
-        claims
-            .iter()
-            .find(|(c, _)| c == owner)
-            .map(|(_, r)| (*r).clone())
+        claims.iter().find(|(c, _)| c == owner).map(|(_, r)| (*r).clone())
     }
 
     /// Backoff for an object that keeps failing: 5 s doubling to 5 min.
@@ -215,10 +187,7 @@ impl Context {
     }
 
     pub fn clear_failures(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 }
 
@@ -231,11 +200,7 @@ pub fn claim_of(repo: &Repository) -> tenancy::Claim {
         path: tenancy::repository_path(&namespace, &name, repo.spec.name.as_deref()),
         namespace,
         name,
-        created: repo
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second()),
+        created: repo.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
     }
 }
 

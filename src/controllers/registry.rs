@@ -41,20 +41,11 @@ pub fn status_from(
                 .into_iter()
                 .collect();
             let message = match &catalog {
-                Some(c) => format!(
-                    "reachable; {} repositories, {} undeclared",
-                    c.len(),
-                    undeclared.len()
-                ),
-                None => {
-                    "reachable; the catalog is not readable with berth's credentials".to_string()
-                }
+                Some(c) => format!("reachable; {} repositories, {} undeclared", c.len(), undeclared.len()),
+                None => "reachable; the catalog is not readable with berth's credentials".to_string(),
             };
             RegistryStatus {
-                conditions: conditions::merge(
-                    previous,
-                    conditions::ready(true, "Reachable", message, generation),
-                ),
+                conditions: conditions::merge(previous, conditions::ready(true, "Reachable", message, generation)),
                 observed_generation: generation,
                 reachable: Some(true),
                 repository_count: catalog.as_ref().map(|c| c.len() as i64),
@@ -64,10 +55,7 @@ pub fn status_from(
             }
         }
         Err((reason, message)) => RegistryStatus {
-            conditions: conditions::merge(
-                previous,
-                conditions::ready(false, reason, message, generation),
-            ),
+            conditions: conditions::merge(previous, conditions::ready(false, reason, message, generation)),
             observed_generation: generation,
             reachable: Some(false),
             declared_repository_count: Some(declared.len() as i64),
@@ -78,94 +66,47 @@ pub fn status_from(
 
 pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let labels = ControllerLabels {
-        controller: CONTROLLER,
-    };
+    let labels = ControllerLabels { controller: CONTROLLER };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let name = registry.name_any();
     let generation = registry.metadata.generation;
     let previous = registry.status.clone().unwrap_or_default();
 
-    let interval = duration::parse_or(
-        registry.spec.check_interval.as_deref(),
-        DEFAULT_CHECK_INTERVAL,
-    )
-    .unwrap_or(DEFAULT_CHECK_INTERVAL);
+    let interval = duration::parse_or(registry.spec.check_interval.as_deref(), DEFAULT_CHECK_INTERVAL)
+        .unwrap_or(DEFAULT_CHECK_INTERVAL);
     let check = check(&registry, &ctx).await;
     let reachable = check.is_ok();
     if let Err((reason, message)) = &check {
         tracing::info!(registry = %name, reason, message, "registry not ready");
-        ctx.metrics
-            .reconcile_errors
-            .get_or_create(&ErrorLabels {
-                controller: CONTROLLER,
-                reason,
-            })
-            .inc();
+        ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason }).inc();
     }
-    let declared: BTreeSet<String> = ctx
-        .repositories
-        .state()
-        .iter()
-        .map(|r| claim_of(r))
-        .filter(|c| c.registry == name)
-        .map(|c| c.path)
-        .collect();
+    let declared: BTreeSet<String> =
+        ctx.repositories.state().iter().map(|r| claim_of(r)).filter(|c| c.registry == name).map(|c| c.path).collect();
     let status = status_from(generation, &previous.conditions, check, &declared);
     if status != previous {
-        let patch =
-            json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "status": status});
+        let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "status": status});
         Api::<Registry>::all(ctx.client.clone())
-            .patch_status(
-                &name,
-                &PatchParams::apply("berth-status").force(),
-                &Patch::Apply(patch),
-            )
+            .patch_status(&name, &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
             .await?;
     }
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    Ok(Action::requeue(if reachable {
-        interval
-    } else {
-        interval.min(RETRY_UNREACHABLE)
-    }))
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(if reachable { interval } else { interval.min(RETRY_UNREACHABLE) }))
 }
 
 /// Reachability and the catalog (`None` when the credentials may not read it).
-async fn check(
-    registry: &Registry,
-    ctx: &Context,
-) -> Result<Option<Vec<String>>, (&'static str, String)> {
-    let backend = ctx
-        .backend(registry)
-        .await
-        .map_err(|e| (e.reason(), e.to_string()))?;
-    backend
-        .check()
-        .await
-        .map_err(|e| (e.reason(), e.to_string()))?;
+async fn check(registry: &Registry, ctx: &Context) -> Result<Option<Vec<String>>, (&'static str, String)> {
+    let backend = ctx.backend(registry).await.map_err(|e| (e.reason(), e.to_string()))?;
+    backend.check().await.map_err(|e| (e.reason(), e.to_string()))?;
     match backend.catalog().await {
         Ok(c) => Ok(Some(c)),
-        Err(
-            crate::registry::RegistryError::Unauthorized(_)
-            | crate::registry::RegistryError::Denied(_),
-        ) => Ok(None),
+        Err(crate::registry::RegistryError::Unauthorized(_) | crate::registry::RegistryError::Denied(_)) => Ok(None),
         Err(e) => Err((e.reason(), e.to_string())),
     }
 }
 
 pub fn error_policy(registry: Arc<Registry>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(registry = %registry.name_any(), error = %error, "registry reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: CONTROLLER,
-            reason: error.reason(),
-        })
-        .inc();
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: error.reason() }).inc();
     Action::requeue(ctx.failure_backoff(&format!("registry/{}", registry.name_any())))
 }
 
@@ -176,12 +117,7 @@ mod tests {
     #[test]
     fn undeclared_repositories_are_counted_sorted_and_capped() {
         let catalog: Vec<String> = (0..30).rev().map(|i| format!("team/r{i:02}")).collect();
-        let declared: BTreeSet<String> = [
-            "team/r00".to_string(),
-            "team/r01".to_string(),
-            "gone/x".to_string(),
-        ]
-        .into();
+        let declared: BTreeSet<String> = ["team/r00".to_string(), "team/r01".to_string(), "gone/x".to_string()].into();
         let s = status_from(Some(3), &[], Ok(Some(catalog)), &declared);
         assert_eq!(s.repository_count, Some(30));
         assert_eq!(s.declared_repository_count, Some(3));
@@ -189,10 +125,7 @@ mod tests {
         assert_eq!(s.undeclared_repositories.len(), UNDECLARED_SHOWN);
         assert_eq!(s.undeclared_repositories[0], "team/r02");
         assert_eq!(s.reachable, Some(true));
-        assert_eq!(
-            conditions::find_ready(&s.conditions).unwrap().status,
-            "True"
-        );
+        assert_eq!(conditions::find_ready(&s.conditions).unwrap().status, "True");
         assert_eq!(s.observed_generation, Some(3));
     }
 
@@ -206,17 +139,9 @@ mod tests {
 
     #[test]
     fn failures_carry_their_reason() {
-        let s = status_from(
-            Some(1),
-            &[],
-            Err(("RegistryUnreachable", "connection refused".into())),
-            &BTreeSet::new(),
-        );
+        let s = status_from(Some(1), &[], Err(("RegistryUnreachable", "connection refused".into())), &BTreeSet::new());
         let ready = conditions::find_ready(&s.conditions).unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "RegistryUnreachable")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RegistryUnreachable"));
         assert_eq!(s.reachable, Some(false));
     }
 }

@@ -47,10 +47,7 @@ pub struct NotReady {
 
 impl NotReady {
     fn new(reason: &'static str, message: impl Into<String>) -> NotReady {
-        NotReady {
-            reason,
-            message: message.into(),
-        }
+        NotReady { reason, message: message.into() }
     }
 }
 
@@ -78,19 +75,11 @@ struct Target {
 
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let labels = ControllerLabels {
-        controller: CONTROLLER,
-    };
+    let labels = ControllerLabels { controller: CONTROLLER };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let result = if repo.metadata.deletion_timestamp.is_some() {
-        finalize(&repo, &ctx).await
-    } else {
-        apply(&repo, &ctx).await
-    };
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    let result =
+        if repo.metadata.deletion_timestamp.is_some() { finalize(&repo, &ctx).await } else { apply(&repo, &ctx).await };
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.clear_failures(&key(&repo));
     }
@@ -98,11 +87,7 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
 }
 
 fn key(repo: &Repository) -> String {
-    format!(
-        "repository/{}/{}",
-        repo.namespace().unwrap_or_default(),
-        repo.name_any()
-    )
+    format!("repository/{}/{}", repo.namespace().unwrap_or_default(), repo.name_any())
 }
 
 fn api(ctx: &Context, repo: &Repository) -> Api<Repository> {
@@ -131,13 +116,8 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 uri: Some(o.uri),
                 image_count: Some(images.len() as i64),
                 tag_count: Some(o.tags.len() as i64),
-                last_pushed_at: o
-                    .last_pushed_at
-                    .and_then(|s| Timestamp::from_second(s).ok())
-                    .map(Time),
-                immutable_tag_restores: match previous.immutable_tag_restores.unwrap_or(0)
-                    + o.restored
-                {
+                last_pushed_at: o.last_pushed_at.and_then(|s| Timestamp::from_second(s).ok()).map(Time),
+                immutable_tag_restores: match previous.immutable_tag_restores.unwrap_or(0) + o.restored {
                     0 => None,
                     n => Some(n),
                 },
@@ -147,10 +127,7 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
         Err(not_ready) => {
             ctx.metrics
                 .reconcile_errors
-                .get_or_create(&ErrorLabels {
-                    controller: CONTROLLER,
-                    reason: not_ready.reason,
-                })
+                .get_or_create(&ErrorLabels { controller: CONTROLLER, reason: not_ready.reason })
                 .inc();
             let requeue = match not_ready.reason {
                 "RegistryUnreachable" | "TLSError" | "RegistryError" => {
@@ -185,35 +162,19 @@ async fn write_status(
     }
     let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Repository", "status": status});
     api(ctx, repo)
-        .patch_status(
-            &repo.name_any(),
-            &PatchParams::apply("berth-status").force(),
-            &Patch::Apply(patch),
-        )
+        .patch_status(&repo.name_any(), &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
         .await?;
     Ok(())
 }
 
 async fn set_finalizer(repo: &Repository, ctx: &Context, present: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = repo
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
+    let mut finalizers: Vec<String> = repo.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     if present {
         finalizers.push(FINALIZER.to_string());
     }
     // resourceVersion makes this a compare-and-swap with other writers of the list.
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
-    api(ctx, repo)
-        .patch(
-            &repo.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
+    api(ctx, repo).patch(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
     Ok(())
 }
 
@@ -223,12 +184,7 @@ fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
     let registry = ctx
         .registries
         .get(&ObjectRef::new(&claim.registry))
-        .ok_or_else(|| {
-            NotReady::new(
-                "RegistryNotFound",
-                format!("Registry {:?} does not exist", claim.registry),
-            )
-        })?;
+        .ok_or_else(|| NotReady::new("RegistryNotFound", format!("Registry {:?} does not exist", claim.registry)))?;
     tenancy::check_path(&claim.namespace, &claim.path, &registry.spec.path_prefixes)
         .map_err(|m| NotReady::new("PathNotAllowed", m))?;
     match ctx.repository_for_path(&claim.registry, &claim.path) {
@@ -246,17 +202,9 @@ fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
         }
         _ => {}
     }
-    let host = registry_host(&registry.spec.url).ok_or_else(|| {
-        NotReady::new(
-            "InvalidSpec",
-            format!("Registry url {:?} has no host", registry.spec.url),
-        )
-    })?;
-    Ok(Target {
-        uri: format!("{host}/{}", claim.path),
-        path: claim.path,
-        registry,
-    })
+    let host = registry_host(&registry.spec.url)
+        .ok_or_else(|| NotReady::new("InvalidSpec", format!("Registry url {:?} has no host", registry.spec.url)))?;
+    Ok(Target { uri: format!("{host}/{}", claim.path), path: claim.path, registry })
 }
 
 /// Every tag of the repository resolved to its manifest, `concurrency` HEAD requests at a time.
@@ -267,12 +215,7 @@ async fn list_tags(
 ) -> Result<BTreeMap<String, Descriptor>, Error> {
     let tags = backend.tags(path).await?;
     let resolved: Vec<Option<(String, Descriptor)>> = stream::iter(tags)
-        .map(|tag| async move {
-            backend
-                .resolve(path, &tag)
-                .await
-                .map(|d| d.map(|d| (tag, d)))
-        })
+        .map(|tag| async move { backend.resolve(path, &tag).await.map(|d| d.map(|d| (tag, d))) })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
@@ -282,28 +225,27 @@ async fn list_tags(
 
 async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady> {
     let target = target(repo, ctx)?;
-    let backend = ctx
-        .backend(&target.registry)
-        .await
-        .map_err(|e| NotReady::from(&e))?;
-    let mut current = list_tags(
-        backend.as_ref(),
-        &target.path,
-        ctx.settings.registry_concurrency,
-    )
-    .await
-    .map_err(|e| NotReady::from(&e))?;
+    let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
+    let sent_before = backend.requests_sent();
+    let result = observe_in(repo, ctx, &target, backend.as_ref()).await;
+    let sent = backend.requests_sent().saturating_sub(sent_before);
+    ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: CONTROLLER }).inc_by(sent);
+    result
+}
 
-    let mut stored = ledger::load(&ctx.client, repo)
-        .await
-        .map_err(|e| NotReady::from(&Error::Kube(e)))?;
+async fn observe_in(
+    repo: &Repository,
+    ctx: &Context,
+    target: &Target,
+    backend: &dyn Backend,
+) -> Result<Observed, NotReady> {
+    let mut current =
+        list_tags(backend, &target.path, ctx.settings.registry_concurrency).await.map_err(|e| NotReady::from(&e))?;
+
+    let mut stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
     let mut book = stored.ledger.clone();
-    let pending = ctx
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&ObjectRef::from_obj(repo))
-        .unwrap_or_default();
+    let pending =
+        ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&ObjectRef::from_obj(repo)).unwrap_or_default();
     for (digest, at) in &pending.pushed {
         book.record_push(digest, *at);
     }
@@ -319,18 +261,11 @@ async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady>
 
     let mut restored = 0;
     if repo.spec.image_tag_mutability == TagMutability::Immutable {
-        let by_tag: BTreeMap<String, String> = current
-            .iter()
-            .map(|(t, d)| (t.clone(), d.digest.clone()))
-            .collect();
-        let exclusions = repo
-            .spec
-            .immutable_tag_exclusions
-            .clone()
-            .unwrap_or_default();
+        let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
+        let exclusions = repo.spec.immutable_tag_exclusions.clone().unwrap_or_default();
         let mut plan = tags::plan_immutable(&book.pins, &by_tag, &exclusions);
         for moved in &plan.restore {
-            match restore_tag(backend.as_ref(), &target.path, moved).await {
+            match restore_tag(backend, &target.path, moved).await {
                 Ok(descriptor) => {
                     restored += 1;
                     current.insert(moved.tag.clone(), descriptor);
@@ -368,50 +303,20 @@ async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady>
         book.pins.clear();
     }
     if book != stored.ledger {
-        ledger::save(&ctx.client, repo, &mut stored, &book)
-            .await
-            .map_err(|e| NotReady::from(&Error::Kube(e)))?;
+        ledger::save(&ctx.client, repo, &mut stored, &book).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
     }
-    let last_pushed_at = current
-        .values()
-        .filter_map(|d| book.pushed.get(&d.digest).copied())
-        .max();
-    Ok(Observed {
-        uri: target.uri,
-        tags: current,
-        last_pushed_at,
-        restored,
-    })
+    let last_pushed_at = current.values().filter_map(|d| book.pushed.get(&d.digest).copied()).max();
+    Ok(Observed { uri: target.uri.clone(), tags: current, last_pushed_at, restored })
 }
 
-async fn restore_tag(
-    backend: &dyn Backend,
-    path: &str,
-    moved: &tags::Moved,
-) -> Result<Descriptor, Error> {
+async fn restore_tag(backend: &dyn Backend, path: &str, moved: &tags::Moved) -> Result<Descriptor, Error> {
     let manifest = backend.manifest(path, &moved.pinned).await?;
-    let digest = backend
-        .put_manifest(
-            path,
-            &moved.tag,
-            &manifest.descriptor.media_type,
-            &manifest.body,
-        )
-        .await?;
-    Ok(Descriptor {
-        digest,
-        ..manifest.descriptor
-    })
+    let digest = backend.put_manifest(path, &moved.tag, &manifest.descriptor.media_type, &manifest.body).await?;
+    Ok(Descriptor { digest, ..manifest.descriptor })
 }
 
 async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &repo.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "cannot publish event");
     }
@@ -423,20 +328,10 @@ async fn finalize(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
     if !repo.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let abandon = repo
-        .annotations()
-        .get(ABANDON_ANNOTATION)
-        .is_some_and(|v| v == "true");
+    let abandon = repo.annotations().get(ABANDON_ANNOTATION).is_some_and(|v| v == "true");
     if abandon || repo.spec.deletion_policy == DeletionPolicy::Retain {
         if abandon {
-            publish(
-                ctx,
-                repo,
-                EventType::Normal,
-                "Abandoned",
-                "released without touching the registry".into(),
-            )
-            .await;
+            publish(ctx, repo, EventType::Normal, "Abandoned", "released without touching the registry".into()).await;
         }
         set_finalizer(repo, ctx, false).await?;
         return Ok(Action::await_change());
@@ -468,13 +363,11 @@ async fn finalize(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 ..previous.clone()
             };
             write_status(repo, ctx, &previous, status).await?;
-            Ok(Action::requeue(
-                if not_ready.reason == "RegistryUnreachable" {
-                    RETRY_UNREACHABLE
-                } else {
-                    RETRY_BLOCKED
-                },
-            ))
+            Ok(Action::requeue(if not_ready.reason == "RegistryUnreachable" {
+                RETRY_UNREACHABLE
+            } else {
+                RETRY_BLOCKED
+            }))
         }
     }
 }
@@ -490,66 +383,33 @@ async fn delete_images(repo: &Repository, ctx: &Context) -> Result<usize, NotRea
     if let Some(first) = in_use.first() {
         return Err(NotReady::new(
             "ImagesInUse",
-            format!(
-                "{} uses {} ({} references in all)",
-                first.workload,
-                first.image,
-                in_use.len()
-            ),
+            format!("{} uses {} ({} references in all)", first.workload, first.image, in_use.len()),
         ));
     }
-    let backend = ctx
-        .backend(&target.registry)
+    let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
+    let current = list_tags(backend.as_ref(), &target.path, ctx.settings.registry_concurrency)
         .await
         .map_err(|e| NotReady::from(&e))?;
-    let current = list_tags(
-        backend.as_ref(),
-        &target.path,
-        ctx.settings.registry_concurrency,
-    )
-    .await
-    .map_err(|e| NotReady::from(&e))?;
-    let stored = ledger::load(&ctx.client, repo)
-        .await
-        .map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    let stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
     // Tagged images, and untagged ones berth knows from its ledger.
-    let digests: BTreeSet<String> = current
-        .values()
-        .map(|d| d.digest.clone())
-        .chain(stored.ledger.pushed.keys().cloned())
-        .collect();
+    let digests: BTreeSet<String> =
+        current.values().map(|d| d.digest.clone()).chain(stored.ledger.pushed.keys().cloned()).collect();
     let mut deleted = 0;
     for digest in &digests {
-        match backend
-            .delete_manifest(&target.path, digest)
-            .await
-            .map_err(|e| NotReady::from(&Error::Registry(e)))?
-        {
+        match backend.delete_manifest(&target.path, digest).await.map_err(|e| NotReady::from(&Error::Registry(e)))? {
             Deleted::Deleted => deleted += 1,
             Deleted::NotFound => {}
         }
     }
-    let left = backend
-        .tags(&target.path)
-        .await
-        .map_err(|e| NotReady::from(&Error::Registry(e)))?;
+    let left = backend.tags(&target.path).await.map_err(|e| NotReady::from(&Error::Registry(e)))?;
     if !left.is_empty() {
-        return Err(NotReady::new(
-            "DeletionIncomplete",
-            format!("{} tags are still in the registry", left.len()),
-        ));
+        return Err(NotReady::new("DeletionIncomplete", format!("{} tags are still in the registry", left.len())));
     }
     Ok(deleted)
 }
 
 pub fn error_policy(repo: Arc<Repository>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(repository = %key(&repo), error = %error, "repository reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: CONTROLLER,
-            reason: error.reason(),
-        })
-        .inc();
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: error.reason() }).inc();
     Action::requeue(ctx.failure_backoff(&key(&repo)))
 }

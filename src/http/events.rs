@@ -21,7 +21,7 @@ use kube::{Api, runtime::reflector::ObjectRef};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::{api::Registry, controllers::Context, registry::MANIFEST_MEDIA_TYPES};
+use crate::{api::Registry, controllers::Context, metrics::EventLabels, registry::MANIFEST_MEDIA_TYPES};
 
 /// Largest notification body accepted (Distribution sends one event per request).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -45,7 +45,9 @@ pub enum RegistryEvent {
         tag: Option<String>,
     },
     /// Blob uploads, pulls, mounts: nothing to do.
-    Ignored { id: String },
+    Ignored {
+        id: String,
+    },
 }
 
 impl RegistryEvent {
@@ -84,8 +86,7 @@ struct RawTarget {
 
 /// Parses a notification envelope. Errors say what is wrong, for a 400.
 pub fn parse_envelope(body: &[u8], now: i64) -> Result<Vec<RegistryEvent>, String> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| format!("not a notification envelope: {e}"))?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| format!("not a notification envelope: {e}"))?;
     envelope
         .events
         .into_iter()
@@ -93,11 +94,7 @@ pub fn parse_envelope(body: &[u8], now: i64) -> Result<Vec<RegistryEvent>, Strin
             if e.id.is_empty() {
                 return Err("an event without an id".to_string());
             }
-            let is_manifest = e
-                .target
-                .media_type
-                .as_deref()
-                .is_some_and(|m| MANIFEST_MEDIA_TYPES.contains(&m));
+            let is_manifest = e.target.media_type.as_deref().is_some_and(|m| MANIFEST_MEDIA_TYPES.contains(&m));
             Ok(match e.action.as_str() {
                 "push" if is_manifest => {
                     let digest = e
@@ -164,11 +161,7 @@ pub struct EventsState {
 
 impl EventsState {
     pub fn new(ctx: Arc<Context>) -> EventsState {
-        EventsState {
-            ctx,
-            recent: Mutex::default(),
-            secrets: Mutex::default(),
-        }
+        EventsState { ctx, recent: Mutex::default(), secrets: Mutex::default() }
     }
 
     /// The shared token for a registry's notifications, cached briefly.
@@ -179,36 +172,22 @@ impl EventsState {
         let ns = n.secret_ref.namespace.clone().unwrap_or_default();
         let key = n.secret_ref.key.clone().unwrap_or_else(|| "token".into());
         let cache_key = format!("{ns}/{}/{key}", n.secret_ref.name);
-        if let Some((token, at)) = self
-            .secrets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&cache_key)
+        if let Some((token, at)) = self.secrets.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key)
             && at.elapsed() < SECRET_TTL
         {
             return Ok(Some(token.clone()));
         }
-        let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), &ns)
-            .get_opt(&n.secret_ref.name)
-            .await?;
-        let token = secret
-            .and_then(|s| s.data)
-            .and_then(|d| d.get(&key).map(|v| v.0.clone()));
+        let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), &ns).get_opt(&n.secret_ref.name).await?;
+        let token = secret.and_then(|s| s.data).and_then(|d| d.get(&key).map(|v| v.0.clone()));
         if let Some(t) = &token {
-            self.secrets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(cache_key, (t.clone(), Instant::now()));
+            self.secrets.lock().unwrap_or_else(|e| e.into_inner()).insert(cache_key, (t.clone(), Instant::now()));
         }
         Ok(token)
     }
 }
 
 fn accepted_content_type(headers: &HeaderMap) -> bool {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let ct = ct.split(';').next().unwrap_or("").trim();
     matches!(
         ct,
@@ -225,23 +204,19 @@ pub async fn registry_events(
     body: Bytes,
 ) -> impl IntoResponse {
     let ctx = &state.ctx;
+    let count = |result: &'static str| ctx.metrics.registry_events.get_or_create(&EventLabels { result }).inc();
     let Some(registry) = ctx.registries.get(&ObjectRef::new(&registry_name)) else {
+        count("unknown_registry");
         return (StatusCode::NOT_FOUND, "no such Registry\n");
     };
     let expected = match state.token(&registry).await {
         Ok(Some(t)) if !t.is_empty() => t,
         Ok(_) => {
-            return (
-                StatusCode::NOT_FOUND,
-                "this Registry has no notifications secret\n",
-            );
+            return (StatusCode::NOT_FOUND, "this Registry has no notifications secret\n");
         }
         Err(e) => {
             tracing::warn!(registry = %registry_name, error = %e, "cannot read the notifications secret");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot read the notifications secret\n",
-            );
+            return (StatusCode::SERVICE_UNAVAILABLE, "cannot read the notifications secret\n");
         }
     };
     let presented = headers
@@ -251,12 +226,11 @@ pub async fn registry_events(
         .unwrap_or("")
         .as_bytes();
     if !bool::from(presented.ct_eq(expected.as_slice())) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "wrong or missing notification token\n",
-        );
+        count("unauthorized");
+        return (StatusCode::UNAUTHORIZED, "wrong or missing notification token\n");
     }
     if !accepted_content_type(&headers) {
+        count("unsupported_media_type");
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "expected application/vnd.docker.distribution.events.v1+json or v2+json\n",
@@ -265,29 +239,22 @@ pub async fn registry_events(
     let events = match parse_envelope(&body, Timestamp::now().as_second()) {
         Ok(e) => e,
         Err(message) => {
+            count("malformed");
             tracing::debug!(registry = %registry_name, message, "malformed notification");
             return (StatusCode::BAD_REQUEST, "malformed notification envelope\n");
         }
     };
     for event in events {
-        if !state
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .first_time(event.id())
-        {
+        if !state.recent.lock().unwrap_or_else(|e| e.into_inner()).first_time(event.id()) {
+            count("duplicate");
             continue;
         }
+        count("accepted");
         let (repository, push, deleted) = match &event {
-            RegistryEvent::ManifestPushed {
-                repository,
-                digest,
-                at,
-                ..
-            } => (repository, Some((digest.clone(), *at)), None),
-            RegistryEvent::ManifestDeleted {
-                repository, digest, ..
-            } => (repository, None, digest.clone()),
+            RegistryEvent::ManifestPushed { repository, digest, at, .. } => {
+                (repository, Some((digest.clone(), *at)), None)
+            }
+            RegistryEvent::ManifestDeleted { repository, digest, .. } => (repository, None, digest.clone()),
             RegistryEvent::Ignored { .. } => continue,
         };
         let Some(repo) = ctx.repository_for_path(&registry_name, repository) else {
@@ -329,19 +296,11 @@ mod tests {
     #[test]
     fn a_manifest_push_carries_its_digest_tag_and_time() {
         let events = parse_envelope(
-            envelope(
-                "push",
-                "application/vnd.oci.image.manifest.v1+json",
-                r#","tag":"v1""#,
-            )
-            .as_bytes(),
+            envelope("push", "application/vnd.oci.image.manifest.v1+json", r#","tag":"v1""#).as_bytes(),
             NOW,
         )
         .unwrap();
-        let expected_at = "2026-11-26T10:00:00Z"
-            .parse::<Timestamp>()
-            .unwrap()
-            .as_second();
+        let expected_at = "2026-11-26T10:00:00Z".parse::<Timestamp>().unwrap().as_second();
         assert_eq!(
             events,
             vec![RegistryEvent::ManifestPushed {
@@ -356,36 +315,19 @@ mod tests {
 
     #[test]
     fn blob_pushes_and_pulls_are_ignored_and_deletes_kept() {
-        let blob = parse_envelope(
-            envelope("push", "application/octet-stream", "").as_bytes(),
-            NOW,
-        )
-        .unwrap();
+        let blob = parse_envelope(envelope("push", "application/octet-stream", "").as_bytes(), NOW).unwrap();
         assert_eq!(blob, vec![RegistryEvent::Ignored { id: "e1".into() }]);
-        let pull = parse_envelope(
-            envelope("pull", "application/vnd.oci.image.manifest.v1+json", "").as_bytes(),
-            NOW,
-        )
-        .unwrap();
+        let pull =
+            parse_envelope(envelope("pull", "application/vnd.oci.image.manifest.v1+json", "").as_bytes(), NOW).unwrap();
         assert_eq!(pull, vec![RegistryEvent::Ignored { id: "e1".into() }]);
         let delete = parse_envelope(envelope("delete", "", "").as_bytes(), NOW).unwrap();
-        assert!(matches!(
-            &delete[0],
-            RegistryEvent::ManifestDeleted {
-                digest: Some(_),
-                ..
-            }
-        ));
+        assert!(matches!(&delete[0], RegistryEvent::ManifestDeleted { digest: Some(_), .. }));
     }
 
     #[test]
     fn a_timestamp_in_the_future_is_clamped_to_now() {
-        let body = envelope(
-            "push",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "",
-        )
-        .replace("2026-11-26T10:00:00.123456789Z", "2099-01-01T00:00:00Z");
+        let body = envelope("push", "application/vnd.docker.distribution.manifest.v2+json", "")
+            .replace("2026-11-26T10:00:00.123456789Z", "2099-01-01T00:00:00Z");
         match &parse_envelope(body.as_bytes(), NOW).unwrap()[0] {
             RegistryEvent::ManifestPushed { at, .. } => assert_eq!(*at, NOW),
             other => panic!("{other:?}"),
@@ -400,11 +342,7 @@ mod tests {
             br#"{"events":[{"id":"x"}]}"#,
             br#"{"events":[{"id":"","action":"push","target":{"repository":"r"}}]}"#,
         ] {
-            assert!(
-                parse_envelope(bad, NOW).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(parse_envelope(bad, NOW).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let no_digest = envelope("push", "application/vnd.oci.image.manifest.v1+json", "")
             .replace(&format!(r#""digest":"sha256:{}","#, "a".repeat(64)), "");

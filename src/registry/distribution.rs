@@ -18,8 +18,8 @@ use reqwest::{Method, StatusCode, Url, header};
 use tokio::sync::Semaphore;
 
 use super::{
-    Backend, Deleted, Descriptor, MANIFEST_MEDIA_TYPES, Manifest, RegistryError, next_link,
-    parse_bearer_challenge, sha256_digest,
+    Backend, Deleted, Descriptor, MANIFEST_MEDIA_TYPES, Manifest, RegistryError, next_link, parse_bearer_challenge,
+    sha256_digest,
 };
 
 /// How berth reaches one Distribution registry.
@@ -56,9 +56,7 @@ pub struct Distribution {
 impl std::fmt::Debug for Distribution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print credentials or tokens.
-        f.debug_struct("Distribution")
-            .field("base", &self.base.as_str())
-            .finish_non_exhaustive()
+        f.debug_struct("Distribution").field("base", &self.base.as_str()).finish_non_exhaustive()
     }
 }
 
@@ -71,10 +69,7 @@ impl Distribution {
         let base = Url::parse(config.url.trim_end_matches('/'))
             .map_err(|e| RegistryError::Config(format!("url {:?}: {e}", config.url)))?;
         if base.scheme() != "http" && base.scheme() != "https" {
-            return Err(RegistryError::Config(format!(
-                "url {:?} must be http or https",
-                config.url
-            )));
+            return Err(RegistryError::Config(format!("url {:?} must be http or https", config.url)));
         }
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout.unwrap_or(Duration::from_secs(30)))
@@ -85,36 +80,23 @@ impl Distribution {
             builder = builder.danger_accept_invalid_certs(true);
         }
         if let Some(pem) = &config.ca_bundle {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                RegistryError::Config(format!("caBundle is not PEM certificates: {e}"))
-            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| RegistryError::Config(format!("caBundle is not PEM certificates: {e}")))?;
             if certs.is_empty() {
-                return Err(RegistryError::Config(
-                    "caBundle holds no certificate".into(),
-                ));
+                return Err(RegistryError::Config("caBundle holds no certificate".into()));
             }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder
-            .build()
-            .map_err(|e| RegistryError::Config(format!("building the HTTP client: {e}")))?;
+        let http = builder.build().map_err(|e| RegistryError::Config(format!("building the HTTP client: {e}")))?;
         Ok(Distribution {
             base,
             http,
             username: config.username,
             password: config.password,
-            permits: Semaphore::new(if config.max_concurrency == 0 {
-                8
-            } else {
-                config.max_concurrency
-            }),
-            attempts: if config.attempts == 0 {
-                4
-            } else {
-                config.attempts
-            },
+            permits: Semaphore::new(if config.max_concurrency == 0 { 8 } else { config.max_concurrency }),
+            attempts: if config.attempts == 0 { 4 } else { config.attempts },
             tokens: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
         })
@@ -124,10 +106,7 @@ impl Distribution {
     /// `Link` targets are resolved against it as a browser would (absolute path or full URL).
     fn url(&self, path: &str) -> Result<Url, RegistryError> {
         let resolved = if path.starts_with("/v2/") && !path.contains("://") {
-            Url::parse(&format!(
-                "{}{path}",
-                self.base.as_str().trim_end_matches('/')
-            ))
+            Url::parse(&format!("{}{path}", self.base.as_str().trim_end_matches('/')))
         } else {
             self.base.join(path)
         };
@@ -136,10 +115,7 @@ impl Distribution {
 
     fn cached_token(&self, scope: &str) -> Option<String> {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        tokens
-            .get(scope)
-            .filter(|(_, exp)| *exp > Instant::now())
-            .map(|(t, _)| t.clone())
+        tokens.get(scope).filter(|(_, exp)| *exp > Instant::now()).map(|(t, _)| t.clone())
     }
 
     /// Sends one request with auth, bounded concurrency and retries. `scope` is the token
@@ -153,11 +129,7 @@ impl Distribution {
         body: Option<&[u8]>,
     ) -> Result<reqwest::Response, RegistryError> {
         let url = self.url(path)?;
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RegistryError::Protocol("client closed".into()))?;
+        let _permit = self.permits.acquire().await.map_err(|_| RegistryError::Protocol("client closed".into()))?;
         let mut attempt = 0;
         let mut refreshed_token = false;
         loop {
@@ -197,9 +169,8 @@ impl Distribution {
                 if let Some(challenge) = challenge {
                     refreshed_token = true;
                     let token_scope = challenge.scope.clone().unwrap_or_else(|| scope.to_string());
-                    let (token, ttl) = self
-                        .fetch_token(&challenge.realm, challenge.service.as_deref(), &token_scope)
-                        .await?;
+                    let (token, ttl) =
+                        self.fetch_token(&challenge.realm, challenge.service.as_deref(), &token_scope).await?;
                     let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
                     tokens.insert(scope.to_string(), (token, Instant::now() + ttl));
                     attempt -= 1;
@@ -207,10 +178,7 @@ impl Distribution {
                 }
             }
             if status == StatusCode::UNAUTHORIZED {
-                return Err(RegistryError::Unauthorized(format!(
-                    "{method} {} answered 401",
-                    url.path()
-                )));
+                return Err(RegistryError::Unauthorized(format!("{method} {} answered 401", url.path())));
             }
             let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
             if retryable && attempt < self.attempts {
@@ -233,8 +201,7 @@ impl Distribution {
         service: Option<&str>,
         scope: &str,
     ) -> Result<(String, Duration), RegistryError> {
-        let mut url = Url::parse(realm)
-            .map_err(|e| RegistryError::Protocol(format!("token realm {realm:?}: {e}")))?;
+        let mut url = Url::parse(realm).map_err(|e| RegistryError::Protocol(format!("token realm {realm:?}: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -251,15 +218,10 @@ impl Distribution {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let resp = req.send().await.map_err(|e| classify(&e))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            return Err(RegistryError::Unauthorized(
-                "the token service refused berth's credentials".into(),
-            ));
+            return Err(RegistryError::Unauthorized("the token service refused berth's credentials".into()));
         }
         if !resp.status().is_success() {
-            return Err(RegistryError::Status {
-                status: resp.status().as_u16(),
-                message: "token service".into(),
-            });
+            return Err(RegistryError::Status { status: resp.status().as_u16(), message: "token service".into() });
         }
         #[derive(serde::Deserialize)]
         struct TokenResponse {
@@ -267,10 +229,8 @@ impl Distribution {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let body: TokenResponse = resp
-            .json()
-            .await
-            .map_err(|e| RegistryError::Protocol(format!("token response: {e}")))?;
+        let body: TokenResponse =
+            resp.json().await.map_err(|e| RegistryError::Protocol(format!("token response: {e}")))?;
         let token = body
             .token
             .or(body.access_token)
@@ -280,12 +240,7 @@ impl Distribution {
         Ok((token, ttl))
     }
 
-    async fn get_json_paginated(
-        &self,
-        first: String,
-        scope: &str,
-        field: &str,
-    ) -> Result<Vec<String>, RegistryError> {
+    async fn get_json_paginated(&self, first: String, scope: &str, field: &str) -> Result<Vec<String>, RegistryError> {
         let mut out = Vec::new();
         let mut next = Some(first);
         let mut pages = 0;
@@ -299,15 +254,9 @@ impl Distribution {
                 return Ok(Vec::new()); // NAME_UNKNOWN: a repository with no image yet
             }
             let resp = check_status(resp).await?;
-            next = resp
-                .headers()
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link);
-            let v: serde_json::Value = resp
-                .json()
-                .await
-                .map_err(|e| RegistryError::Protocol(format!("listing {path}: {e}")))?;
+            next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(next_link);
+            let v: serde_json::Value =
+                resp.json().await.map_err(|e| RegistryError::Protocol(format!("listing {path}: {e}")))?;
             // 2.8 answers `"tags": null` for a repository whose tags are all gone.
             if let Some(items) = v.get(field).and_then(|x| x.as_array()) {
                 out.extend(items.iter().filter_map(|t| t.as_str().map(String::from)));
@@ -359,10 +308,7 @@ async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response, Regi
         StatusCode::FORBIDDEN => RegistryError::Denied(url),
         StatusCode::NOT_FOUND => RegistryError::NotFound(url),
         StatusCode::METHOD_NOT_ALLOWED => RegistryError::DeleteDisabled,
-        _ => RegistryError::Status {
-            status: status.as_u16(),
-            message: message.trim().to_string(),
-        },
+        _ => RegistryError::Status { status: status.as_u16(), message: message.trim().to_string() },
     })
 }
 
@@ -370,42 +316,28 @@ fn accept_manifests() -> (header::HeaderName, String) {
     (header::ACCEPT, MANIFEST_MEDIA_TYPES.join(", "))
 }
 
-fn descriptor_from(
-    headers: &header::HeaderMap,
-    body: Option<&[u8]>,
-) -> Result<Descriptor, RegistryError> {
+fn descriptor_from(headers: &header::HeaderMap, body: Option<&[u8]>) -> Result<Descriptor, RegistryError> {
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
         .unwrap_or_default();
-    let digest = match headers
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-    {
+    let digest = match headers.get("docker-content-digest").and_then(|v| v.to_str().ok()) {
         Some(d) => d.to_string(),
         None => match body {
             Some(b) => sha256_digest(b),
             None => {
-                return Err(RegistryError::Protocol(
-                    "HEAD without Docker-Content-Digest".into(),
-                ));
+                return Err(RegistryError::Protocol("HEAD without Docker-Content-Digest".into()));
             }
         },
     };
     let size = match body {
         Some(b) => b.len() as u64,
-        None => headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
+        None => {
+            headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+        }
     };
-    Ok(Descriptor {
-        digest,
-        media_type,
-        size,
-    })
+    Ok(Descriptor { digest, media_type, size })
 }
 
 #[async_trait]
@@ -416,12 +348,7 @@ impl Backend for Distribution {
     }
 
     async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
-        self.get_json_paginated(
-            format!("/v2/_catalog?n={CATALOG_PAGE}"),
-            "registry:catalog:*",
-            "repositories",
-        )
-        .await
+        self.get_json_paginated(format!("/v2/_catalog?n={CATALOG_PAGE}"), "registry:catalog:*", "repositories").await
     }
 
     async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
@@ -433,21 +360,9 @@ impl Backend for Distribution {
         .await
     }
 
-    async fn resolve(
-        &self,
-        repository: &str,
-        reference: &str,
-    ) -> Result<Option<Descriptor>, RegistryError> {
+    async fn resolve(&self, repository: &str, reference: &str) -> Result<Option<Descriptor>, RegistryError> {
         let path = format!("/v2/{repository}/manifests/{reference}");
-        let resp = self
-            .send(
-                Method::HEAD,
-                &path,
-                &repo_scope(repository, "pull"),
-                &[accept_manifests()],
-                None,
-            )
-            .await?;
+        let resp = self.send(Method::HEAD, &path, &repo_scope(repository, "pull"), &[accept_manifests()], None).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -461,24 +376,14 @@ impl Backend for Distribution {
 
     async fn manifest(&self, repository: &str, reference: &str) -> Result<Manifest, RegistryError> {
         let path = format!("/v2/{repository}/manifests/{reference}");
-        let resp = self
-            .send(
-                Method::GET,
-                &path,
-                &repo_scope(repository, "pull"),
-                &[accept_manifests()],
-                None,
-            )
-            .await?;
+        let resp = self.send(Method::GET, &path, &repo_scope(repository, "pull"), &[accept_manifests()], None).await?;
         let resp = check_status(resp).await?;
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(|e| classify(&e))?.to_vec();
         let mut descriptor = descriptor_from(&headers, Some(&body))?;
         let computed = sha256_digest(&body);
         if reference.starts_with("sha256:") && computed != reference {
-            return Err(RegistryError::Protocol(format!(
-                "manifest {reference} has digest {computed}"
-            )));
+            return Err(RegistryError::Protocol(format!("manifest {reference} has digest {computed}")));
         }
         descriptor.digest = computed;
         Ok(Manifest { descriptor, body })
@@ -486,40 +391,18 @@ impl Backend for Distribution {
 
     async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
         let path = format!("/v2/{repository}/blobs/{digest}");
-        let resp = self
-            .send(
-                Method::GET,
-                &path,
-                &repo_scope(repository, "pull"),
-                &[],
-                None,
-            )
-            .await?;
+        let resp = self.send(Method::GET, &path, &repo_scope(repository, "pull"), &[], None).await?;
         let resp = check_status(resp).await?;
         let body = resp.bytes().await.map_err(|e| classify(&e))?.to_vec();
         if digest.starts_with("sha256:") && sha256_digest(&body) != digest {
-            return Err(RegistryError::Protocol(format!(
-                "blob {digest} does not match its digest"
-            )));
+            return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest")));
         }
         Ok(body)
     }
 
-    async fn delete_manifest(
-        &self,
-        repository: &str,
-        digest: &str,
-    ) -> Result<Deleted, RegistryError> {
+    async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<Deleted, RegistryError> {
         let path = format!("/v2/{repository}/manifests/{digest}");
-        let resp = self
-            .send(
-                Method::DELETE,
-                &path,
-                &repo_scope(repository, "delete"),
-                &[],
-                None,
-            )
-            .await?;
+        let resp = self.send(Method::DELETE, &path, &repo_scope(repository, "delete"), &[], None).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(Deleted::NotFound);
         }
@@ -535,15 +418,7 @@ impl Backend for Distribution {
     ) -> Result<String, RegistryError> {
         let path = format!("/v2/{repository}/manifests/{tag}");
         let headers = [(header::CONTENT_TYPE, media_type.to_string())];
-        let resp = self
-            .send(
-                Method::PUT,
-                &path,
-                &repo_scope(repository, "pull,push"),
-                &headers,
-                Some(body),
-            )
-            .await?;
+        let resp = self.send(Method::PUT, &path, &repo_scope(repository, "pull,push"), &headers, Some(body)).await?;
         let resp = check_status(resp).await?;
         Ok(resp
             .headers()

@@ -93,21 +93,13 @@ pub trait Backend: Send + Sync {
     /// Every tag of a repository, following pagination; empty for an unknown repository.
     async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError>;
     /// Resolves a tag or digest to its manifest descriptor with `HEAD`; `None` when absent.
-    async fn resolve(
-        &self,
-        repository: &str,
-        reference: &str,
-    ) -> Result<Option<Descriptor>, RegistryError>;
+    async fn resolve(&self, repository: &str, reference: &str) -> Result<Option<Descriptor>, RegistryError>;
     /// Reads a manifest by tag or digest.
     async fn manifest(&self, repository: &str, reference: &str) -> Result<Manifest, RegistryError>;
     /// Reads a blob (an image config, say) by digest.
     async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError>;
     /// Deletes a manifest by digest (every tag pointing at it goes too).
-    async fn delete_manifest(
-        &self,
-        repository: &str,
-        digest: &str,
-    ) -> Result<Deleted, RegistryError>;
+    async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<Deleted, RegistryError>;
     /// Puts a manifest under a tag; returns the digest the registry stored.
     async fn put_manifest(
         &self,
@@ -141,8 +133,7 @@ pub fn next_link(link: &str) -> Option<String> {
             p == "rel=\"next\"" || p == "rel=next"
         });
         let target = target.trim();
-        (is_next && target.starts_with('<') && target.ends_with('>'))
-            .then(|| target[1..target.len() - 1].to_string())
+        (is_next && target.starts_with('<') && target.ends_with('>')).then(|| target[1..target.len() - 1].to_string())
     })
 }
 
@@ -156,10 +147,7 @@ pub struct BearerChallenge {
 
 /// Parses `Bearer realm="...",service="...",scope="..."`. `None` for other schemes or no realm.
 pub fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
-    let rest = header
-        .trim()
-        .strip_prefix("Bearer ")
-        .or_else(|| header.trim().strip_prefix("bearer "))?;
+    let rest = header.trim().strip_prefix("Bearer ").or_else(|| header.trim().strip_prefix("bearer "))?;
     let mut challenge = BearerChallenge::default();
     let mut chars = rest.chars().peekable();
     loop {
@@ -228,30 +216,18 @@ mod tests {
         assert_eq!(c.scope.as_deref(), Some("repository:team/app:pull,push"));
         assert_eq!(
             parse_bearer_challenge(r#"Bearer realm="r""#),
-            Some(BearerChallenge {
-                realm: "r".into(),
-                ..Default::default()
-            })
+            Some(BearerChallenge { realm: "r".into(), ..Default::default() })
         );
         assert_eq!(parse_bearer_challenge(r#"Basic realm="r""#), None);
-        assert_eq!(
-            parse_bearer_challenge("Bearer service=\"x\""),
-            None,
-            "no realm"
-        );
+        assert_eq!(parse_bearer_challenge("Bearer service=\"x\""), None, "no realm");
         assert_eq!(parse_bearer_challenge("Bearer "), None);
     }
 
     #[test]
     fn digests_and_index_media_types() {
-        assert_eq!(
-            sha256_digest(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(sha256_digest(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert!(is_index("application/vnd.oci.image.index.v1+json"));
-        assert!(is_index(
-            "application/vnd.docker.distribution.manifest.list.v2+json"
-        ));
+        assert!(is_index("application/vnd.docker.distribution.manifest.list.v2+json"));
         assert!(!is_index("application/vnd.oci.image.manifest.v1+json"));
     }
 }

@@ -35,10 +35,7 @@ impl Berth {
             port,
             args,
             kubeconfig: cp.kubeconfig.clone(),
-            dir: tempfile::Builder::new()
-                .prefix("berth-operator-")
-                .tempdir()
-                .unwrap(),
+            dir: tempfile::Builder::new().prefix("berth-operator-").tempdir().unwrap(),
             server: None,
             starts: 0,
         };
@@ -52,31 +49,18 @@ impl Berth {
         args.push("--kubeconfig".into());
         args.push(self.kubeconfig.display().to_string());
         let log = self.dir.path().join(format!("berth-{}.log", self.starts));
-        let server = Server::start(
-            "berth",
-            std::path::Path::new(env!("CARGO_BIN_EXE_berth")),
-            &args,
-            &log,
-        );
+        let server = Server::start("berth", std::path::Path::new(env!("CARGO_BIN_EXE_berth")), &args, &log);
         self.server = Some(server);
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::Client::new();
         loop {
-            assert!(
-                self.server.as_mut().unwrap().running(),
-                "berth exited:\n{}",
-                self.log_tail()
-            );
+            assert!(self.server.as_mut().unwrap().running(), "berth exited:\n{}", self.log_tail());
             if let Ok(r) = http.get(format!("{}/readyz", self.url())).send().await
                 && r.status().is_success()
             {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "berth not ready after 30s:\n{}",
-                self.log_tail()
-            );
+            assert!(Instant::now() < deadline, "berth not ready after 30s:\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -99,9 +83,6 @@ impl Berth {
     }
 
     pub fn log_tail(&self) -> String {
-        self.server
-            .as_ref()
-            .map(|s| s.log_tail(6000))
-            .unwrap_or_default()
+        self.server.as_ref().map(|s| s.log_tail(6000)).unwrap_or_default()
     }
 }

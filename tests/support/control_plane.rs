@@ -16,8 +16,8 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use tokio::sync::OnceCell;
 
@@ -52,16 +52,13 @@ pub async fn control_plane() -> &'static ControlPlane {
     use futures::FutureExt;
     let started = CONTROL_PLANE
         .get_or_init(|| async {
-            std::panic::AssertUnwindSafe(ControlPlane::start())
-                .catch_unwind()
-                .await
-                .map_err(|panic| {
-                    panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "unknown panic".into())
-                })
+            std::panic::AssertUnwindSafe(ControlPlane::start()).catch_unwind().await.map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into())
+            })
         })
         .await;
     match started {
@@ -97,8 +94,7 @@ impl ControlPlane {
         let mut servers = Vec::new();
         let etcd_port = free_port();
         let etcd_peer_port = free_port();
-        let etcd_bin = etcd_bin_vendored::etcd_bin_path()
-            .expect("etcd-bin-vendored has no etcd for this platform");
+        let etcd_bin = etcd_bin_vendored::etcd_bin_path().expect("etcd-bin-vendored has no etcd for this platform");
         let etcd = Server::start(
             "etcd",
             etcd_bin,
@@ -136,10 +132,7 @@ impl ControlPlane {
                 "--allow-privileged=true".into(),
                 format!("--service-account-issuer={issuer}"),
                 format!("--service-account-key-file={}", pki.sa_public_key.display()),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.sa_key.display()
-                ),
+                format!("--service-account-signing-key-file={}", pki.sa_key.display()),
                 "--enable-priority-and-fairness=false".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
@@ -171,8 +164,7 @@ impl ControlPlane {
             servers: Mutex::new(servers),
             crds: OnceCell::new(),
         };
-        cp.wait_ready("kube-apiserver", Duration::from_secs(120))
-            .await;
+        cp.wait_ready("kube-apiserver", Duration::from_secs(120)).await;
 
         let kcm_port = free_port();
         let kcm = Server::start(
@@ -182,10 +174,7 @@ impl ControlPlane {
                 format!("--kubeconfig={}", kubeconfig.display()),
                 format!("--authentication-kubeconfig={}", kubeconfig.display()),
                 format!("--authorization-kubeconfig={}", kubeconfig.display()),
-                format!(
-                    "--service-account-private-key-file={}",
-                    pki.sa_key.display()
-                ),
+                format!("--service-account-private-key-file={}", pki.sa_key.display()),
                 format!("--root-ca-file={}", pki.ca_cert.display()),
                 "--use-service-account-credentials=true".into(),
                 "--leader-elect=false".into(),
@@ -213,21 +202,14 @@ impl ControlPlane {
         let deadline = Instant::now() + timeout;
         loop {
             self.assert_running();
-            let last = match self
-                .client()
-                .await
-                .request_text(http::Request::get("/readyz").body(vec![]).unwrap())
-                .await
+            let last = match self.client().await.request_text(http::Request::get("/readyz").body(vec![]).unwrap()).await
             {
                 Ok(body) if body.trim() == "ok" => return,
                 Ok(body) => body,
                 Err(e) => e.to_string(),
             };
             if Instant::now() > deadline {
-                panic!(
-                    "{what} not ready after {timeout:?}: {last}\n{}",
-                    self.logs()
-                );
+                panic!("{what} not ready after {timeout:?}: {last}\n{}", self.logs());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -237,27 +219,19 @@ impl ControlPlane {
         let mut servers = self.servers.lock().unwrap();
         for s in servers.iter_mut() {
             if !s.running() {
-                panic!(
-                    "{} exited during the test run:\n{}",
-                    s.name(),
-                    s.log_tail(4000)
-                );
+                panic!("{} exited during the test run:\n{}", s.name(), s.log_tail(4000));
             }
         }
     }
 
     fn logs(&self) -> String {
         let servers = self.servers.lock().unwrap();
-        servers
-            .iter()
-            .map(|s| format!("--- {} ---\n{}\n", s.name(), s.log_tail(3000)))
-            .collect()
+        servers.iter().map(|s| format!("--- {} ---\n{}\n", s.name(), s.log_tail(3000))).collect()
     }
 
     /// An admin client. Build one per test: a client belongs to the test's own runtime.
     pub async fn client(&self) -> Client {
-        let kubeconfig =
-            Kubeconfig::read_from(&self.kubeconfig).expect("reading the admin kubeconfig");
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("reading the admin kubeconfig");
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .expect("loading the admin kubeconfig");
@@ -268,13 +242,8 @@ impl ControlPlane {
     pub async fn namespace(&self, test: &str) -> TestNamespace {
         let client = self.client().await;
         let name = unique_name(&format!("t-{}", test.replace('_', "-")));
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await
@@ -292,11 +261,7 @@ impl ControlPlane {
     /// Applies the committed `crds/*.yaml` (what users apply) once per test binary and waits
     /// until every CRD is Established.
     pub async fn install_crds(&self) {
-        self.crds
-            .get_or_init(|| async {
-                install_crd_files(self.client().await, &repo_path("crds")).await
-            })
-            .await;
+        self.crds.get_or_init(|| async { install_crd_files(self.client().await, &repo_path("crds")).await }).await;
     }
 }
 
@@ -315,16 +280,12 @@ async fn install_crd_files(client: Client, dir: &Path) {
     files.sort();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
-            .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
         let name = crd.metadata.name.clone().expect("CRD without a name");
-        api.patch(
-            &name,
-            &PatchParams::apply("berth-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying {}: {e}", path.display()));
+        api.patch(&name, &PatchParams::apply("berth-tests").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("applying {}: {e}", path.display()));
         names.push(name);
     }
     for name in names {
@@ -345,10 +306,7 @@ fn remove_stale_dirs() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("berth-control-plane-")
-            .and_then(|r| r.split('-').next())
-        else {
+        let Some(pid) = name.strip_prefix("berth-control-plane-").and_then(|r| r.split('-').next()) else {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
@@ -364,16 +322,9 @@ fn control_plane_binaries() -> PathBuf {
         return PathBuf::from(dir);
     }
     let script = repo_path("tests/tools/build-control-plane.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(out.status.success(), "{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -396,34 +347,22 @@ fn write_pki(dir: &Path) -> Pki {
         p
     };
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "berth-test-ca");
+    ca_params.distinguished_name.push(DnType::CommonName, "berth-test-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
 
     let serving_key = KeyPair::generate().unwrap();
-    let mut serving =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+    let mut serving = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &ca).unwrap();
 
     let admin_key = KeyPair::generate().unwrap();
     let mut admin = CertificateParams::new(Vec::<String>::new()).unwrap();
-    admin
-        .distinguished_name
-        .push(DnType::CommonName, "berth-test-admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
+    admin.distinguished_name.push(DnType::CommonName, "berth-test-admin");
+    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &ca).unwrap();
 

@@ -20,10 +20,7 @@ use std::net::TcpListener;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is released before it is returned).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on 127.0.0.1")
 }
 
 /// A name unique within this machine for the life of the test run: `<prefix>-<pid>-<n>`.

@@ -35,20 +35,10 @@ pub struct OciLayout {
 
 impl Default for OciLayout {
     fn default() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-oci-")
-            .tempdir()
-            .expect("OCI layout temp dir");
+        let dir = tempfile::Builder::new().prefix("berth-oci-").tempdir().expect("OCI layout temp dir");
         std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
-        std::fs::write(
-            dir.path().join("oci-layout"),
-            r#"{"imageLayoutVersion":"1.0.0"}"#,
-        )
-        .unwrap();
-        let layout = OciLayout {
-            dir,
-            tagged: Vec::new(),
-        };
+        std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let layout = OciLayout { dir, tagged: Vec::new() };
         layout.write_index();
         layout
     }
@@ -68,16 +58,9 @@ impl OciLayout {
 
     /// Writes a multi-arch index with one image per architecture (each with content from `seed`
     /// and the architecture), tags it and returns the index descriptor and the child manifests.
-    pub fn add_index(
-        &mut self,
-        tag: &str,
-        seed: &str,
-        architectures: &[&str],
-    ) -> (Descriptor, Vec<Descriptor>) {
-        let children: Vec<Descriptor> = architectures
-            .iter()
-            .map(|a| self.write_image(&format!("{seed}/{a}"), a))
-            .collect();
+    pub fn add_index(&mut self, tag: &str, seed: &str, architectures: &[&str]) -> (Descriptor, Vec<Descriptor>) {
+        let children: Vec<Descriptor> =
+            architectures.iter().map(|a| self.write_image(&format!("{seed}/{a}"), a)).collect();
         let manifests: Vec<Value> = children
             .iter()
             .zip(architectures)
@@ -115,11 +98,7 @@ impl OciLayout {
     fn write_blob(&self, media_type: &'static str, bytes: &[u8]) -> Descriptor {
         let hex_digest = hex(&Sha256::digest(bytes));
         std::fs::write(self.blob_path(&hex_digest), bytes).unwrap();
-        Descriptor {
-            media_type,
-            digest: format!("sha256:{hex_digest}"),
-            size: bytes.len(),
-        }
+        Descriptor { media_type, digest: format!("sha256:{hex_digest}"), size: bytes.len() }
     }
 
     fn blob_path(&self, hex_digest: &str) -> PathBuf {
@@ -143,11 +122,7 @@ impl OciLayout {
             })
             .collect();
         let index = json!({"schemaVersion": 2, "manifests": manifests});
-        std::fs::write(
-            self.dir.path().join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(self.dir.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 }
 

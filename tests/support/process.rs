@@ -48,12 +48,7 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name} ({}): {e}", bin.display()));
         let stdin = child.stdin.take();
-        Server {
-            name: name.to_string(),
-            child,
-            stdin,
-            log: log.to_path_buf(),
-        }
+        Server { name: name.to_string(), child, stdin, log: log.to_path_buf() }
     }
 
     /// Whether the server (its supervisor) is still running.
@@ -89,8 +84,6 @@ pub fn log_tail(path: &Path, max: usize) -> String {
         let _ = f.read_to_string(&mut s);
     }
     let start = s.len().saturating_sub(max);
-    let start = (start..s.len())
-        .find(|i| s.is_char_boundary(*i))
-        .unwrap_or(s.len());
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
     s[start..].to_string()
 }

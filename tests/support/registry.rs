@@ -50,24 +50,14 @@ impl TestRegistry {
     }
 
     pub async fn start_with(options: RegistryOptions) -> TestRegistry {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
-            .tempdir()
-            .expect("registry temp dir");
+        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().expect("registry temp dir");
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, render_config(&host, &storage, &options))
-            .expect("writing the registry config");
+        std::fs::write(&config, render_config(&host, &storage, &options)).expect("writing the registry config");
         let server = serve(&config, &dir.path().join("registry.log"));
-        let mut registry = TestRegistry {
-            host,
-            storage,
-            config,
-            server,
-            dir,
-        };
+        let mut registry = TestRegistry { host, storage, config, server, dir };
         registry.wait_ready(Duration::from_secs(30)).await;
         registry
     }
@@ -101,27 +91,15 @@ impl TestRegistry {
         let deadline = Instant::now() + timeout;
         let client = reqwest::Client::new();
         loop {
-            assert!(
-                self.server.running(),
-                "docker-registry exited:\n{}",
-                self.log_tail()
-            );
+            assert!(self.server.running(), "docker-registry exited:\n{}", self.log_tail());
             // 200 without auth, 401 with token auth: either way the API answers.
-            let status = client
-                .get(format!("{}/v2/", self.url()))
-                .send()
-                .await
-                .map(|r| r.status());
+            let status = client.get(format!("{}/v2/", self.url())).send().await.map(|r| r.status());
             if let Ok(status) = status
                 && (status.is_success() || status == reqwest::StatusCode::UNAUTHORIZED)
             {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry not ready after {timeout:?}:\n{}",
-                self.log_tail()
-            );
+            assert!(Instant::now() < deadline, "docker-registry not ready after {timeout:?}:\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -129,17 +107,8 @@ impl TestRegistry {
 
 fn serve(config: &Path, log: &Path) -> Server {
     let bin = Path::new("/usr/bin/docker-registry");
-    assert!(
-        bin.exists(),
-        "{} is missing: install Debian's docker-registry (tests/run does)",
-        bin.display()
-    );
-    Server::start(
-        "docker-registry",
-        bin,
-        &["serve".to_string(), config.display().to_string()],
-        log,
-    )
+    assert!(bin.exists(), "{} is missing: install Debian's docker-registry (tests/run does)", bin.display());
+    Server::start("docker-registry", bin, &["serve".to_string(), config.display().to_string()], log)
 }
 
 /// The registry's YAML configuration (JSON is valid YAML).

@@ -21,15 +21,8 @@ pub struct Skopeo {
 
 impl Default for Skopeo {
     fn default() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-skopeo-")
-            .tempdir()
-            .expect("skopeo temp dir");
-        std::fs::write(
-            dir.path().join("policy.json"),
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
+        let dir = tempfile::Builder::new().prefix("berth-skopeo-").tempdir().expect("skopeo temp dir");
+        std::fs::write(dir.path().join("policy.json"), r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
         std::fs::write(dir.path().join("auth.json"), r#"{"auths":{}}"#).unwrap();
         Skopeo { dir }
     }
@@ -45,28 +38,18 @@ impl Skopeo {
     }
 
     async fn run(mut cmd: Command) -> Output {
-        cmd.output()
-            .await
-            .expect("running skopeo (is Debian's skopeo installed?)")
+        cmd.output().await.expect("running skopeo (is Debian's skopeo installed?)")
     }
 
     /// Copies `oci:<layout>:<tag>` to `docker://<dest>`; `all` copies every image of an index.
-    pub async fn push(
-        &self,
-        layout: &Path,
-        tag: &str,
-        dest: &str,
-        creds: &Creds,
-        all: bool,
-    ) -> Output {
+    pub async fn push(&self, layout: &Path, tag: &str, dest: &str, creds: &Creds, all: bool) -> Output {
         let mut cmd = self.command();
         cmd.arg("copy").arg("--dest-tls-verify=false");
         if all {
             cmd.arg("--all");
         }
         creds_args(&mut cmd, "--dest-", creds);
-        cmd.arg(format!("oci:{}:{tag}", layout.display()))
-            .arg(format!("docker://{dest}"));
+        cmd.arg(format!("oci:{}:{tag}", layout.display())).arg(format!("docker://{dest}"));
         Self::run(cmd).await
     }
 
@@ -75,8 +58,7 @@ impl Skopeo {
         let mut cmd = self.command();
         cmd.arg("copy").arg("--src-tls-verify=false");
         creds_args(&mut cmd, "--src-", creds);
-        cmd.arg(format!("docker://{src}"))
-            .arg(format!("oci:{}:pulled", into.display()));
+        cmd.arg(format!("docker://{src}")).arg(format!("oci:{}:pulled", into.display()));
         Self::run(cmd).await
     }
 
@@ -90,15 +72,10 @@ impl Skopeo {
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
         let mut tags: Vec<String> = v["Tags"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(String::from))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
             .unwrap_or_default();
         tags.sort();
         Ok(tags)
@@ -125,8 +102,7 @@ fn creds_args(cmd: &mut Command, prefix: &str, creds: &Creds) {
             cmd.arg(format!("{prefix}no-creds"));
         }
         Creds::Basic { username, password } => {
-            cmd.arg(format!("{prefix}creds"))
-                .arg(format!("{username}:{password}"));
+            cmd.arg(format!("{prefix}creds")).arg(format!("{username}:{password}"));
         }
     }
 }
