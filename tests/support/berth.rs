@@ -82,6 +82,21 @@ impl Berth {
         format!("{}/events/registry/{registry}", self.url())
     }
 
+    /// berth's resident memory in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.server.as_ref()?.rss_kib()
+    }
+
+    /// One sample from berth's /metrics: the value of the first line starting with `prefix`.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url())).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn log_tail(&self) -> String {
         self.server.as_ref().map(|s| s.log_tail(6000)).unwrap_or_default()
     }

@@ -61,6 +61,15 @@ impl Server {
         log_tail(&self.log, max)
     }
 
+    /// Resident memory of the server process (the supervisor's child), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let sh = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
+        let pid = children.split_whitespace().next()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
