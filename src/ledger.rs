@@ -30,7 +30,7 @@ const FIELD_MANAGER: &str = "berth-ledger";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
-    /// digest -> unix seconds of the first push (or first sight).
+    /// digest -> unix milliseconds of the first push (or first sight).
     pub pushed: BTreeMap<String, i64>,
     /// tag -> first digest (immutable repositories only).
     pub pins: BTreeMap<String, String>,

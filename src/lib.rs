@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod duration;
 pub mod http;
 pub mod ledger;
+pub mod lifecycle;
 pub mod metrics;
 pub mod operator;
 pub mod registry;

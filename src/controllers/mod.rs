@@ -69,7 +69,7 @@ impl Error {
 /// What a registry event told berth about one repository, waiting for its next reconcile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PendingEvents {
-    /// digest -> push time (unix seconds) from push events.
+    /// digest -> push time (unix milliseconds) from push events.
     pub pushed: HashMap<String, i64>,
     /// digests deleted from the registry.
     pub deleted: Vec<String>,

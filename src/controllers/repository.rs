@@ -116,7 +116,7 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 uri: Some(o.uri),
                 image_count: Some(images.len() as i64),
                 tag_count: Some(o.tags.len() as i64),
-                last_pushed_at: o.last_pushed_at.and_then(|s| Timestamp::from_second(s).ok()).map(Time),
+                last_pushed_at: o.last_pushed_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()).map(Time),
                 immutable_tag_restores: match previous.immutable_tag_restores.unwrap_or(0) + o.restored {
                     0 => None,
                     n => Some(n),
@@ -254,7 +254,7 @@ async fn observe_in(
             book.forget(digest);
         }
     }
-    let now = Timestamp::now().as_second();
+    let now = Timestamp::now().as_millisecond();
     for d in current.values() {
         book.record_seen(&d.digest, now);
     }

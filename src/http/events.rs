@@ -84,7 +84,8 @@ struct RawTarget {
     tag: Option<String>,
 }
 
-/// Parses a notification envelope. Errors say what is wrong, for a 400.
+/// Parses a notification envelope; `now` and push times are unix milliseconds. Errors say what
+/// is wrong, for a 400.
 pub fn parse_envelope(body: &[u8], now: i64) -> Result<Vec<RegistryEvent>, String> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| format!("not a notification envelope: {e}"))?;
     envelope
@@ -107,7 +108,7 @@ pub fn parse_envelope(body: &[u8], now: i64) -> Result<Vec<RegistryEvent>, Strin
                         .timestamp
                         .as_deref()
                         .and_then(|t| t.parse::<Timestamp>().ok())
-                        .map(|t| t.as_second().min(now))
+                        .map(|t| t.as_millisecond().min(now))
                         .unwrap_or(now);
                     RegistryEvent::ManifestPushed {
                         id: e.id,
@@ -236,7 +237,7 @@ pub async fn registry_events(
             "expected application/vnd.docker.distribution.events.v1+json or v2+json\n",
         );
     }
-    let events = match parse_envelope(&body, Timestamp::now().as_second()) {
+    let events = match parse_envelope(&body, Timestamp::now().as_millisecond()) {
         Ok(e) => e,
         Err(message) => {
             count("malformed");
@@ -281,7 +282,7 @@ pub async fn registry_events(
 mod tests {
     use super::*;
 
-    const NOW: i64 = 1_800_000_000;
+    const NOW: i64 = 1_800_000_000_000;
 
     fn envelope(action: &str, media_type: &str, extra: &str) -> String {
         format!(
@@ -300,7 +301,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        let expected_at = "2026-11-26T10:00:00Z".parse::<Timestamp>().unwrap().as_second();
+        let expected_at = "2026-11-26T10:00:00.123Z".parse::<Timestamp>().unwrap().as_millisecond();
         assert_eq!(
             events,
             vec![RegistryEvent::ManifestPushed {
