@@ -23,6 +23,37 @@ pub enum Command {
     Run(RunArgs),
     /// Print every CustomResourceDefinition berth serves, as one multi-document YAML stream.
     Crds(CrdsArgs),
+    /// Lifecycle policies offline.
+    #[command(subcommand)]
+    Lifecycle(LifecycleCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LifecycleCommand {
+    /// Show which images a policy would expire, without a cluster or a registry.
+    Preview(PreviewArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PreviewArgs {
+    /// ECR lifecycle policy JSON, or a LifecyclePolicy manifest (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// JSON array of {"digest": "sha256:...", "tags": [...], "pushedAt": "RFC3339"}.
+    #[arg(long, value_name = "FILE")]
+    pub images: PathBuf,
+    /// The time to evaluate at (RFC 3339); default now.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// `json` for scripts, `table` for people.
+    #[arg(long, value_enum, default_value_t = PreviewOutput::Json)]
+    pub output: PreviewOutput,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreviewOutput {
+    Json,
+    Table,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -78,6 +109,16 @@ impl Cli {
                     ExitCode::FAILURE
                 }
             },
+            Command::Lifecycle(LifecycleCommand::Preview(args)) => match run_preview(&args) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth lifecycle preview: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Run(args) => {
                 let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                     Ok(rt) => rt,
@@ -96,6 +137,21 @@ impl Cli {
             }
         }
     }
+}
+
+fn run_preview(args: &PreviewArgs) -> Result<String, String> {
+    let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let now = match &args.now {
+        Some(t) => t
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .map_err(|e| format!("--now {t:?} is not an RFC 3339 time: {e}"))?,
+        None => k8s_openapi::jiff::Timestamp::now(),
+    };
+    let preview = crate::lifecycle::preview::preview(&read(&args.policy)?, &read(&args.images)?, now.as_millisecond())?;
+    Ok(match args.output {
+        PreviewOutput::Json => format!("{}\n", serde_json::to_string_pretty(&preview).map_err(|e| e.to_string())?),
+        PreviewOutput::Table => crate::lifecycle::preview::table(&preview),
+    })
 }
 
 fn write_crds(args: &CrdsArgs) -> anyhow::Result<()> {

@@ -26,6 +26,13 @@ pub struct Metrics {
     pub ready: Gauge,
     pub registry_requests: Family<ControllerLabels, Counter>,
     pub registry_events: Family<EventLabels, Counter>,
+    pub lifecycle_expired: Family<ExpiredLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiredLabels {
+    /// `deleted`, `dry_run` (would have been deleted) or `protected` (kept: a workload uses it).
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +52,12 @@ impl Default for Metrics {
         let ready = Gauge::default();
         let registry_requests = Family::<ControllerLabels, Counter>::default();
         let registry_events = Family::<EventLabels, Counter>::default();
+        let lifecycle_expired = Family::<ExpiredLabels, Counter>::default();
+        registry.register(
+            "lifecycle_expired_images",
+            "Images lifecycle policies expired, by outcome",
+            lifecycle_expired.clone(),
+        );
         registry.register(
             "registry_requests",
             "HTTP requests sent to registries, per controller",
@@ -75,6 +88,7 @@ impl Default for Metrics {
             ready,
             registry_requests,
             registry_events,
+            lifecycle_expired,
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{
-    api::{Registry, Repository},
+    api::{LifecyclePolicy, Registry, Repository},
     cli::RunArgs,
     controllers::{self, Context, Settings},
     http,
@@ -115,6 +115,10 @@ fn controllers(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let policies: Api<LifecyclePolicy> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let registry_watch = match &scope.registry_selector {
         Some(s) => watcher::Config::default().any_semantic().labels(s),
         None => watcher::Config::default().any_semantic(),
@@ -125,7 +129,7 @@ fn controllers(
     let deleting = |r: &Repository| Some(u64::from(r.metadata.deletion_timestamp.is_some()));
     let repo_changes =
         predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting);
-    let repo_stream = watcher(repositories, watcher::Config::default().any_semantic())
+    let repo_stream = watcher(repositories.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|r| r.managed_fields_mut().clear())
         .reflect(repo_writer)
@@ -143,6 +147,20 @@ fn controllers(
         .default_backoff()
         .applied_objects()
         .predicate_filter(predicates::generation.combine(reachable), Default::default());
+
+    // Lifecycle policies run when they change, when a Repository starts or stops using them,
+    // and every interval.
+    let (policy_reader, policy_writer) = reflector::store::<LifecyclePolicy>();
+    let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(policy_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let repos_for_policies = watcher(repositories.clone(), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
 
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Repository>>();
     let reporter = Reporter { controller: "berth".into(), instance: std::env::var("POD_NAME").ok() };
@@ -175,11 +193,19 @@ fn controllers(
         .run(controllers::repository::reconcile, controllers::repository::error_policy, ctx.clone())
         .for_each(|_| async {});
     let registry_controller = Controller::for_stream(reg_stream, reg_reader)
-        .graceful_shutdown_on(stop(shutdown))
+        .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::registry::reconcile, controllers::registry::error_policy, ctx.clone())
         .for_each(|_| async {});
+    let lifecycle_controller = Controller::for_stream(policy_stream, policy_reader)
+        .watches_stream(repos_for_policies, |repo: Repository| {
+            let ns = repo.metadata.namespace.clone().unwrap_or_default();
+            repo.spec.lifecycle_policy_ref.map(|p| ObjectRef::<LifecyclePolicy>::new(&p.name).within(&ns))
+        })
+        .graceful_shutdown_on(stop(shutdown.clone()))
+        .run(controllers::lifecycle::reconcile, controllers::lifecycle::error_policy, ctx.clone())
+        .for_each(|_| async {});
     let both = async move {
-        tokio::join!(repository_controller, registry_controller);
+        tokio::join!(repository_controller, registry_controller, lifecycle_controller);
     };
     (both, ctx)
 }

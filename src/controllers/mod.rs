@@ -1,6 +1,7 @@
 //! The controllers and what they share. Each controller is thin: read, decide with the pure
 //! functions of `tenancy`, `tags` and `ledger`, apply, write status.
 
+pub mod lifecycle;
 pub mod registry;
 pub mod repository;
 

@@ -46,7 +46,7 @@ pub struct NotReady {
 }
 
 impl NotReady {
-    fn new(reason: &'static str, message: impl Into<String>) -> NotReady {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> NotReady {
         NotReady { reason, message: message.into() }
     }
 }
@@ -67,10 +67,10 @@ struct Observed {
 }
 
 /// The registry and path a Repository may act on, once tenancy and conflicts are checked.
-struct Target {
-    registry: Arc<Registry>,
-    path: String,
-    uri: String,
+pub(crate) struct Target {
+    pub registry: Arc<Registry>,
+    pub path: String,
+    pub uri: String,
 }
 
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -179,7 +179,7 @@ async fn set_finalizer(repo: &Repository, ctx: &Context, present: bool) -> Resul
 }
 
 /// Checks tenancy and conflicts; the registry, path and URI this Repository may act on.
-fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
+pub(crate) fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
     let claim = claim_of(repo);
     let registry = ctx
         .registries
@@ -208,7 +208,7 @@ fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
 }
 
 /// Every tag of the repository resolved to its manifest, `concurrency` HEAD requests at a time.
-async fn list_tags(
+pub(crate) async fn list_tags(
     backend: &dyn Backend,
     path: &str,
     concurrency: usize,
@@ -315,7 +315,7 @@ async fn restore_tag(backend: &dyn Backend, path: &str, moved: &tags::Moved) -> 
     Ok(Descriptor { digest, ..manifest.descriptor })
 }
 
-async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
+pub(crate) async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &repo.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "cannot publish event");

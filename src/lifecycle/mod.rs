@@ -10,6 +10,7 @@
 //! - Several prefixes (or patterns) in one rule are ANDed: each must match one of the tags.
 
 mod policy;
+pub mod preview;
 
 pub use policy::{
     Count, MAX_POLICY_TEXT, Policy, PolicyError, Rule, Selection, parse_ecr_json, parse_policy_document,

@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod oci;
 pub mod process;
 pub mod registry;
+pub mod scenario;
 pub mod skopeo;
 
 pub use control_plane::{ControlPlane, TestNamespace, control_plane};

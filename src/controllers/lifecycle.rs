@@ -1,0 +1,452 @@
+//! The lifecycle controller: applies a LifecyclePolicy to every Repository that references it,
+//! every `interval` and at once after a change. The decision is `lifecycle::evaluate`; this file
+//! gathers its inputs (tags, ledger, workloads) and carries out what it decided, safely:
+//!
+//! - a run that could not list everything (tags, index manifests, workloads) deletes nothing;
+//! - an image a workload references, by digest or through a tag that resolves to it now, is
+//!   never expired (`protectInUse`, default true);
+//! - a multi-arch index and its children are one image: children of a kept index are never
+//!   expired as untagged, and an expired index takes its children with it;
+//! - at most `maxDeletionsPerRun` deletions per repository per run, oldest first; 404 is done.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+};
+use serde_json::json;
+
+use super::{
+    Context, Error,
+    repository::{self, NotReady},
+};
+use crate::{
+    api::{LifecyclePolicy, LifecyclePolicyStatus, Repository},
+    conditions, duration, ledger,
+    lifecycle::{self, Decision, Image},
+    metrics::{ControllerLabels, ErrorLabels, ExpiredLabels},
+    registry::{Backend, Deleted, Descriptor, is_index},
+    workloads,
+};
+
+pub const CONTROLLER: &str = "lifecycle";
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+const DEFAULT_MAX_DELETIONS: usize = 1000;
+const SHOWN: usize = 20;
+
+/// What one run did to one repository.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepositoryRun {
+    /// `<path>@<digest>` of what expired (or would, in a dry run), oldest first.
+    pub expired: Vec<String>,
+    /// Images the rules expired but a workload uses.
+    pub protected: usize,
+    pub kept: usize,
+    /// Expired images left for the next run (over `maxDeletionsPerRun`).
+    pub deferred: usize,
+}
+
+/// Which digests workloads pin in repository `uri`: by digest, or through a tag resolved now.
+/// A child of an index protects the index too. Pure.
+pub fn protected_digests(
+    images_in_use: &[&str],
+    uri: &str,
+    tags: &BTreeMap<String, Descriptor>,
+    children: &HashMap<String, Vec<String>>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for image in images_in_use {
+        let Some(rest) = image.strip_prefix(uri) else { continue };
+        if let Some((_, digest)) = rest.split_once('@') {
+            out.insert(digest.to_string());
+        } else {
+            let tag = rest.strip_prefix(':').unwrap_or("latest");
+            if let Some(d) = tags.get(tag) {
+                out.insert(d.digest.clone());
+            }
+        }
+    }
+    let parents: Vec<String> = children
+        .iter()
+        .filter(|(_, kids)| kids.iter().any(|k| out.contains(k)))
+        .map(|(index, _)| index.clone())
+        .collect();
+    out.extend(parents);
+    out
+}
+
+/// The images to evaluate: one per tagged digest (an index stands for its children), plus the
+/// untagged digests the ledger knows that are not children of a tagged index. Pure.
+pub fn images_for_evaluation(
+    tags: &BTreeMap<String, Descriptor>,
+    children: &HashMap<String, Vec<String>>,
+    pushed: &BTreeMap<String, i64>,
+    now_ms: i64,
+) -> Vec<Image> {
+    let mut by_digest: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (tag, d) in tags {
+        by_digest.entry(d.digest.as_str()).or_default().push(tag.clone());
+    }
+    let child_digests: BTreeSet<&str> = children.values().flatten().map(String::as_str).collect();
+    let time = |d: &str| pushed.get(d).copied().unwrap_or(now_ms);
+    let mut images: Vec<Image> =
+        by_digest.into_iter().map(|(d, tags)| Image { digest: d.to_string(), tags, pushed_at_ms: time(d) }).collect();
+    let tagged: BTreeSet<String> = images.iter().map(|i| i.digest.clone()).collect();
+    for d in pushed.keys() {
+        if !tagged.contains(d) && !child_digests.contains(d.as_str()) {
+            images.push(Image { digest: d.clone(), tags: vec![], pushed_at_ms: time(d) });
+        }
+    }
+    images
+}
+
+pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let labels = ControllerLabels { controller: CONTROLLER };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let generation = policy.metadata.generation;
+    let previous = policy.status.clone().unwrap_or_default();
+    let interval = duration::parse_or(policy.spec.interval.as_deref(), DEFAULT_INTERVAL).unwrap_or(DEFAULT_INTERVAL);
+
+    let mut status = LifecyclePolicyStatus {
+        observed_generation: generation,
+        rule_count: Some(policy.spec.rules.len() as i32),
+        ..previous.clone()
+    };
+    let parsed = match lifecycle::policy_from_spec(&policy.spec) {
+        Ok(p) => p,
+        Err(e) => {
+            status.conditions = conditions::merge(
+                &previous.conditions,
+                conditions::ready(false, "InvalidPolicy", e.to_string(), generation),
+            );
+            write_status(&ctx, &policy, &previous, status).await?;
+            return Ok(Action::requeue(interval));
+        }
+    };
+    // Read from the API, not the shared cache: the change that triggered this run may not have
+    // reached the cache yet.
+    let repos: Vec<Repository> = Api::<Repository>::namespaced(ctx.client.clone(), &ns)
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.metadata.deletion_timestamp.is_none()
+                && r.spec.lifecycle_policy_ref.as_ref().is_some_and(|p| p.name == name)
+        })
+        .collect();
+
+    let in_use = if policy.spec.protect_in_use && !repos.is_empty() {
+        match workloads::images_in_use(&ctx.client).await {
+            Ok(u) => Some(u),
+            Err(e) => {
+                // Without the workload list nothing is safe to delete.
+                let message = format!("cannot list workloads, so nothing was deleted: {e}");
+                status.conditions = conditions::merge(
+                    &previous.conditions,
+                    conditions::ready(false, "WorkloadsUnavailable", message, generation),
+                );
+                write_status(&ctx, &policy, &previous, status).await?;
+                return Ok(Action::requeue(ctx.failure_backoff(&format!("lifecycle/{ns}/{name}"))));
+            }
+        }
+    } else {
+        None
+    };
+    let in_use: Vec<&str> = in_use.iter().flatten().map(|u| u.image.as_str()).collect();
+
+    let mut totals = RepositoryRun::default();
+    let mut failures: Vec<(String, NotReady)> = Vec::new();
+    for repo in &repos {
+        match run_repository(&policy, &parsed, repo, &ctx, &in_use).await {
+            Ok(run) => {
+                if !run.expired.is_empty() {
+                    let verb = if policy.spec.dry_run { "would expire" } else { "expired" };
+                    let note = format!("LifecyclePolicy {name} {verb} {} images", run.expired.len());
+                    repository::publish(&ctx, repo, EventType::Normal, "ImagesExpired", note).await;
+                }
+                totals.expired.extend(run.expired);
+                totals.protected += run.protected;
+                totals.kept += run.kept;
+                totals.deferred += run.deferred;
+            }
+            Err(e) => failures.push((repo.name_any(), e)),
+        }
+    }
+    let outcome = if policy.spec.dry_run { "dry_run" } else { "deleted" };
+    ctx.metrics.lifecycle_expired.get_or_create(&ExpiredLabels { outcome }).inc_by(totals.expired.len() as u64);
+    ctx.metrics
+        .lifecycle_expired
+        .get_or_create(&ExpiredLabels { outcome: "protected" })
+        .inc_by(totals.protected as u64);
+
+    status.last_run_at = Some(Time(Timestamp::now()));
+    status.expired_count = Some(totals.expired.len() as i64);
+    status.protected_count = Some(totals.protected as i64);
+    status.kept_count = Some(totals.kept as i64);
+    status.expired_images = totals.expired.iter().take(SHOWN).cloned().collect();
+    let ready = match failures.first() {
+        None => {
+            let mode = if policy.spec.dry_run { "dry run: nothing deleted; " } else { "" };
+            let deferred = if totals.deferred > 0 {
+                format!(", {} left for the next run", totals.deferred)
+            } else {
+                String::new()
+            };
+            conditions::ready(
+                true,
+                if policy.spec.dry_run { "DryRun" } else { "Succeeded" },
+                format!(
+                    "{mode}{} repositories: {} expired, {} protected, {} kept{deferred}",
+                    repos.len(),
+                    totals.expired.len(),
+                    totals.protected,
+                    totals.kept
+                ),
+                generation,
+            )
+        }
+        Some((repo, e)) => {
+            ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: e.reason }).inc();
+            conditions::ready(
+                false,
+                e.reason,
+                format!(
+                    "Repository {repo}: {} (nothing deleted there); {} of {} repositories failed",
+                    e.message,
+                    failures.len(),
+                    repos.len()
+                ),
+                generation,
+            )
+        }
+    };
+    status.conditions = conditions::merge(&previous.conditions, ready);
+    if !totals.expired.is_empty() {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: if policy.spec.dry_run { "DryRun".into() } else { "ImagesExpired".into() },
+            note: Some(format!(
+                "{} images {}",
+                totals.expired.len(),
+                if policy.spec.dry_run { "would expire" } else { "expired" }
+            )),
+            action: "Expire".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish event");
+        }
+    }
+    write_status(&ctx, &policy, &previous, status).await?;
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    let requeue = if totals.deferred > 0 { interval.min(Duration::from_secs(60)) } else { interval };
+    Ok(Action::requeue(requeue))
+}
+
+async fn write_status(
+    ctx: &Context,
+    policy: &LifecyclePolicy,
+    previous: &LifecyclePolicyStatus,
+    status: LifecyclePolicyStatus,
+) -> Result<(), Error> {
+    if &status == previous {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "LifecyclePolicy", "status": status});
+    Api::<LifecyclePolicy>::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default())
+        .patch_status(&policy.name_any(), &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
+        .await?;
+    Ok(())
+}
+
+/// The children of every index among the tagged manifests (one GET per index).
+async fn index_children(
+    backend: &dyn Backend,
+    path: &str,
+    tags: &BTreeMap<String, Descriptor>,
+) -> Result<HashMap<String, Vec<String>>, Error> {
+    let mut children = HashMap::new();
+    let indexes: BTreeSet<&str> =
+        tags.values().filter(|d| is_index(&d.media_type)).map(|d| d.digest.as_str()).collect();
+    for digest in indexes {
+        let manifest = backend.manifest(path, digest).await?;
+        let value: serde_json::Value = serde_json::from_slice(&manifest.body)
+            .map_err(|e| crate::registry::RegistryError::Protocol(format!("index {digest}: {e}")))?;
+        let kids = value["manifests"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|c| c["digest"].as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        children.insert(digest.to_string(), kids);
+    }
+    Ok(children)
+}
+
+async fn run_repository(
+    policy: &LifecyclePolicy,
+    parsed: &lifecycle::Policy,
+    repo: &Repository,
+    ctx: &Context,
+    in_use: &[&str],
+) -> Result<RepositoryRun, NotReady> {
+    let target = repository::target(repo, ctx)?;
+    let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
+    let sent_before = backend.requests_sent();
+    let result = run_in(policy, parsed, repo, ctx, in_use, &target, backend.as_ref()).await;
+    let sent = backend.requests_sent().saturating_sub(sent_before);
+    ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: CONTROLLER }).inc_by(sent);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_in(
+    policy: &LifecyclePolicy,
+    parsed: &lifecycle::Policy,
+    repo: &Repository,
+    ctx: &Context,
+    in_use: &[&str],
+    target: &repository::Target,
+    backend: &dyn Backend,
+) -> Result<RepositoryRun, NotReady> {
+    let kube_err = |e: kube::Error| NotReady::from(&Error::Kube(e));
+    let tags = repository::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
+        .await
+        .map_err(|e| NotReady::new("ListFailed", format!("listing the repository failed: {e}")))?;
+    let children = index_children(backend, &target.path, &tags)
+        .await
+        .map_err(|e| NotReady::new("ListFailed", format!("reading an index failed: {e}")))?;
+    let mut stored = ledger::load(&ctx.client, repo).await.map_err(kube_err)?;
+    let mut book = stored.ledger.clone();
+    let now = Timestamp::now().as_millisecond();
+    let images = images_for_evaluation(&tags, &children, &book.pushed, now);
+    let decisions = lifecycle::evaluate(parsed, &images, now);
+    let protected = protected_digests(in_use, &target.uri, &tags, &children);
+
+    let mut run = RepositoryRun::default();
+    let mut expire: Vec<&Image> = Vec::new();
+    for (image, decision) in images.iter().zip(&decisions) {
+        match decision {
+            Decision::Expired { .. } if protected.contains(&image.digest) => run.protected += 1,
+            Decision::Expired { .. } => expire.push(image),
+            Decision::Kept => run.kept += 1,
+        }
+    }
+    expire.sort_by(|a, b| a.pushed_at_ms.cmp(&b.pushed_at_ms).then(a.digest.cmp(&b.digest)));
+    let max = policy.spec.max_deletions_per_run.map(|m| m.max(1) as usize).unwrap_or(DEFAULT_MAX_DELETIONS);
+    if expire.len() > max {
+        run.deferred = expire.len() - max;
+        expire.truncate(max);
+    }
+    run.expired = expire.iter().map(|i| format!("{}@{}", target.path, i.digest)).collect();
+    if policy.spec.dry_run || expire.is_empty() {
+        return Ok(run);
+    }
+    // Children still referenced by a kept index stay.
+    let expired_set: BTreeSet<&str> = expire.iter().map(|i| i.digest.as_str()).collect();
+    let kept_children: BTreeSet<&str> = children
+        .iter()
+        .filter(|(index, _)| !expired_set.contains(index.as_str()))
+        .flat_map(|(_, kids)| kids.iter().map(String::as_str))
+        .collect();
+    for image in &expire {
+        delete(backend, &target.path, &image.digest).await?;
+        book.forget(&image.digest);
+        for child in children.get(&image.digest).into_iter().flatten() {
+            if !kept_children.contains(child.as_str()) && !protected.contains(child) {
+                delete(backend, &target.path, child).await?;
+                book.forget(child);
+            }
+        }
+    }
+    if book != stored.ledger {
+        ledger::save(&ctx.client, repo, &mut stored, &book).await.map_err(kube_err)?;
+    }
+    Ok(run)
+}
+
+async fn delete(backend: &dyn Backend, path: &str, digest: &str) -> Result<(), NotReady> {
+    match backend.delete_manifest(path, digest).await {
+        Ok(Deleted::Deleted | Deleted::NotFound) => Ok(()),
+        Err(e) => Err(NotReady::new("DeleteFailed", format!("deleting {path}@{digest}: {e}"))),
+    }
+}
+
+pub fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("lifecycle/{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
+    tracing::warn!(policy = %key, error = %error, "lifecycle reconcile failed");
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: error.reason() }).inc();
+    Action::requeue(ctx.failure_backoff(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(d: &str, media_type: &str) -> Descriptor {
+        Descriptor { digest: d.into(), media_type: media_type.into(), size: 1 }
+    }
+
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+    #[test]
+    fn workloads_protect_by_digest_by_tag_and_through_an_index() {
+        let uri = "r:5000/team/app";
+        let tags: BTreeMap<String, Descriptor> = [
+            ("v1".to_string(), desc("d1", MANIFEST)),
+            ("latest".to_string(), desc("d2", MANIFEST)),
+            ("multi".to_string(), desc("idx", INDEX)),
+        ]
+        .into();
+        let children: HashMap<String, Vec<String>> =
+            [("idx".to_string(), vec!["c1".to_string(), "c2".to_string()])].into();
+        let uses = [
+            "r:5000/team/app:v1",
+            "r:5000/team/app",
+            "r:5000/team/app@c2",
+            "r:5000/team/app:v9@d9",
+            "r:5000/team/other:v1",
+            "r:5000/team/app:gone",
+        ];
+        let p = protected_digests(&uses, uri, &tags, &children);
+        assert_eq!(p, ["c2", "d1", "d2", "d9", "idx"].iter().map(|s| s.to_string()).collect());
+    }
+
+    #[test]
+    fn an_index_is_one_image_and_its_children_are_not_untagged_images() {
+        let tags: BTreeMap<String, Descriptor> = [
+            ("multi".to_string(), desc("idx", INDEX)),
+            ("a".to_string(), desc("d1", MANIFEST)),
+            ("b".to_string(), desc("d1", MANIFEST)),
+        ]
+        .into();
+        let children: HashMap<String, Vec<String>> = [("idx".to_string(), vec!["c1".to_string()])].into();
+        let pushed: BTreeMap<String, i64> =
+            [("idx".to_string(), 5), ("c1".to_string(), 5), ("d1".to_string(), 7), ("old".to_string(), 1)].into();
+        let images = images_for_evaluation(&tags, &children, &pushed, 100);
+        let mut seen: Vec<(String, Vec<String>, i64)> =
+            images.into_iter().map(|i| (i.digest, i.tags, i.pushed_at_ms)).collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("d1".to_string(), vec!["a".to_string(), "b".to_string()], 7),
+                ("idx".to_string(), vec!["multi".to_string()], 5),
+                ("old".to_string(), vec![], 1),
+            ]
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! A test scenario: a registry, a Registry object for it, and berth scoped to the test's own
+//! namespace, with helpers to declare Repositories, push images and wait for status.
+
+use std::time::Duration;
+
+use berth::api::{Registry, Repository};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, api::PostParams};
+use serde_json::{Value, json};
+
+use super::{
+    OciLayout, RegistryOptions, TestNamespace, TestRegistry,
+    berth::Berth,
+    control_plane, eventually, free_port,
+    registry::NotificationsConfig,
+    skopeo::{Creds, Skopeo, describe},
+};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct Env {
+    pub ns: TestNamespace,
+    pub registry: TestRegistry,
+    pub berth: Berth,
+    /// Name of the Registry object (cluster-scoped, unique per test).
+    pub name: String,
+    pub token: String,
+    pub skopeo: Skopeo,
+    pub layout: OciLayout,
+}
+
+impl Env {
+    /// A registry, a Registry object for it, and berth scoped to this test. `events` points the
+    /// registry's notifications at berth; `poll` is berth's Repository poll interval.
+    pub async fn new(test: &str, events: bool, poll: &str) -> Env {
+        let cp = control_plane().await;
+        cp.install_crds().await;
+        let ns = cp.namespace(test).await;
+        let port = free_port();
+        let name = ns.name.clone();
+        let token = format!("events-token-{}", super::unique_name("t"));
+        let events_url = format!("http://127.0.0.1:{port}/events/registry/{name}");
+        let registry = TestRegistry::start_with(RegistryOptions {
+            notifications: events.then(|| NotificationsConfig { url: events_url, token: token.clone() }),
+            ..Default::default()
+        })
+        .await;
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "registry-events"},
+            "stringData": {"token": token},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &secret).await.unwrap();
+        let reg: Registry = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+            "metadata": {"name": name, "labels": {"berth.dev/test": ns.name}},
+            "spec": {
+                "url": registry.url(),
+                "checkInterval": "1s",
+                "notifications": {"secretRef": {"name": "registry-events", "namespace": ns.name, "key": "token"}},
+            },
+        }))
+        .unwrap();
+        Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &reg).await.unwrap();
+        let berth = Berth::start(cp, port, &ns.name, &["--repository-poll-interval", poll]).await;
+        Env { ns, registry, berth, name, token, skopeo: Skopeo::default(), layout: OciLayout::default() }
+    }
+
+    pub fn repos(&self) -> Api<Repository> {
+        Api::namespaced(self.ns.client.clone(), &self.ns.name)
+    }
+
+    pub async fn create_repository(&self, name: &str, spec: Value) {
+        let mut spec = spec;
+        spec["registryRef"] = json!({"name": self.name});
+        let repo: Repository = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        self.repos().create(&PostParams::default(), &repo).await.unwrap();
+    }
+
+    /// Waits until the Repository's status satisfies `check` (which explains itself on failure).
+    pub async fn wait_repo(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let repos = self.repos();
+        eventually(WAIT, &format!("{name}: {what}"), || {
+            let repos = repos.clone();
+            let check = &check;
+            async move {
+                let r = repos.get(name).await.map_err(|e| e.to_string())?;
+                let status = serde_json::to_value(&r.status).unwrap();
+                if check(&status) { Ok(status) } else { Err(status.to_string()) }
+            }
+        })
+        .await
+    }
+
+    /// Pushes an image with content `seed` as `path:tag`; returns its digest.
+    pub async fn push(&mut self, path: &str, tag: &str, seed: &str) -> String {
+        let d = self.layout.add_image(tag, seed);
+        let dest = format!("{}:{tag}", self.registry.image(path));
+        let out = self.skopeo.push(self.layout.path(), tag, &dest, &Creds::Anonymous, false).await;
+        assert!(out.status.success(), "push {dest}: {}", describe(&out));
+        d.digest
+    }
+
+    pub async fn tags(&self, path: &str) -> Vec<String> {
+        self.skopeo.list_tags(&self.registry.image(path), &Creds::Anonymous).await.unwrap_or_default()
+    }
+}
+
+pub fn ready(status: &Value) -> Option<(&str, &str)> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| (c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
+}
+
+pub fn is_ready(status: &Value) -> bool {
+    ready(status) == Some(("True", "Reconciled"))
+}
