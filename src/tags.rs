@@ -4,22 +4,38 @@ use std::collections::BTreeMap;
 
 /// Whether an ECR filter matches a whole tag; `*` matches any run of characters (also none).
 pub fn filter_matches(filter: &str, tag: &str) -> bool {
-    let parts: Vec<&str> = filter.split('*').collect();
-    if parts.len() == 1 {
-        return filter == tag;
+    Filter::new(filter).matches(tag)
+}
+
+/// An ECR wildcard filter split once, so that matching many tags allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    parts: Vec<String>,
+}
+
+impl Filter {
+    pub fn new(filter: &str) -> Filter {
+        Filter { parts: filter.split('*').map(String::from).collect() }
     }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !tag.starts_with(first) || tag.len() < first.len() + last.len() || !tag.ends_with(last) {
-        return false;
-    }
-    let mut rest = &tag[first.len()..tag.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
+
+    pub fn matches(&self, tag: &str) -> bool {
+        let parts = &self.parts;
+        if parts.len() == 1 {
+            return parts[0] == tag;
         }
+        let (first, last) = (parts[0].as_str(), parts[parts.len() - 1].as_str());
+        if !tag.starts_with(first) || tag.len() < first.len() + last.len() || !tag.ends_with(last) {
+            return false;
+        }
+        let mut rest = &tag[first.len()..tag.len() - last.len()];
+        for part in &parts[1..parts.len() - 1] {
+            match rest.find(part.as_str()) {
+                Some(i) => rest = &rest[i + part.len()..],
+                None => return false,
+            }
+        }
+        true
     }
-    true
 }
 
 /// A tag that moved away from the digest it was first pushed with.

@@ -17,7 +17,7 @@ pub use policy::{
     policy_from_spec,
 };
 
-use crate::tags::filter_matches;
+use crate::tags::Filter;
 
 /// One image as the evaluator sees it. A multi-arch index is one image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,32 +43,65 @@ pub enum Decision {
 
 const DAY_MS: i64 = 86_400_000;
 
-fn rule_matches(rule: &Rule, image: &Image) -> bool {
-    match &rule.selection {
-        Selection::Any => true,
-        Selection::Untagged => image.tags.is_empty(),
-        Selection::TaggedPrefixes(prefixes) => {
-            !image.tags.is_empty() && prefixes.iter().all(|p| image.tags.iter().any(|t| t.starts_with(p.as_str())))
+/// A rule's tag filter prepared once: patterns split, nothing allocated per image.
+enum Matcher<'a> {
+    Any,
+    Untagged,
+    Prefixes(&'a [String]),
+    Patterns(Vec<Filter>),
+}
+
+impl Matcher<'_> {
+    fn new(rule: &Rule) -> Matcher<'_> {
+        match &rule.selection {
+            Selection::Any => Matcher::Any,
+            Selection::Untagged => Matcher::Untagged,
+            Selection::TaggedPrefixes(p) => Matcher::Prefixes(p),
+            Selection::TaggedPatterns(p) => Matcher::Patterns(p.iter().map(|p| Filter::new(p)).collect()),
         }
-        Selection::TaggedPatterns(patterns) => {
-            !image.tags.is_empty() && patterns.iter().all(|p| image.tags.iter().any(|t| filter_matches(p, t)))
+    }
+
+    fn matches(&self, image: &Image) -> bool {
+        match self {
+            Matcher::Any => true,
+            Matcher::Untagged => image.tags.is_empty(),
+            Matcher::Prefixes(prefixes) => {
+                !image.tags.is_empty() && prefixes.iter().all(|p| image.tags.iter().any(|t| t.starts_with(p.as_str())))
+            }
+            Matcher::Patterns(filters) => {
+                !image.tags.is_empty() && filters.iter().all(|f| image.tags.iter().any(|t| f.matches(t)))
+            }
         }
     }
 }
 
+/// Whether a rule's tag requirements select an image.
+pub fn rule_matches(rule: &Rule, image: &Image) -> bool {
+    Matcher::new(rule).matches(image)
+}
+
 /// Decides every image; the result is aligned with `images`. `now_ms` is unix milliseconds.
+///
+/// Linear in images per rule plus one sort: each rule's matches are computed in one sequential
+/// pass, then the rules walk the images newest first over those small arrays.
 pub fn evaluate(policy: &Policy, images: &[Image], now_ms: i64) -> Vec<Decision> {
-    let mut order: Vec<usize> = (0..images.len()).collect();
-    order.sort_by(|&a, &b| {
-        images[b].pushed_at_ms.cmp(&images[a].pushed_at_ms).then_with(|| images[a].digest.cmp(&images[b].digest))
+    let mut order: Vec<u32> = (0..images.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&images[a as usize], &images[b as usize]);
+        b.pushed_at_ms.cmp(&a.pushed_at_ms).then_with(|| a.digest.cmp(&b.digest))
     });
     let mut claimed = vec![false; images.len()];
     let mut decisions = vec![Decision::Kept; images.len()];
+    let mut matching = vec![false; images.len()];
     for rule in &policy.rules {
+        let matcher = Matcher::new(rule);
+        for (m, image) in matching.iter_mut().zip(images) {
+            *m = matcher.matches(image);
+        }
         let mut rank: u64 = 0;
         for &i in &order {
-            let image = &images[i];
-            if !rule_matches(rule, image) {
+            let i = i as usize;
+            if !matching[i] {
                 continue;
             }
             rank += 1;
@@ -79,7 +112,7 @@ pub fn evaluate(policy: &Policy, images: &[Image], now_ms: i64) -> Vec<Decision>
             let expire = match rule.count {
                 Count::MoreThan(n) => rank > n,
                 Count::SinceDays(days) => {
-                    now_ms.saturating_sub(image.pushed_at_ms) > (days as i64).saturating_mul(DAY_MS)
+                    now_ms.saturating_sub(images[i].pushed_at_ms) > (days as i64).saturating_mul(DAY_MS)
                 }
             };
             if expire {

@@ -3,7 +3,8 @@
 //!
 //! - a repository with 10,000 tags: reconcile wall time and registry requests;
 //! - push event to updated status: median and p99 over 50 pushes;
-//! - berth's resident memory with 1,000 Repository objects.
+//! - berth's resident memory with 1,000 Repository objects;
+//! - a lifecycle run over the 10,000-tag repository that expires 1,000 images.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -44,42 +45,6 @@ async fn main() {
     memory_1k(cp).await;
 }
 
-struct Setup {
-    ns: support::TestNamespace,
-    registry: TestRegistry,
-    berth: Berth,
-    name: String,
-}
-
-async fn setup(test: &str, events: bool, poll: &str) -> Setup {
-    let cp = control_plane().await;
-    let ns = cp.namespace(test).await;
-    let port = free_port();
-    let name = ns.name.clone();
-    let token = "bench-token".to_string();
-    let registry = TestRegistry::start_with(RegistryOptions {
-        notifications: events.then(|| NotificationsConfig {
-            url: format!("http://127.0.0.1:{port}/events/registry/{name}"),
-            token: token.clone(),
-        }),
-        ..Default::default()
-    })
-    .await;
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "events"}, "stringData": {"token": token}})).unwrap();
-    Api::<Secret>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &secret).await.unwrap();
-    let reg: Registry = serde_json::from_value(json!({
-        "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
-        "metadata": {"name": name, "labels": {"berth.dev/test": ns.name}},
-        "spec": {"url": registry.url(), "checkInterval": "1h",
-                 "notifications": {"secretRef": {"name": "events", "namespace": ns.name}}},
-    }))
-    .unwrap();
-    Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &reg).await.unwrap();
-    let berth = Berth::start(cp, port, &ns.name, &["--repository-poll-interval", poll]).await;
-    Setup { ns, registry, berth, name }
-}
-
 fn repository(name: &str, registry: &str) -> Repository {
     serde_json::from_value(json!({
         "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",
@@ -93,7 +58,7 @@ async fn status(api: &Api<Repository>, name: &str) -> Value {
 }
 
 async fn tags_10k(_cp: &support::ControlPlane) {
-    let s = setup("bench-tags", false, "1h").await;
+    let s = Env::new("bench-tags", false, "1h").await;
     let path = format!("{}/big", s.ns.name);
     let mut layout = OciLayout::default();
     layout.add_image("base", "base");
@@ -159,10 +124,43 @@ async fn tags_10k(_cp: &support::ControlPlane) {
         wall.as_secs_f64(),
         requests / (TAGS as f64 + 1.0)
     );
+
+    // A lifecycle run over the same repository: keep the newest 9,001, expire 1,000.
+    let policy: LifecyclePolicy = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "LifecyclePolicy", "metadata": {"name": "trim"},
+        "spec": {"rules": [{"rulePriority": 1, "action": {"type": "expire"},
+                            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 9001}}]},
+    }))
+    .unwrap();
+    let policies = Api::<LifecyclePolicy>::namespaced(s.ns.client.clone(), &s.ns.name);
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    let requests_before = s.berth.metric("berth_registry_requests_total{controller=\"lifecycle\"}").await;
+    let started = Instant::now();
+    api.patch("big", &PatchParams::default(), &Patch::Merge(json!({"spec": {"lifecyclePolicyRef": {"name": "trim"}}})))
+        .await
+        .unwrap();
+    let status = loop {
+        let st = serde_json::to_value(policies.get("trim").await.unwrap().status).unwrap_or(Value::Null);
+        if st["expiredCount"] == json!(1000) {
+            break st;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "no lifecycle run after 10 min:\n{}", s.berth.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let wall = started.elapsed();
+    let requests = s.berth.metric("berth_registry_requests_total{controller=\"lifecycle\"}").await - requests_before;
+    println!(
+        "lifecycle_10k: run over {} tags expired {} and kept {} in {:.2}s with {requests} registry requests (tags + deletions + pages = {})",
+        TAGS + 1,
+        status["expiredCount"],
+        status["keptCount"],
+        wall.as_secs_f64(),
+        TAGS + 1 + 1000 + 1
+    );
 }
 
 async fn event_latency(_cp: &support::ControlPlane) {
-    let s = setup("bench-events", true, "1h").await;
+    let s = Env::new("bench-events", true, "1h").await;
     let path = format!("{}/app", s.ns.name);
     let api = Api::<Repository>::namespaced(s.ns.client.clone(), &s.ns.name);
     api.create(&PostParams::default(), &repository("app", &s.name)).await.unwrap();
@@ -204,7 +202,7 @@ async fn event_latency(_cp: &support::ControlPlane) {
 }
 
 async fn memory_1k(_cp: &support::ControlPlane) {
-    let s = setup("bench-memory", false, "5m").await;
+    let s = Env::new("bench-memory", false, "5m").await;
     let idle = s.berth.rss_kib().unwrap_or(0);
     let api = Api::<Repository>::namespaced(s.ns.client.clone(), &s.ns.name);
     let started = Instant::now();
