@@ -11,19 +11,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use berth::api::{Registry, Repository};
+use berth::api::{LifecyclePolicy, Repository};
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use support::{
-    OciLayout, RegistryOptions, TestRegistry,
-    berth::Berth,
-    control_plane, free_port,
-    registry::NotificationsConfig,
+    OciLayout, control_plane,
+    scenario::Env,
     skopeo::{Creds, Skopeo},
 };
 
