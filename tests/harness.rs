@@ -99,6 +99,7 @@ fn registry_config_switches_notifications_and_token_auth() {
                 issuer: "berth".into(),
                 root_cert_bundle: "/tmp/bundle.pem".into(),
             }),
+            ..Default::default()
         },
     ))
     .unwrap();

@@ -11,9 +11,9 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{
-    eventually,
+    RegistryOptions, TestRegistry, eventually,
     scenario::{Env, WAIT, is_ready, ready},
     skopeo::Creds,
 };
@@ -315,4 +315,88 @@ async fn a_missing_registry_object_is_reported() {
     .unwrap();
     env.repos().create(&PostParams::default(), &repo).await.unwrap();
     env.wait_repo("orphan", "RegistryNotFound", |s| ready(s) == Some(("False", "RegistryNotFound"))).await;
+}
+
+fn registry_object(name: &str, ns: &str, spec: serde_json::Value) -> Registry {
+    serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+        "metadata": {"name": name, "labels": {"berth.dev/test": ns}}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn registry_reason(regs: &Api<Registry>, name: &str, want: &'static str) -> Value {
+    eventually(WAIT, &format!("Registry {name}: {want}"), || async move {
+        let s = serde_json::to_value(regs.get(name).await.map_err(|e| e.to_string())?.status).unwrap();
+        if ready(&s).map(|r| r.1) == Some(want) { Ok(s) } else { Err(s.to_string()) }
+    })
+    .await
+}
+
+/// TLS with a private CA, and basic credentials: the reasons say what to fix, and fixing it
+/// makes the Registry Ready.
+#[tokio::test]
+async fn tls_and_credential_problems_have_their_own_reasons() {
+    let env = Env::new("tls-creds", false, "1s").await;
+    let dir = tempfile::tempdir().unwrap();
+    let regs = Api::<Registry>::all(env.ns.client.clone());
+
+    let (ca_pem, tls) = support::registry::tls_for_loopback(dir.path());
+    let secure = TestRegistry::start_with(RegistryOptions { tls: Some(tls), ..Default::default() }).await;
+    assert!(secure.url().starts_with("https://"));
+    let tls_name = format!("{}-tls", env.ns.name);
+    regs.create(
+        &PostParams::default(),
+        &registry_object(&tls_name, &env.ns.name, json!({"url": secure.url(), "checkInterval": "1s"})),
+    )
+    .await
+    .unwrap();
+    let status = registry_reason(&regs, &tls_name, "TLSError").await;
+    assert!(status.to_string().to_lowercase().contains("certificate"), "{status}");
+    regs.patch(&tls_name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"caBundle": ca_pem}}))).await.unwrap();
+    registry_reason(&regs, &tls_name, "Reachable").await;
+
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("robot:{}\n", bcrypt::hash("right-password", 4).unwrap())).unwrap();
+    let guarded = TestRegistry::start_with(RegistryOptions { htpasswd: Some(htpasswd), ..Default::default() }).await;
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let creds = |password: &str| -> k8s_openapi::api::core::v1::Secret {
+        serde_json::from_value(json!({"metadata": {"name": "registry-creds"},
+            "stringData": {"username": "robot", "password": password}}))
+        .unwrap()
+    };
+    secrets.create(&PostParams::default(), &creds("wrong-password")).await.unwrap();
+    let auth_name = format!("{}-auth", env.ns.name);
+    regs.create(
+        &PostParams::default(),
+        &registry_object(
+            &auth_name,
+            &env.ns.name,
+            json!({"url": guarded.url(), "checkInterval": "1s",
+            "credentialsSecretRef": {"name": "registry-creds", "namespace": env.ns.name}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let status = registry_reason(&regs, &auth_name, "Unauthorized").await;
+    assert!(!status.to_string().contains("wrong-password"), "no secret in status: {status}");
+    secrets
+        .replace("registry-creds", &PostParams::default(), &{
+            let mut s = creds("right-password");
+            s.metadata.resource_version = secrets.get("registry-creds").await.unwrap().metadata.resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    registry_reason(&regs, &auth_name, "Reachable").await;
+
+    // A Repository behind basic auth reads its tags with those credentials.
+    let repo: Repository = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "guarded"},
+        "spec": {"registryRef": {"name": auth_name}},
+    }))
+    .unwrap();
+    env.repos().create(&PostParams::default(), &repo).await.unwrap();
+    env.wait_repo("guarded", "Ready behind basic auth", is_ready).await;
+    assert!(!env.berth.log_tail().contains("right-password"), "no secret in logs");
 }

@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
@@ -304,9 +305,8 @@ async fn run_repository(
 ) -> Result<RepositoryRun, NotReady> {
     let target = repository::target(repo, ctx)?;
     let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
-    let sent_before = backend.requests_sent();
-    let result = run_in(policy, parsed, repo, ctx, in_use, &target, backend.as_ref()).await;
-    let sent = backend.requests_sent().saturating_sub(sent_before);
+    let (result, sent) =
+        crate::registry::count_requests(run_in(policy, parsed, repo, ctx, in_use, &target, backend.as_ref())).await;
     ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: CONTROLLER }).inc_by(sent);
     result
 }
@@ -361,20 +361,48 @@ async fn run_in(
         .filter(|(index, _)| !expired_set.contains(index.as_str()))
         .flat_map(|(_, kids)| kids.iter().map(String::as_str))
         .collect();
-    for image in &expire {
-        delete(backend, &target.path, &image.digest).await?;
-        book.forget(&image.digest);
-        for child in children.get(&image.digest).into_iter().flatten() {
-            if !kept_children.contains(child.as_str()) && !protected.contains(child) {
-                delete(backend, &target.path, child).await?;
-                book.forget(child);
-            }
-        }
+    // Each image (an index first, then its children) is deleted in order; images in parallel,
+    // bounded: Distribution's delete walks every tag of the repository, so it is slow on big ones.
+    let jobs: Vec<(String, Vec<String>)> = expire
+        .iter()
+        .map(|image| {
+            let kids = children
+                .get(&image.digest)
+                .into_iter()
+                .flatten()
+                .filter(|c| !kept_children.contains(c.as_str()) && !protected.contains(*c))
+                .cloned()
+                .collect();
+            (image.digest.clone(), kids)
+        })
+        .collect();
+    let path = target.path.as_str();
+    let deleted: Vec<Vec<String>> = stream::iter(jobs)
+        .map(|(digest, kids)| delete_image(backend, path, digest, kids))
+        .buffer_unordered(ctx.settings.registry_concurrency.max(1))
+        .try_collect()
+        .await?;
+    for digest in deleted.iter().flatten() {
+        book.forget(digest);
     }
     if book != stored.ledger {
         ledger::save(&ctx.client, repo, &mut stored, &book).await.map_err(kube_err)?;
     }
     Ok(run)
+}
+
+/// Deletes an image: the manifest (an index first), then its children. Returns what went.
+async fn delete_image(
+    backend: &dyn Backend,
+    path: &str,
+    digest: String,
+    children: Vec<String>,
+) -> Result<Vec<String>, NotReady> {
+    delete(backend, path, &digest).await?;
+    for child in &children {
+        delete(backend, path, child).await?;
+    }
+    Ok(std::iter::once(digest).chain(children).collect())
 }
 
 async fn delete(backend: &dyn Backend, path: &str, digest: &str) -> Result<(), NotReady> {

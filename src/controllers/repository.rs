@@ -226,9 +226,7 @@ pub(crate) async fn list_tags(
 async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady> {
     let target = target(repo, ctx)?;
     let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
-    let sent_before = backend.requests_sent();
-    let result = observe_in(repo, ctx, &target, backend.as_ref()).await;
-    let sent = backend.requests_sent().saturating_sub(sent_before);
+    let (result, sent) = crate::registry::count_requests(observe_in(repo, ctx, &target, backend.as_ref())).await;
     ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: CONTROLLER }).inc_by(sent);
     result
 }

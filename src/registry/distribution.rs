@@ -1,15 +1,12 @@
 //! The OCI Distribution API (CNCF Distribution 2.8 and 3.x, Zot, Harbor) over reqwest.
 //!
 //! Written on reqwest rather than oci-client because berth needs what that crate leaves out:
-//! catalog pagination, delete by digest, HEAD with every manifest type, one request counter
-//! for benchmarks, and its own retry and concurrency bounds.
+//! catalog pagination, delete by digest, HEAD with every manifest type, exact request counts
+//! for metrics and benchmarks, and its own retry and concurrency bounds.
 
 use std::{
     collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -50,7 +47,6 @@ pub struct Distribution {
     permits: Semaphore,
     attempts: u32,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
-    requests: AtomicU64,
 }
 
 impl std::fmt::Debug for Distribution {
@@ -98,7 +94,6 @@ impl Distribution {
             permits: Semaphore::new(if config.max_concurrency == 0 { 8 } else { config.max_concurrency }),
             attempts: if config.attempts == 0 { 4 } else { config.attempts },
             tokens: Mutex::new(HashMap::new()),
-            requests: AtomicU64::new(0),
         })
     }
 
@@ -146,7 +141,7 @@ impl Distribution {
             if let Some(body) = body {
                 req = req.body(body.to_vec());
             }
-            self.requests.fetch_add(1, Ordering::Relaxed);
+            super::note_request();
             let result = req.send().await;
             let resp = match result {
                 Ok(resp) => resp,
@@ -215,7 +210,7 @@ impl Distribution {
         if let Some(user) = &self.username {
             req = req.basic_auth(user, self.password.as_deref());
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        super::note_request();
         let resp = req.send().await.map_err(|e| classify(&e))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthorized("the token service refused berth's credentials".into()));
@@ -426,9 +421,5 @@ impl Backend for Distribution {
             .and_then(|v| v.to_str().ok())
             .map(String::from)
             .unwrap_or_else(|| sha256_digest(body)))
-    }
-
-    fn requests_sent(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
     }
 }

@@ -108,8 +108,26 @@ pub trait Backend: Send + Sync {
         media_type: &str,
         body: &[u8],
     ) -> Result<String, RegistryError>;
-    /// Requests sent so far (for benchmarks and metrics).
-    fn requests_sent(&self) -> u64;
+}
+
+tokio::task_local! {
+    static REQUESTS: std::cell::Cell<u64>;
+}
+
+/// Runs `work` and counts the registry requests it sends (retries and token requests included),
+/// exactly, even while other tasks use the same backend.
+pub async fn count_requests<F: std::future::Future>(work: F) -> (F::Output, u64) {
+    REQUESTS
+        .scope(std::cell::Cell::new(0), async move {
+            let out = work.await;
+            (out, REQUESTS.with(|c| c.get()))
+        })
+        .await
+}
+
+/// Called by backends for every HTTP request they send.
+pub(crate) fn note_request() {
+    let _ = REQUESTS.try_with(|c| c.set(c.get() + 1));
 }
 
 /// `sha256:<hex>` of some bytes.

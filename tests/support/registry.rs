@@ -32,11 +32,42 @@ pub struct TokenAuthConfig {
 pub struct RegistryOptions {
     pub notifications: Option<NotificationsConfig>,
     pub token_auth: Option<TokenAuthConfig>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
+    /// Require basic auth against this htpasswd file (bcrypt entries).
+    pub htpasswd: Option<PathBuf>,
+}
+
+/// A serving certificate and key (PEM files).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A CA and a serving certificate for 127.0.0.1 signed by it, written under `dir`; returns the
+/// CA's PEM (what a Registry's `caBundle` holds) and the serving files.
+pub fn tls_for_loopback(dir: &Path) -> (String, TlsFiles) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "berth-test-registry-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut serving = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    serving.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let cert = serving.signed_by(&key, &ca).unwrap();
+    let files = TlsFiles { certificate: dir.join("registry.pem"), key: dir.join("registry-key.pem") };
+    std::fs::write(&files.certificate, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    (ca.pem(), files)
 }
 
 pub struct TestRegistry {
     /// `127.0.0.1:<port>`: the host part of image references.
     pub host: String,
+    scheme: &'static str,
     pub storage: PathBuf,
     pub config: PathBuf,
     server: Server,
@@ -57,7 +88,8 @@ impl TestRegistry {
         let config = dir.path().join("config.yml");
         std::fs::write(&config, render_config(&host, &storage, &options)).expect("writing the registry config");
         let server = serve(&config, &dir.path().join("registry.log"));
-        let mut registry = TestRegistry { host, storage, config, server, dir };
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let mut registry = TestRegistry { host, scheme, storage, config, server, dir };
         registry.wait_ready(Duration::from_secs(30)).await;
         registry
     }
@@ -75,7 +107,7 @@ impl TestRegistry {
 
     /// `http://127.0.0.1:<port>`: what a Registry object's `url` holds.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host)
+        format!("{}://{}", self.scheme, self.host)
     }
 
     /// `127.0.0.1:<port>/<path>`.
@@ -89,10 +121,11 @@ impl TestRegistry {
 
     async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let client = reqwest::Client::new();
+        // Readiness only: the tests themselves check certificates.
+        let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
         loop {
             assert!(self.server.running(), "docker-registry exited:\n{}", self.log_tail());
-            // 200 without auth, 401 with token auth: either way the API answers.
+            // 200 without auth, 401 with token or basic auth: either way the API answers.
             let status = client.get(format!("{}/v2/", self.url())).send().await.map(|r| r.status());
             if let Ok(status) = status
                 && (status.is_success() || status == reqwest::StatusCode::UNAUTHORIZED)
@@ -135,6 +168,12 @@ pub fn render_config(host: &str, storage: &Path, options: &RegistryOptions) -> S
                 "backoff": "1s",
             }]
         });
+    }
+    if let Some(tls) = &options.tls {
+        config["http"]["tls"] = json!({"certificate": tls.certificate, "key": tls.key});
+    }
+    if let Some(path) = &options.htpasswd {
+        config["auth"] = json!({"htpasswd": {"realm": "berth-test", "path": path}});
     }
     if let Some(t) = &options.token_auth {
         config["auth"] = json!({
