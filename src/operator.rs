@@ -196,7 +196,9 @@ fn controllers(
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::registry::reconcile, controllers::registry::error_policy, ctx.clone())
         .for_each(|_| async {});
+    // A policy and the Repository that starts using it usually change together: one run, not two.
     let lifecycle_controller = Controller::for_stream(policy_stream, policy_reader)
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)))
         .watches_stream(repos_for_policies, |repo: Repository| {
             let ns = repo.metadata.namespace.clone().unwrap_or_default();
             repo.spec.lifecycle_policy_ref.map(|p| ObjectRef::<LifecyclePolicy>::new(&p.name).within(&ns))

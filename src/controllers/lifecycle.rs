@@ -150,6 +150,7 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
         })
         .collect();
 
+    tracing::info!(policy = %format!("{ns}/{name}"), repositories = repos.len(), dry_run = policy.spec.dry_run, "lifecycle run");
     let in_use = if policy.spec.protect_in_use && !repos.is_empty() {
         match workloads::images_in_use(&ctx.client).await {
             Ok(u) => Some(u),

@@ -122,33 +122,48 @@ async fn tags_10k(_cp: &support::ControlPlane) {
         requests / (TAGS as f64 + 1.0)
     );
 
-    // A lifecycle run over the same repository: keep the newest 9,001, expire 1,000.
+    // Lifecycle over the same repository: keep the newest 9,001, expire 1,000. First a dry run
+    // (berth's own work: listing, ledger, evaluation), then the real run (plus the deletions).
     let policy: LifecyclePolicy = serde_json::from_value(json!({
         "apiVersion": "berth.dev/v1alpha1", "kind": "LifecyclePolicy", "metadata": {"name": "trim"},
-        "spec": {"rules": [{"rulePriority": 1, "action": {"type": "expire"},
+        "spec": {"dryRun": true, "rules": [{"rulePriority": 1, "action": {"type": "expire"},
                             "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 9001}}]},
     }))
     .unwrap();
     let policies = Api::<LifecyclePolicy>::namespaced(s.ns.client.clone(), &s.ns.name);
     policies.create(&PostParams::default(), &policy).await.unwrap();
-    let requests_before = s.berth.metric("berth_registry_requests_total{controller=\"lifecycle\"}").await;
-    let started = Instant::now();
+    let wait_run = |generation: i64| {
+        let policies = policies.clone();
+        let started = Instant::now();
+        async move {
+            loop {
+                let st = serde_json::to_value(policies.get("trim").await.unwrap().status).unwrap_or(Value::Null);
+                if st["observedGeneration"] == json!(generation) && st["expiredCount"] == json!(1000) {
+                    return (st, started.elapsed());
+                }
+                assert!(started.elapsed() < Duration::from_secs(900), "no lifecycle run after 15 min");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let metric = "berth_registry_requests_total{controller=\"lifecycle\"}";
+    let before = s.berth.metric(metric).await;
+    let dry = wait_run(1);
     api.patch("big", &PatchParams::default(), &Patch::Merge(json!({"spec": {"lifecyclePolicyRef": {"name": "trim"}}})))
         .await
         .unwrap();
-    let status = loop {
-        let st = serde_json::to_value(policies.get("trim").await.unwrap().status).unwrap_or(Value::Null);
-        if st["expiredCount"] == json!(1000) {
-            break st;
-        }
-        assert!(started.elapsed() < Duration::from_secs(600), "no lifecycle run after 10 min:\n{}", s.berth.log_tail());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let wall = started.elapsed();
-    let requests = s.berth.metric("berth_registry_requests_total{controller=\"lifecycle\"}").await - requests_before;
+    let (_, dry_wall) = dry.await;
+    let dry_requests = s.berth.metric(metric).await - before;
+    let before = s.berth.metric(metric).await;
+    let real = wait_run(2);
+    policies.patch("trim", &PatchParams::default(), &Patch::Merge(json!({"spec": {"dryRun": false}}))).await.unwrap();
+    let (status, wall) = real.await;
+    let requests = s.berth.metric(metric).await - before;
     println!(
-        "lifecycle_10k: run over {} tags expired {} and kept {} in {:.2}s with {requests} registry requests (tags + deletions + pages = {})",
+        "lifecycle_10k: dry run over {} tags (1000 would expire) in {:.2}s with {dry_requests} registry requests; \
+         real run expired {} and kept {} in {:.2}s with {requests} registry requests (tags + deletions + pages = {})",
         TAGS + 1,
+        dry_wall.as_secs_f64(),
         status["expiredCount"],
         status["keptCount"],
         wall.as_secs_f64(),

@@ -48,7 +48,11 @@ impl Berth {
         let mut args = self.args.clone();
         args.push("--kubeconfig".into());
         args.push(self.kubeconfig.display().to_string());
-        let log = self.dir.path().join(format!("berth-{}.log", self.starts));
+        // BERTH_TEST_LOGS=<dir> keeps berth's logs after the test (with RUST_LOG, which berth
+        // inherits, for debugging).
+        let dir =
+            std::env::var_os("BERTH_TEST_LOGS").map(PathBuf::from).unwrap_or_else(|| self.dir.path().to_path_buf());
+        let log = dir.join(format!("berth-{}-{}-{}.log", self.port, std::process::id(), self.starts));
         let server = Server::start("berth", std::path::Path::new(env!("CARGO_BIN_EXE_berth")), &args, &log);
         self.server = Some(server);
         let deadline = Instant::now() + Duration::from_secs(30);
