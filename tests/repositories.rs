@@ -91,7 +91,9 @@ async fn the_events_endpoint_refuses_bad_secrets_malformed_and_oversized_bodies(
     // Pushed while events are off and polling is an hour: status can only change through an
     // accepted event.
     let digest = env.push(&path, "v1", "sneaky").await;
-    let http = reqwest::Client::new();
+    // A fresh connection per request: the server closes the connection after refusing an
+    // oversized body unread, and a pooled connection would race that close.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let url = env.berth.events_url(&env.name);
     let body = json!({"events": [{
         "id": "evt-1", "timestamp": "2026-11-26T10:00:00Z", "action": "push",
