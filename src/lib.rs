@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod operator;
 pub mod registry;
+pub mod rollout;
 pub mod tags;
 pub mod tenancy;
 pub mod workloads;

@@ -1,0 +1,222 @@
+//! Digest-pinned rollouts, the pure part: which workloads opted in and how, what their images
+//! refer to, and which container images to pin to which digest. No I/O; the rollout controller
+//! (not written yet) reads workloads and digests, calls `plan`, and applies the result.
+
+use std::{collections::BTreeMap, time::Duration};
+
+/// `berth.dev/rollout: "digest"` opts a Deployment, StatefulSet, DaemonSet or CronJob in.
+pub const ROLLOUT_ANNOTATION: &str = "berth.dev/rollout";
+/// Comma-separated container names to follow (default: every container and initContainer whose
+/// image is in a registry berth knows).
+pub const CONTAINERS_ANNOTATION: &str = "berth.dev/containers";
+/// How often to poll the watched tags when no registry event arrives (default 5m, at least 10s).
+pub const POLL_INTERVAL_ANNOTATION: &str = "berth.dev/poll-interval";
+/// `auto`: roll back to the previous digest when a Deployment's rollout exceeds its progress deadline.
+pub const ROLLBACK_ANNOTATION: &str = "berth.dev/rollback";
+
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(300);
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A container image reference as a pod spec writes it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImageRef {
+    /// `host[:port]`; `docker.io` when the reference names none.
+    pub host: String,
+    /// Repository path, e.g. `team-a/app` (`library/nginx` for `nginx` on docker.io).
+    pub path: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// The tag followed: the named one, or `latest`.
+    pub fn tag_or_latest(&self) -> &str {
+        self.tag.as_deref().unwrap_or("latest")
+    }
+
+    /// `host/path:tag@digest`, keeping the tag for people.
+    pub fn pinned(&self, digest: &str) -> String {
+        format!("{}/{}:{}@{digest}", self.host, self.path, self.tag_or_latest())
+    }
+}
+
+fn valid_component(c: &str) -> bool {
+    !c.is_empty()
+        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && c.as_bytes()[0].is_ascii_alphanumeric()
+        && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Parses an image reference with the grammar of the distribution reference library: the first
+/// component is a host if it has a `.` or `:` or is `localhost`.
+pub fn parse_image(reference: &str) -> Result<ImageRef, String> {
+    let bad = |why: &str| format!("image {reference:?}: {why}");
+    if reference.is_empty() || reference.len() > 4096 || reference.chars().any(char::is_whitespace) {
+        return Err(bad("empty, too long or contains whitespace"));
+    }
+    let (name_tag, digest) = match reference.split_once('@') {
+        Some((n, d)) => {
+            let hex = d.strip_prefix("sha256:").ok_or_else(|| bad("digest must be sha256:<64 hex>"))?;
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+                return Err(bad("digest must be sha256:<64 lower-case hex>"));
+            }
+            (n, Some(d.to_string()))
+        }
+        None => (reference, None),
+    };
+    let last_slash = name_tag.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+        None => (name_tag, None),
+    };
+    if let Some(t) = tag
+        && (t.is_empty()
+            || t.len() > 128
+            || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            || t.starts_with(['.', '-']))
+    {
+        return Err(bad("tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    let host = if parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost") {
+        parts.remove(0).to_string()
+    } else {
+        "docker.io".to_string()
+    };
+    if host.is_empty() || parts.is_empty() || !parts.iter().all(|c| valid_component(c)) {
+        return Err(bad("repository path must be lower-case components joined by '/'"));
+    }
+    let mut path = parts.join("/");
+    if host == "docker.io" && parts.len() == 1 {
+        path = format!("library/{path}");
+    }
+    Ok(ImageRef { host, path, tag: tag.map(String::from), digest })
+}
+
+/// How a workload asked to be rolled out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Only these containers; `None`: every container in a known registry.
+    pub containers: Option<Vec<String>>,
+    pub poll_interval: Duration,
+    pub auto_rollback: bool,
+}
+
+/// Reads a workload's annotations: `Ok(None)` when it did not opt in, `Err` with a message for a
+/// Warning event when an annotation is malformed (the workload is then left alone).
+pub fn parse_settings(annotations: &BTreeMap<String, String>) -> Result<Option<Settings>, String> {
+    match annotations.get(ROLLOUT_ANNOTATION).map(|v| v.trim()) {
+        None => return Ok(None),
+        Some("digest") => {}
+        Some(other) => return Err(format!("{ROLLOUT_ANNOTATION} must be \"digest\", got {other:?}")),
+    }
+    let containers = match annotations.get(CONTAINERS_ANNOTATION) {
+        None => None,
+        Some(list) => {
+            let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            if let Some(bad) = names.iter().find(|n| n.is_empty() || n.len() > 63 || !valid_container_name(n)) {
+                return Err(format!(
+                    "{CONTAINERS_ANNOTATION} must be a comma-separated list of container names, got {bad:?} in {list:?}"
+                ));
+            }
+            Some(names)
+        }
+    };
+    let poll_interval = match annotations.get(POLL_INTERVAL_ANNOTATION) {
+        None => DEFAULT_POLL_INTERVAL,
+        Some(text) => {
+            let d = crate::duration::parse(text.trim()).map_err(|e| format!("{POLL_INTERVAL_ANNOTATION}: {e}"))?;
+            if d < MIN_POLL_INTERVAL {
+                return Err(format!("{POLL_INTERVAL_ANNOTATION} must be at least {MIN_POLL_INTERVAL:?}, got {text:?}"));
+            }
+            d
+        }
+    };
+    let auto_rollback = match annotations.get(ROLLBACK_ANNOTATION).map(|v| v.trim()) {
+        None | Some("off") => false,
+        Some("auto") => true,
+        Some(other) => return Err(format!("{ROLLBACK_ANNOTATION} must be \"auto\" or \"off\", got {other:?}")),
+    };
+    Ok(Some(Settings { containers, poll_interval, auto_rollback }))
+}
+
+fn valid_container_name(n: &str) -> bool {
+    n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
+}
+
+/// One container of a pod template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    pub init: bool,
+}
+
+/// A container to pin: its new image and the digest it had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub container: String,
+    pub init: bool,
+    pub image: String,
+    pub digest: String,
+    pub previous_digest: Option<String>,
+}
+
+/// What berth knows now about the tags its workloads follow.
+pub trait Digests {
+    /// The digest `host/path:tag` points at now, if known.
+    fn current(&self, image: &ImageRef) -> Option<&str>;
+    /// When a digest was pushed (unix ms), if the ledger knows.
+    fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64>;
+}
+
+/// Which containers to pin. A container is followed when it is selected (or no selection was
+/// given and its image is in a known registry), its tag now points at a digest other than the
+/// one it runs, that digest is not marked bad for this workload, and it is not older than the
+/// running one.
+pub fn plan(
+    containers: &[Container],
+    settings: &Settings,
+    known_host: impl Fn(&str) -> bool,
+    digests: &impl Digests,
+    bad: &[String],
+) -> Vec<Pin> {
+    let mut pins = Vec::new();
+    for c in containers {
+        let selected = match &settings.containers {
+            Some(names) => names.contains(&c.name),
+            None => true,
+        };
+        if !selected {
+            continue;
+        }
+        let Ok(image) = parse_image(&c.image) else { continue };
+        if !known_host(&image.host) {
+            continue;
+        }
+        let Some(target) = digests.current(&image) else { continue };
+        if image.digest.as_deref() == Some(target) || bad.iter().any(|b| b == target) {
+            continue;
+        }
+        if let Some(running) = &image.digest
+            && let (Some(new), Some(old)) = (digests.pushed_at(&image, target), digests.pushed_at(&image, running))
+            && new < old
+        {
+            continue; // never back to an older image
+        }
+        pins.push(Pin {
+            container: c.name.clone(),
+            init: c.init,
+            image: image.pinned(target),
+            digest: target.to_string(),
+            previous_digest: image.digest.clone(),
+        });
+    }
+    pins
+}
+
+#[cfg(test)]
+mod tests;
