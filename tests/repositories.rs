@@ -151,17 +151,7 @@ async fn deletion_policy_delete_empties_the_repository_and_retain_keeps_it() {
     repos.delete("keep", &DeleteParams::default()).await.unwrap();
     repos.delete("drop", &DeleteParams::default()).await.unwrap();
     for name in ["keep", "drop"] {
-        let repos = repos.clone();
-        eventually(WAIT, &format!("{name} is gone"), || {
-            let repos = repos.clone();
-            async move {
-                match repos.get_opt(name).await.map_err(|e| e.to_string())? {
-                    None => Ok(()),
-                    Some(r) => Err(format!("still there: {:?}", r.status)),
-                }
-            }
-        })
-        .await;
+        env.wait_repo_gone(name).await;
     }
     assert_eq!(env.tags(&keep).await, ["v1", "v2"], "Retain leaves every image");
     assert!(env.tags(&drop).await.is_empty(), "Delete leaves the repository empty");
@@ -194,17 +184,7 @@ async fn deletion_waits_while_a_workload_uses_an_image_and_abandon_releases_it()
 
     let patch = json!({"metadata": {"annotations": {"berth.dev/abandon": "true"}}});
     env.repos().patch("app", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
-    let repos = env.repos();
-    eventually(WAIT, "abandoned Repository is released", || {
-        let repos = repos.clone();
-        async move {
-            match repos.get_opt("app").await.map_err(|e| e.to_string())? {
-                None => Ok(()),
-                Some(_) => Err("still there".into()),
-            }
-        }
-    })
-    .await;
+    env.wait_repo_gone("app").await;
     assert_eq!(env.tags(&path).await, ["v1"], "abandon never touches the registry");
 }
 

@@ -96,6 +96,21 @@ impl Env {
         .await
     }
 
+    /// Waits until the Repository object is gone (its finalizer done or released).
+    pub async fn wait_repo_gone(&self, name: &str) {
+        let repos = self.repos();
+        eventually(WAIT, &format!("{name} is gone"), || {
+            let repos = repos.clone();
+            async move {
+                match repos.get_opt(name).await.map_err(|e| e.to_string())? {
+                    None => Ok(()),
+                    Some(r) => Err(format!("still there: {:?}", r.status)),
+                }
+            }
+        })
+        .await
+    }
+
     /// Pushes an image with content `seed` as `path:tag`; returns its digest.
     pub async fn push(&mut self, path: &str, tag: &str, seed: &str) -> String {
         let d = self.layout.add_image(tag, seed);
