@@ -67,7 +67,11 @@ pub fn protected_digests(
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for image in images_in_use {
-        let Some(rest) = image.strip_prefix(uri) else { continue };
+        // The same component boundary as deletion uses: `app2` and `app/sub` are not `app`.
+        if !workloads::in_repository(image, uri) {
+            continue;
+        }
+        let rest = &image[uri.len()..];
         if let Some((_, digest)) = rest.split_once('@') {
             out.insert(digest.to_string());
         } else {
@@ -452,6 +456,9 @@ mod tests {
         ];
         let p = protected_digests(&uses, uri, &tags, &children);
         assert_eq!(p, ["c2", "d1", "d2", "d9", "idx"].iter().map(|s| s.to_string()).collect());
+        // Look-alike repositories protect nothing here: `app2` and `app/sub` are not `app`.
+        let lookalikes = ["r:5000/team/app2:v1", "r:5000/team/app2", "r:5000/team/app/sub:latest"];
+        assert!(protected_digests(&lookalikes, uri, &tags, &children).is_empty());
     }
 
     #[test]
