@@ -1,6 +1,16 @@
 //! Digest-pinned rollouts, the pure part: which workloads opted in and how, what their images
-//! refer to, and which container images to pin to which digest. No I/O; the rollout controller
-//! (not written yet) reads workloads and digests, calls `plan`, and applies the result.
+//! refer to, which container images to pin to which digest, when to roll back, what the
+//! server-side apply body is, and when to poll a tag. No I/O; `controllers::rollout` reads
+//! workloads and digests, calls these, and applies the result.
+
+mod record;
+mod schedule;
+
+pub use record::{
+    BAD_DIGESTS_ANNOTATION, DIGEST_ANNOTATION, Kind, PINNED_AT_ANNOTATION, PREVIOUS_DIGEST_ANNOTATION, Record,
+    apply_body, rollback,
+};
+pub use schedule::{PollOutcome, Schedule};
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -154,3 +154,102 @@ proptest! {
         prop_assert_eq!(back.digest, Some(digest));
     }
 }
+
+fn pin(container: &str, digest: &str, previous: Option<&str>) -> Pin {
+    Pin {
+        container: container.into(),
+        init: false,
+        image: format!("r:5000/team/app:stable@{digest}"),
+        digest: digest.into(),
+        previous_digest: previous.map(String::from),
+    }
+}
+
+#[test]
+fn the_record_round_trips_through_annotations_and_ignores_garbage() {
+    let r = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a'))), pin("side", &d('c'), None)], "T1");
+    assert_eq!(r.digests.get("app"), Some(&d('b')));
+    assert_eq!(r.previous.get("app"), Some(&d('a')));
+    assert!(!r.previous.contains_key("side"));
+    assert_eq!(Record::from_annotations(&r.to_annotations()), r);
+    let garbage = ann(&[
+        (DIGEST_ANNOTATION, "app=notadigest,=x,side"),
+        (BAD_DIGESTS_ANNOTATION, "sha256:zz, ,"),
+        (PREVIOUS_DIGEST_ANNOTATION, "===="),
+    ]);
+    assert_eq!(Record::from_annotations(&garbage), Record::default());
+}
+
+#[test]
+fn rollback_returns_to_the_previous_digest_and_marks_the_bad_one() {
+    let running = vec![
+        container("app", &format!("r:5000/team/app:stable@{}", d('b')), false),
+        container("side", "r:5000/team/side:v1", false),
+    ];
+    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1");
+    let (pins, next) = rollback(&running, &record, "T2").expect("a rollback");
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0].image, format!("r:5000/team/app:stable@{}", d('a')));
+    assert_eq!(next.bad, vec![d('b')]);
+    assert_eq!(next.digests.get("app"), Some(&d('a')));
+    assert!(next.previous.is_empty(), "no second rollback from the rolled-back digest");
+    assert_eq!(next.pinned_at.as_deref(), Some("T2"));
+    // After the rollback: nothing more to roll back, and the plan skips the bad digest.
+    let rolled = vec![container("app", &pins[0].image, false)];
+    assert!(rollback(&rolled, &next, "T3").is_none());
+    let s = Settings { containers: None, poll_interval: DEFAULT_POLL_INTERVAL, auto_rollback: true };
+    let tags = Known([("r:5000/team/app:stable".to_string(), d('b'))].into(), BTreeMap::new());
+    assert!(plan(&rolled, &s, |_| true, &tags, &next.bad).is_empty());
+    assert_eq!(plan(&rolled, &s, |_| true, &tags, &[]).len(), 1, "only the bad mark keeps it off");
+}
+
+#[test]
+fn no_rollback_without_a_previous_digest_or_when_someone_else_changed_the_image() {
+    let record = Record::default().pinned(&[pin("app", &d('b'), None)], "T1");
+    let running = vec![container("app", &format!("r:5000/team/app:stable@{}", d('b')), false)];
+    assert!(rollback(&running, &record, "T2").is_none(), "adopted at b: nothing earlier to go back to");
+    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1");
+    let changed = vec![container("app", "r:5000/team/app:v9", false)];
+    assert!(rollback(&changed, &record, "T2").is_none(), "a person changed the image: leave it");
+}
+
+#[test]
+fn bad_digests_stay_bounded() {
+    let mut record = Record::default();
+    for i in 0..40u32 {
+        let cur = format!("sha256:{:064x}", i + 1);
+        let prev = format!("sha256:{:064x}", i + 1000);
+        record = record.pinned(&[pin("app", &cur, Some(&prev))], "T");
+        let running = vec![container("app", &format!("r:5000/team/app:stable@{cur}"), false)];
+        record = rollback(&running, &record, "T").unwrap().1;
+    }
+    assert_eq!(record.bad.len(), record::MAX_BAD_DIGESTS);
+    assert_eq!(record.bad.last().unwrap(), &format!("sha256:{:064x}", 40));
+}
+
+#[test]
+fn the_apply_body_touches_only_followed_images_and_berths_annotations() {
+    let containers = vec![
+        container("app", "r:5000/team/app:stable", false),
+        container("sidecar", "docker.io/library/envoy:v1", false),
+        container("migrate", "r:5000/team/migrate:stable", true),
+    ];
+    let pins = vec![Pin { init: true, ..pin("migrate", &d('c'), None) }];
+    // app was pinned before: it stays in the body so the apply does not drop berth's ownership.
+    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1").pinned(&pins, "T2");
+    let body = apply_body(Kind::Deployment, "ns", "web", &containers, &pins, &record);
+    assert_eq!(body["apiVersion"], "apps/v1");
+    assert_eq!(body["kind"], "Deployment");
+    assert_eq!(body["metadata"]["namespace"], "ns");
+    let spec = &body["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"], serde_json::json!([{"name": "app", "image": "r:5000/team/app:stable"}]));
+    assert_eq!(spec["initContainers"][0]["image"], format!("r:5000/team/app:stable@{}", d('c')));
+    assert_eq!(spec.as_object().unwrap().len(), 2, "nothing but the image lists");
+    let annotations = body["metadata"]["annotations"].as_object().unwrap();
+    assert!(annotations.keys().all(|k| k.starts_with("berth.dev/")));
+    assert_eq!(annotations[PINNED_AT_ANNOTATION], "T2");
+
+    let cron = apply_body(Kind::CronJob, "ns", "nightly", &containers, &pins, &record);
+    assert_eq!(cron["apiVersion"], "batch/v1");
+    assert!(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"].is_array());
+}

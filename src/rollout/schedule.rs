@@ -1,0 +1,213 @@
+//! When to ask the registry where a watched tag points: one request per distinct image reference
+//! per interval however many workloads follow it, jittered so that tags do not move in lockstep,
+//! backing off when the registry rate-limits or fails.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+/// Longest wait between two polls of a tag whose registry keeps refusing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// What one poll of a tag gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// The registry answered (the tag exists or not).
+    Answered,
+    /// 429: wait longer before asking again.
+    RateLimited,
+    /// Unreachable, 5xx, ...: try again sooner than a rate limit, later than the interval.
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    interval: Duration,
+    next: Instant,
+    in_flight: bool,
+    failures: u32,
+}
+
+/// Poll times of the watched tags, keyed by `K` (host, path, tag).
+#[derive(Debug)]
+pub struct Schedule<K> {
+    entries: HashMap<K, Entry>,
+}
+
+impl<K> Default for Schedule<K> {
+    fn default() -> Self {
+        Schedule { entries: HashMap::new() }
+    }
+}
+
+/// `d` scaled by a factor in [0.9, 1.1) drawn from `jitter` (in [0, 1)).
+fn jittered(d: Duration, jitter: f64) -> Duration {
+    d.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
+}
+
+impl<K: Eq + Hash + Clone> Schedule<K> {
+    /// Starts watching `key` (polled at once when new) or changes its interval (the shortest
+    /// interval any follower asked for is the caller's to compute).
+    pub fn watch(&mut self, key: K, interval: Duration, now: Instant) {
+        self.entries
+            .entry(key)
+            .and_modify(|e| {
+                if interval < e.interval && !e.in_flight {
+                    e.next = e.next.min(now + interval);
+                }
+                e.interval = interval;
+            })
+            .or_insert(Entry { interval, next: now, in_flight: false, failures: 0 });
+    }
+
+    pub fn unwatch(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keys due now; they are marked in flight until `done` is called for them.
+    pub fn due(&mut self, now: Instant) -> Vec<K> {
+        let mut due = Vec::new();
+        for (k, e) in self.entries.iter_mut() {
+            if !e.in_flight && e.next <= now {
+                e.in_flight = true;
+                due.push(k.clone());
+            }
+        }
+        due
+    }
+
+    /// Records a poll's outcome and schedules the next one. `jitter` is a number in [0, 1).
+    pub fn done(&mut self, key: &K, outcome: PollOutcome, now: Instant, jitter: f64) {
+        let Some(e) = self.entries.get_mut(key) else { return };
+        e.in_flight = false;
+        let wait = match outcome {
+            PollOutcome::Answered => {
+                e.failures = 0;
+                e.interval
+            }
+            PollOutcome::RateLimited => {
+                e.failures = (e.failures + 1).min(16);
+                e.interval.saturating_mul(1 << e.failures.min(6)).min(MAX_BACKOFF).max(e.interval)
+            }
+            PollOutcome::Failed => {
+                e.failures = (e.failures + 1).min(16);
+                Duration::from_secs(5u64 << e.failures.min(6)).min(e.interval)
+            }
+        };
+        e.next = now + jittered(wait, jitter);
+    }
+
+    /// A push event told where the tag points: the next poll can wait a whole interval.
+    pub fn heard(&mut self, key: &K, now: Instant, jitter: f64) {
+        if let Some(e) = self.entries.get_mut(key)
+            && !e.in_flight
+        {
+            e.next = now + jittered(e.interval, jitter);
+        }
+    }
+
+    /// When the earliest poll is due (None when nothing is watched or everything is in flight).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.entries.values().filter(|e| !e.in_flight).map(|e| e.next).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_new_tag_is_polled_at_once_then_once_per_interval() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.watch("a", MIN, t0);
+        assert_eq!(s.due(t0), vec!["a"]);
+        assert!(s.due(t0).is_empty(), "in flight: not handed out twice");
+        s.done(&"a", PollOutcome::Answered, t0, 0.5);
+        assert!(s.due(t0 + MIN - Duration::from_secs(1)).is_empty());
+        assert_eq!(s.due(t0 + MIN + Duration::from_secs(1)), vec!["a"]);
+    }
+
+    #[test]
+    fn many_followers_are_one_key() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        for _ in 0..1000 {
+            s.watch(("host", "team/app", "stable"), MIN, t0);
+        }
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.due(t0).len(), 1);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let t0 = Instant::now();
+        for j in [0.0, 0.25, 0.999, 5.0, -1.0] {
+            let mut s = Schedule::default();
+            s.watch("a", MIN, t0);
+            s.due(t0);
+            s.done(&"a", PollOutcome::Answered, t0, j);
+            let next = s.next_due().unwrap() - t0;
+            assert!(next >= MIN.mul_f64(0.9) && next <= MIN.mul_f64(1.1), "{j}: {next:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_back_off_and_recover() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.watch("a", MIN, t0);
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..8 {
+            s.due(now);
+            s.done(&"a", PollOutcome::RateLimited, now, 0.5);
+            let next = s.next_due().unwrap();
+            waits.push(next - now);
+            now = next;
+        }
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        assert!(waits[0] > MIN && *waits.last().unwrap() <= MAX_BACKOFF.mul_f64(1.1), "{waits:?}");
+        s.due(now);
+        s.done(&"a", PollOutcome::Answered, now, 0.5);
+        assert_eq!(s.next_due().unwrap() - now, MIN);
+    }
+
+    #[test]
+    fn failures_retry_sooner_than_the_interval_but_not_in_a_loop() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.watch("a", Duration::from_secs(3600), t0);
+        s.due(t0);
+        s.done(&"a", PollOutcome::Failed, t0, 0.5);
+        let wait = s.next_due().unwrap() - t0;
+        assert!(wait >= Duration::from_secs(5) && wait < Duration::from_secs(60), "{wait:?}");
+    }
+
+    #[test]
+    fn an_event_postpones_the_poll_and_a_shorter_interval_brings_it_forward() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.watch("a", Duration::from_secs(3600), t0);
+        s.due(t0);
+        s.done(&"a", PollOutcome::Answered, t0, 0.5);
+        s.heard(&"a", t0 + MIN, 0.5);
+        assert!(s.next_due().unwrap() > t0 + Duration::from_secs(3600));
+        s.watch("a", Duration::from_secs(10), t0 + MIN);
+        assert!(s.next_due().unwrap() <= t0 + MIN + Duration::from_secs(10));
+        s.unwatch(&"a");
+        assert!(s.is_empty() && s.next_due().is_none());
+    }
+}
