@@ -27,6 +27,14 @@ pub struct Metrics {
     pub registry_requests: Family<ControllerLabels, Counter>,
     pub registry_events: Family<EventLabels, Counter>,
     pub lifecycle_expired: Family<ExpiredLabels, Counter>,
+    pub rollouts: Family<RolloutLabels, Counter>,
+    pub rollout_latency: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// `pinned`, `rolled_back`, `paused` (skipped: the Deployment is paused) or `failed`.
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +61,14 @@ impl Default for Metrics {
         let registry_requests = Family::<ControllerLabels, Counter>::default();
         let registry_events = Family::<EventLabels, Counter>::default();
         let lifecycle_expired = Family::<ExpiredLabels, Counter>::default();
+        let rollouts = Family::<RolloutLabels, Counter>::default();
+        let rollout_latency = Histogram::new([0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        registry.register("rollouts", "Workload image pins and rollbacks, by result", rollouts.clone());
+        registry.register(
+            "rollout_push_to_patch_seconds",
+            "Time from a registry push event to the workload patched with the new digest",
+            rollout_latency.clone(),
+        );
         registry.register(
             "lifecycle_expired_images",
             "Images lifecycle policies expired, by outcome",
@@ -89,6 +105,8 @@ impl Default for Metrics {
             registry_requests,
             registry_events,
             lifecycle_expired,
+            rollouts,
+            rollout_latency,
         }
     }
 }

@@ -163,6 +163,7 @@ fn controllers(
         .predicate_filter(predicates::generation, Default::default());
 
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Repository>>();
+    let (moved_tx, moved_rx) = mpsc::unbounded_channel::<controllers::rollout::TagMoved>();
     let reporter = Reporter { controller: "berth".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -171,7 +172,7 @@ fn controllers(
         repo_reader.clone(),
         reg_reader.clone(),
         settings,
-        trigger_tx,
+        controllers::Triggers { repositories: trigger_tx, tags: moved_tx },
     ));
 
     let stop = |mut rx: watch::Receiver<bool>| async move {
@@ -206,8 +207,9 @@ fn controllers(
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::lifecycle::reconcile, controllers::lifecycle::error_policy, ctx.clone())
         .for_each(|_| async {});
+    let rollout_controller = controllers::rollout::run(ctx.clone(), scope.namespace.clone(), moved_rx, shutdown);
     let both = async move {
-        tokio::join!(repository_controller, registry_controller, lifecycle_controller);
+        tokio::join!(repository_controller, registry_controller, lifecycle_controller, rollout_controller);
     };
     (both, ctx)
 }

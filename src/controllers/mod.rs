@@ -4,6 +4,7 @@
 pub mod lifecycle;
 pub mod registry;
 pub mod repository;
+pub mod rollout;
 
 use std::{
     collections::HashMap,
@@ -76,6 +77,14 @@ pub struct PendingEvents {
     pub deleted: Vec<String>,
 }
 
+/// Channels from the registry events endpoint to the controllers.
+pub struct Triggers {
+    /// Reconciles a Repository at once.
+    pub repositories: mpsc::UnboundedSender<ObjectRef<Repository>>,
+    /// Moves a watched tag in the rollout controller at once.
+    pub tags: mpsc::UnboundedSender<rollout::TagMoved>,
+}
+
 /// A built backend and the fingerprint (generation and Secret version) it was built from.
 type CachedBackend = (String, Arc<dyn Backend>);
 
@@ -94,8 +103,8 @@ pub struct Context {
     pub settings: Settings,
     pub backends: Backends,
     pub pending: Mutex<HashMap<ObjectRef<Repository>, PendingEvents>>,
-    /// Reconciles a Repository at once (registry events).
-    pub trigger: mpsc::UnboundedSender<ObjectRef<Repository>>,
+    /// What registry events set in motion at once.
+    pub triggers: Triggers,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -107,7 +116,7 @@ impl Context {
         repositories: Store<Repository>,
         registries: Store<Registry>,
         settings: Settings,
-        trigger: mpsc::UnboundedSender<ObjectRef<Repository>>,
+        triggers: Triggers,
     ) -> Context {
         Context {
             client,
@@ -118,7 +127,7 @@ impl Context {
             settings,
             backends: Backends::default(),
             pending: Mutex::new(HashMap::new()),
-            trigger,
+            triggers,
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -21,7 +21,12 @@ use kube::{Api, runtime::reflector::ObjectRef};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::{api::Registry, controllers::Context, metrics::EventLabels, registry::MANIFEST_MEDIA_TYPES};
+use crate::{
+    api::Registry,
+    controllers::{Context, rollout::TagMoved},
+    metrics::EventLabels,
+    registry::MANIFEST_MEDIA_TYPES,
+};
 
 /// Largest notification body accepted (Distribution sends one event per request).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -251,6 +256,12 @@ pub async fn registry_events(
             continue;
         }
         count("accepted");
+        if let RegistryEvent::ManifestPushed { repository, digest, tag: Some(tag), at, .. } = &event
+            && let Some(host) = crate::controllers::registry_host(&registry.spec.url)
+        {
+            let moved = TagMoved { host, path: repository.clone(), tag: tag.clone(), digest: digest.clone(), at: *at };
+            let _ = ctx.triggers.tags.send(moved);
+        }
         let (repository, push, deleted) = match &event {
             RegistryEvent::ManifestPushed { repository, digest, at, .. } => {
                 (repository, Some((digest.clone(), *at)), None)
@@ -273,7 +284,7 @@ pub async fn registry_events(
                 entry.deleted.push(digest);
             }
         }
-        let _ = ctx.trigger.send(obj);
+        let _ = ctx.triggers.repositories.send(obj);
     }
     (StatusCode::OK, "ok\n")
 }

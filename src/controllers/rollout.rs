@@ -1,0 +1,637 @@
+//! The rollout controller: workloads annotated `berth.dev/rollout: digest` follow their tags.
+//!
+//! One task owns the state: the opted-in workloads (only those are kept in memory; the watches
+//! see every workload but keep nothing of the others), the tags they follow with where each
+//! points now, and the poll schedule. Push events from the registry events endpoint move a tag
+//! at once; polling is the fallback, one request per distinct tag per interval. Decisions are
+//! the pure functions of `crate::rollout`; this file reads, calls them and applies.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream::BoxStream};
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, StatefulSet},
+        batch::v1::CronJob,
+        core::v1::{ObjectReference, PodSpec},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource,
+    api::{Patch, PatchParams},
+    core::NamespaceResourceScope,
+    runtime::{
+        WatchStreamExt,
+        events::{Event, EventType},
+        watcher,
+    },
+};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+
+use super::{Context, registry_host};
+use crate::{
+    api::Registry,
+    metrics::{ControllerLabels, RolloutLabels},
+    registry::{RegistryError, count_requests},
+    rollout::{self, Container, Digests, ImageRef, Kind, PollOutcome, Record, Schedule, Settings},
+};
+
+/// The field manager of every rollout patch: it owns the pinned image fields and berth's
+/// annotations, nothing else.
+pub const FIELD_MANAGER: &str = "berth-rollout";
+/// Digests remembered per tag (to refuse going back to an older one).
+const SEEN_PER_TAG: usize = 64;
+const APPLY_CONCURRENCY: usize = 8;
+
+/// A registry event: `host/path:tag` now points at `digest`, pushed at `at` (unix ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagMoved {
+    pub host: String,
+    pub path: String,
+    pub tag: String,
+    pub digest: String,
+    pub at: i64,
+}
+
+type TagKey = (String, String, String);
+type WorkloadKey = (Kind, String, String);
+
+fn tag_key(image: &ImageRef) -> TagKey {
+    (image.host.clone(), image.path.clone(), image.tag_or_latest().to_string())
+}
+
+/// A workload as the watch delivered it, reduced to what rollouts need.
+struct View {
+    key: WorkloadKey,
+    uid: Option<String>,
+    generation: Option<i64>,
+    annotations: BTreeMap<String, String>,
+    containers: Vec<Container>,
+    paused: bool,
+    /// A Deployment whose current rollout exceeded its progress deadline.
+    stuck: bool,
+}
+
+fn containers_of(spec: Option<&PodSpec>) -> Vec<Container> {
+    let Some(spec) = spec else { return Vec::new() };
+    let main = spec.containers.iter().map(|c| (c, false));
+    let init = spec.init_containers.iter().flatten().map(|c| (c, true));
+    main.chain(init)
+        .filter_map(|(c, init)| Some(Container { name: c.name.clone(), image: c.image.clone()?, init }))
+        .collect()
+}
+
+fn view<K: Resource>(kind: Kind, obj: &K, spec: Option<&PodSpec>) -> View {
+    let meta = obj.meta();
+    View {
+        key: (kind, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default()),
+        uid: meta.uid.clone(),
+        generation: meta.generation,
+        annotations: meta.annotations.clone().unwrap_or_default(),
+        containers: containers_of(spec),
+        paused: false,
+        stuck: false,
+    }
+}
+
+fn deployment_view(d: &Deployment) -> View {
+    let spec = d.spec.as_ref();
+    let mut v = view(Kind::Deployment, d, spec.and_then(|s| s.template.spec.as_ref()));
+    v.paused = spec.and_then(|s| s.paused).unwrap_or(false);
+    let status = d.status.as_ref();
+    let current = status.and_then(|s| s.observed_generation) >= d.metadata.generation;
+    v.stuck = current
+        && status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+        });
+    v
+}
+
+enum Input {
+    Applied(View),
+    Deleted(WorkloadKey),
+}
+
+fn workload_stream<K>(api: Api<K>, to_view: fn(&K) -> View) -> BoxStream<'static, Input>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .filter_map(move |event| async move {
+            match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Input::Applied(to_view(&o))),
+                Ok(watcher::Event::Delete(o)) => Some(Input::Deleted(to_view(&o).key)),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "workload watch failed; retrying");
+                    None
+                }
+            }
+        })
+        .boxed()
+}
+
+/// An opted-in workload.
+struct Tracked {
+    uid: Option<String>,
+    settings: Settings,
+    containers: Vec<Container>,
+    record: Record,
+    paused: bool,
+    stuck: bool,
+    follows: Vec<TagKey>,
+    /// The digest a "paused" event was last published for, so it is said once.
+    paused_noted: Option<String>,
+}
+
+#[derive(Default)]
+struct TagState {
+    digest: Option<String>,
+    /// digest -> when berth first saw the tag point at it (unix ms).
+    seen: HashMap<String, i64>,
+    /// The last push event, so a poll sent before it cannot move the tag back.
+    heard_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Tags(HashMap<TagKey, TagState>);
+
+impl Tags {
+    fn moved(&mut self, key: &TagKey, digest: &str, at: i64) -> bool {
+        let t = self.0.entry(key.clone()).or_default();
+        if t.seen.len() >= SEEN_PER_TAG && !t.seen.contains_key(digest) {
+            let oldest = t.seen.iter().min_by_key(|(_, at)| **at).map(|(d, _)| d.clone());
+            if let Some(d) = oldest {
+                t.seen.remove(&d);
+            }
+        }
+        let first = t.seen.entry(digest.to_string()).or_insert(at);
+        *first = (*first).min(at);
+        let changed = t.digest.as_deref() != Some(digest);
+        t.digest = Some(digest.to_string());
+        changed
+    }
+}
+
+impl Digests for Tags {
+    fn current(&self, image: &ImageRef) -> Option<&str> {
+        self.0.get(&tag_key(image)).and_then(|t| t.digest.as_deref())
+    }
+
+    fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64> {
+        self.0.get(&tag_key(image)).and_then(|t| t.seen.get(digest).copied())
+    }
+}
+
+/// One patch to send.
+struct Apply {
+    key: WorkloadKey,
+    uid: Option<String>,
+    body: serde_json::Value,
+    record: Record,
+    pins: Vec<rollout::Pin>,
+    rollback: bool,
+    /// When the push that caused it happened (unix ms), for the latency histogram.
+    pushed_at: Option<i64>,
+}
+
+struct PollResult {
+    key: TagKey,
+    started: Instant,
+    result: Result<Option<String>, RegistryError>,
+}
+
+struct Rollouts {
+    ctx: Arc<Context>,
+    tracked: HashMap<WorkloadKey, Tracked>,
+    followers: HashMap<TagKey, HashSet<WorkloadKey>>,
+    tags: Tags,
+    schedule: Schedule<TagKey>,
+    /// Workload generations a Warning about malformed annotations was published for.
+    warned: HashMap<WorkloadKey, Option<i64>>,
+}
+
+fn now_rfc3339() -> String {
+    Timestamp::now().round(k8s_openapi::jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+}
+
+impl Rollouts {
+    /// Registry hosts berth knows, and the Registry object behind each.
+    fn registries(&self) -> HashMap<String, Arc<Registry>> {
+        self.ctx.registries.state().into_iter().filter_map(|r| Some((registry_host(&r.spec.url)?, r))).collect()
+    }
+
+    fn object_ref(key: &WorkloadKey, uid: Option<String>) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(key.0.api_version().into()),
+            kind: Some(key.0.as_str().into()),
+            namespace: Some(key.1.clone()),
+            name: Some(key.2.clone()),
+            uid,
+            ..Default::default()
+        }
+    }
+
+    async fn publish(&self, key: &WorkloadKey, uid: Option<String>, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Rollout".into(), secondary: None };
+        if let Err(e) = self.ctx.recorder.publish(&event, &Self::object_ref(key, uid)).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+
+    fn untrack(&mut self, key: &WorkloadKey) {
+        if let Some(t) = self.tracked.remove(key) {
+            for tag in t.follows {
+                self.unfollow(&tag, key);
+            }
+        }
+    }
+
+    fn unfollow(&mut self, tag: &TagKey, key: &WorkloadKey) {
+        if let Some(set) = self.followers.get_mut(tag) {
+            set.remove(key);
+            if set.is_empty() {
+                self.followers.remove(tag);
+                self.schedule.unwatch(tag);
+                self.tags.0.remove(tag);
+            } else {
+                self.reschedule(tag);
+            }
+        }
+    }
+
+    /// Polls a tag at the shortest interval any of its followers asked for.
+    fn reschedule(&mut self, tag: &TagKey) {
+        let interval = self
+            .followers
+            .get(tag)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.tracked.get(k))
+            .fold(rollout::DEFAULT_POLL_INTERVAL.max(Duration::from_secs(3600 * 24)), |min, t| {
+                min.min(t.settings.poll_interval)
+            });
+        self.schedule.watch(tag.clone(), interval, Instant::now());
+    }
+
+    /// A workload appeared or changed: track it (or stop), then roll back or pin as needed.
+    async fn on_workload(&mut self, v: View) -> Vec<Apply> {
+        let settings = match rollout::parse_settings(&v.annotations) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                self.untrack(&v.key);
+                self.warned.remove(&v.key);
+                return Vec::new();
+            }
+            Err(message) => {
+                self.untrack(&v.key);
+                if self.warned.get(&v.key) != Some(&v.generation) {
+                    self.warned.insert(v.key.clone(), v.generation);
+                    self.publish(&v.key, v.uid.clone(), EventType::Warning, "InvalidRolloutAnnotation", message).await;
+                }
+                return Vec::new();
+            }
+        };
+        if let Some(names) = &settings.containers
+            && let Some(missing) = names.iter().find(|n| !v.containers.iter().any(|c| &c.name == *n))
+            && self.warned.get(&v.key) != Some(&v.generation)
+        {
+            self.warned.insert(v.key.clone(), v.generation);
+            let note = format!(
+                "{} names container {missing:?}, which this workload does not have",
+                rollout::CONTAINERS_ANNOTATION
+            );
+            self.publish(&v.key, v.uid.clone(), EventType::Warning, "InvalidRolloutAnnotation", note).await;
+        }
+        let registries = self.registries();
+        let mut follows: Vec<TagKey> = v
+            .containers
+            .iter()
+            .filter(|c| settings.containers.as_ref().is_none_or(|names| names.contains(&c.name)))
+            .filter_map(|c| rollout::parse_image(&c.image).ok())
+            .filter(|i| registries.contains_key(&i.host))
+            .map(|i| tag_key(&i))
+            .collect();
+        follows.sort();
+        follows.dedup();
+        let previous = self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.paused_noted.clone()));
+        let (old_follows, paused_noted) = previous.unwrap_or_default();
+        self.tracked.insert(
+            v.key.clone(),
+            Tracked {
+                uid: v.uid,
+                record: Record::from_annotations(&v.annotations),
+                settings,
+                containers: v.containers,
+                paused: v.paused,
+                stuck: v.stuck,
+                follows: follows.clone(),
+                paused_noted,
+            },
+        );
+        for tag in old_follows.iter().filter(|t| !follows.contains(t)) {
+            self.unfollow(tag, &v.key);
+        }
+        for tag in &follows {
+            self.followers.entry(tag.clone()).or_default().insert(v.key.clone());
+            self.reschedule(tag);
+        }
+        if let Some(apply) = self.rollback(&v.key) {
+            return vec![apply];
+        }
+        self.plan(&v.key, None).await.into_iter().collect()
+    }
+
+    /// The rollback of a stuck Deployment that asked for `berth.dev/rollback: auto`.
+    fn rollback(&self, key: &WorkloadKey) -> Option<Apply> {
+        let t = self.tracked.get(key)?;
+        if key.0 != Kind::Deployment || !t.settings.auto_rollback || !t.stuck {
+            return None;
+        }
+        let (pins, record) = rollout::rollback(&t.containers, &t.record, &now_rfc3339())?;
+        let body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
+        Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: true, pushed_at: None })
+    }
+
+    /// The pins a workload needs now, if any; a paused Deployment gets an event instead.
+    async fn plan(&mut self, key: &WorkloadKey, pushed_at: Option<i64>) -> Option<Apply> {
+        let registries = self.registries();
+        let t = self.tracked.get(key)?;
+        let pins = rollout::plan(&t.containers, &t.settings, |h| registries.contains_key(h), &self.tags, &t.record.bad);
+        if pins.is_empty() {
+            return None;
+        }
+        if t.paused {
+            let target = pins[0].digest.clone();
+            if t.paused_noted.as_deref() != Some(target.as_str()) {
+                let uid = t.uid.clone();
+                if let Some(t) = self.tracked.get_mut(key) {
+                    t.paused_noted = Some(target.clone());
+                }
+                self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: "paused" }).inc();
+                let note =
+                    format!("paused: not pinning {} to {target} until the Deployment is resumed", pins[0].container);
+                self.publish(key, uid, EventType::Normal, "RolloutPaused", note).await;
+            }
+            return None;
+        }
+        let record = t.record.pinned(&pins, &now_rfc3339());
+        let body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
+        Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: false, pushed_at })
+    }
+
+    /// A tag moved: every follower gets its plan.
+    async fn on_tag(&mut self, tag: &TagKey, pushed_at: Option<i64>) -> Vec<Apply> {
+        let keys: Vec<WorkloadKey> = self.followers.get(tag).into_iter().flatten().cloned().collect();
+        let mut applies = Vec::new();
+        for key in keys {
+            if let Some(a) = self.plan(&key, pushed_at).await {
+                applies.push(a);
+            }
+        }
+        applies
+    }
+
+    /// Sends the patches (a few at a time) and records what happened.
+    async fn apply(&mut self, applies: Vec<Apply>) {
+        if applies.is_empty() {
+            return;
+        }
+        let client = self.ctx.client.clone();
+        let results: Vec<(Apply, Result<(), kube::Error>)> = futures::stream::iter(applies)
+            .map(|a| {
+                let client = client.clone();
+                async move {
+                    let r = patch(&client, &a.key, &a.body).await;
+                    (a, r)
+                }
+            })
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .collect()
+            .await;
+        for (a, result) in results {
+            let what = a
+                .pins
+                .iter()
+                .map(|p| match &p.previous_digest {
+                    Some(prev) => format!("{} to {} (was {prev})", p.container, p.image),
+                    None => format!("{} to {}", p.container, p.image),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            match result {
+                Ok(()) => {
+                    if let Some(t) = self.tracked.get_mut(&a.key) {
+                        for p in &a.pins {
+                            if let Some(c) = t.containers.iter_mut().find(|c| c.name == p.container && c.init == p.init)
+                            {
+                                c.image = p.image.clone();
+                            }
+                        }
+                        t.record = a.record.clone();
+                    }
+                    if let Some(at) = a.pushed_at {
+                        let secs = (Timestamp::now().as_millisecond() - at).max(0) as f64 / 1000.0;
+                        self.ctx.metrics.rollout_latency.observe(secs);
+                    }
+                    let (result, type_, reason, note) = if a.rollback {
+                        (
+                            "rolled_back",
+                            EventType::Warning,
+                            "RolledBack",
+                            format!("progress deadline exceeded: rolled {what}"),
+                        )
+                    } else {
+                        ("pinned", EventType::Normal, "Pinned", format!("pinned {what}"))
+                    };
+                    tracing::info!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), "{note}");
+                    self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result }).inc();
+                    self.publish(&a.key, a.uid.clone(), type_, reason, note).await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => self.untrack(&a.key),
+                Err(e) => {
+                    self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: "failed" }).inc();
+                    tracing::warn!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), error = %e, "cannot pin");
+                    let note = format!("cannot pin {what}: {e}");
+                    self.publish(&a.key, a.uid.clone(), EventType::Warning, "PinFailed", note).await;
+                }
+            }
+        }
+    }
+
+    /// Starts the polls that are due.
+    fn poll_due(&mut self, polls: &mut JoinSet<PollResult>) {
+        let due = self.schedule.due(Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        let registries = self.registries();
+        for key in due {
+            let ctx = self.ctx.clone();
+            let registry = registries.get(&key.0).cloned();
+            polls.spawn(async move {
+                let started = Instant::now();
+                let work = async {
+                    let Some(registry) = registry else {
+                        return Err(RegistryError::Config(format!("no Registry for {}", key.0)));
+                    };
+                    let backend = ctx.backend(&registry).await.map_err(|e| RegistryError::Config(e.to_string()))?;
+                    Ok(backend.resolve(&key.1, &key.2).await?.map(|d| d.digest))
+                };
+                let (result, requests) = count_requests(work).await;
+                ctx.metrics
+                    .registry_requests
+                    .get_or_create(&ControllerLabels { controller: "rollout" })
+                    .inc_by(requests);
+                PollResult { key, started, result }
+            });
+        }
+    }
+
+    async fn on_poll(&mut self, p: PollResult) -> Vec<Apply> {
+        let jitter = rand::rng().random::<f64>();
+        let outcome = match &p.result {
+            Ok(_) => PollOutcome::Answered,
+            Err(RegistryError::Status { status: 429, .. }) => PollOutcome::RateLimited,
+            Err(_) => PollOutcome::Failed,
+        };
+        self.schedule.done(&p.key, outcome, Instant::now(), jitter);
+        match p.result {
+            Ok(Some(digest)) => {
+                // A push event newer than this poll's request knows better.
+                if self.tags.0.get(&p.key).and_then(|t| t.heard_at).is_some_and(|h| h > p.started) {
+                    return Vec::new();
+                }
+                if self.followers.contains_key(&p.key)
+                    && self.tags.moved(&p.key, &digest, Timestamp::now().as_millisecond())
+                {
+                    return self.on_tag(&p.key, None).await;
+                }
+                Vec::new()
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(tag = %format!("{}/{}:{}", p.key.0, p.key.1, p.key.2), error = %e, "poll failed");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn on_moved(&mut self, m: TagMoved) -> Vec<Apply> {
+        let key = (m.host, m.path, m.tag);
+        if !self.followers.contains_key(&key) {
+            return Vec::new();
+        }
+        self.schedule.heard(&key, Instant::now(), rand::rng().random::<f64>());
+        let changed = self.tags.moved(&key, &m.digest, m.at);
+        if let Some(t) = self.tags.0.get_mut(&key) {
+            t.heard_at = Some(Instant::now());
+        }
+        if changed { self.on_tag(&key, Some(m.at)).await } else { Vec::new() }
+    }
+}
+
+async fn patch_as<K>(client: &kube::Client, ns: &str, name: &str, body: &serde_json::Value) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<K>::namespaced(client.clone(), ns).patch(name, &params, &Patch::Apply(body)).await.map(|_| ())
+}
+
+async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Value) -> Result<(), kube::Error> {
+    let (kind, ns, name) = key;
+    match kind {
+        Kind::Deployment => patch_as::<Deployment>(client, ns, name, body).await,
+        Kind::StatefulSet => patch_as::<StatefulSet>(client, ns, name, body).await,
+        Kind::DaemonSet => patch_as::<DaemonSet>(client, ns, name, body).await,
+        Kind::CronJob => patch_as::<CronJob>(client, ns, name, body).await,
+    }
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the rollout controller until shutdown. `moved` carries push events from the events
+/// endpoint; `namespace` limits it like the other controllers.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    mut moved: mpsc::UnboundedReceiver<TagMoved>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let mut inputs = futures::stream::select_all([
+        workload_stream(api::<Deployment>(&client, ns), deployment_view),
+        workload_stream(api::<StatefulSet>(&client, ns), |o: &StatefulSet| {
+            view(Kind::StatefulSet, o, o.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
+        }),
+        workload_stream(api::<DaemonSet>(&client, ns), |o: &DaemonSet| {
+            view(Kind::DaemonSet, o, o.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
+        }),
+        workload_stream(api::<CronJob>(&client, ns), |o: &CronJob| {
+            let spec =
+                o.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).and_then(|s| s.template.spec.as_ref());
+            view(Kind::CronJob, o, spec)
+        }),
+    ]);
+    let mut state = Rollouts {
+        ctx,
+        tracked: HashMap::new(),
+        followers: HashMap::new(),
+        tags: Tags::default(),
+        schedule: Schedule::default(),
+        warned: HashMap::new(),
+    };
+    let mut polls = JoinSet::new();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    loop {
+        let wake = state.schedule.next_due().unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        let applies = tokio::select! {
+            Some(input) = inputs.next() => match input {
+                Input::Applied(v) => state.on_workload(v).await,
+                Input::Deleted(key) => {
+                    state.untrack(&key);
+                    state.warned.remove(&key);
+                    Vec::new()
+                }
+            },
+            Some(m) = moved.recv() => state.on_moved(m).await,
+            Some(Ok(p)) = polls.join_next(), if !polls.is_empty() => state.on_poll(p).await,
+            _ = tokio::time::sleep_until(wake.into()) => {
+                state.poll_due(&mut polls);
+                Vec::new()
+            }
+            _ = &mut stop => return,
+        };
+        state.apply(applies).await;
+    }
+}

@@ -1,0 +1,362 @@
+//! The rollout controller against a real API server (with kube-controller-manager running the
+//! real deployment controller) and a real Distribution registry, skopeo pushing.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment, StatefulSet},
+    batch::v1::CronJob,
+    core::v1::Event,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use support::{eventually, scenario::Env, skopeo::Creds, skopeo::describe};
+
+const PINNED_WAIT: Duration = Duration::from_secs(90);
+
+fn pod_template(containers: Value, init: Value) -> Value {
+    json!({
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": containers, "initContainers": init, "restartPolicy": "Always"},
+    })
+}
+
+fn deployment(name: &str, annotations: Value, containers: Value, init: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": pod_template(containers, init),
+        },
+    })
+}
+
+async fn create<K>(env: &Env, object: Value) -> K
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(object).unwrap();
+    Api::<K>::namespaced(env.ns.client.clone(), &env.ns.name).create(&PostParams::default(), &obj).await.unwrap()
+}
+
+/// The images of a workload's pod template, main containers then init containers, by name.
+async fn images(env: &Env, kind: &str, name: &str) -> Vec<(String, String)> {
+    let client = env.ns.client.clone();
+    let ns = &env.ns.name;
+    let value = match kind {
+        "Deployment" => serde_json::to_value(Api::<Deployment>::namespaced(client, ns).get(name).await.unwrap()),
+        "StatefulSet" => serde_json::to_value(Api::<StatefulSet>::namespaced(client, ns).get(name).await.unwrap()),
+        "DaemonSet" => serde_json::to_value(Api::<DaemonSet>::namespaced(client, ns).get(name).await.unwrap()),
+        _ => serde_json::to_value(Api::<CronJob>::namespaced(client, ns).get(name).await.unwrap()),
+    }
+    .unwrap();
+    let spec = if kind == "CronJob" {
+        &value["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    } else {
+        &value["spec"]["template"]["spec"]
+    };
+    ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| spec[k].as_array().cloned().unwrap_or_default())
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["image"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+async fn wait_images(env: &Env, kind: &str, name: &str, expected: &[(&str, String)]) {
+    let expected: Vec<(String, String)> = expected.iter().map(|(c, i)| (c.to_string(), i.clone())).collect();
+    eventually(PINNED_WAIT, &format!("{kind} {name} pinned"), || {
+        let expected = expected.clone();
+        async move {
+            let now = images(env, kind, name).await;
+            if expected.iter().all(|e| now.contains(e)) {
+                Ok(())
+            } else {
+                Err(format!("{now:?}\nberth:\n{}", env.berth.log_tail()))
+            }
+        }
+    })
+    .await;
+}
+
+/// berth's events about one object (the deployment controller reports on the same objects).
+async fn events_for(env: &Env, name: &str) -> Vec<(String, String, String)> {
+    let events =
+        Api::<Event>::namespaced(env.ns.client.clone(), &env.ns.name).list(&ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(name) && e.reporting_component.as_deref() == Some("berth")
+        })
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+async fn wait_event(env: &Env, name: &str, reason: &str) -> String {
+    eventually(PINNED_WAIT, &format!("event {reason} on {name}"), || async move {
+        let events = events_for(env, name).await;
+        events.iter().find(|e| e.1 == reason).map(|e| e.2.clone()).ok_or_else(|| format!("{events:?}"))
+    })
+    .await
+}
+
+fn annotations(obj: &impl Resource) -> std::collections::BTreeMap<String, String> {
+    obj.meta().annotations.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_push_event_pins_followers_at_once_and_nothing_else_is_touched() {
+    let mut env = Env::new("rollout-events", true, "1h").await;
+    let path = format!("{}/app", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "one").await;
+
+    let follow = json!({"berth.dev/rollout": "digest", "berth.dev/poll-interval": "1h"});
+    let c = json!([{"name": "app", "image": image}, {"name": "sidecar", "image": "docker.io/library/busybox:1.36"}]);
+    let init = json!([{"name": "migrate", "image": image}]);
+    create::<Deployment>(&env, deployment("web", follow, c.clone(), init.clone())).await;
+    create::<Deployment>(&env, deployment("bystander", json!({}), c, init)).await;
+
+    // Adopted: pinned to the digest the tag has now (one poll at start).
+    let pinned1 = format!("{image}@{d1}");
+    wait_images(&env, "Deployment", "web", &[("app", pinned1.clone()), ("migrate", pinned1.clone())]).await;
+
+    // Polling is hourly: only the push event can move it now.
+    let d2 = env.push(&path, "stable", "two").await;
+    let pinned2 = format!("{image}@{d2}");
+    wait_images(&env, "Deployment", "web", &[("app", pinned2.clone()), ("migrate", pinned2.clone())]).await;
+
+    let deployments = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let web = deployments.get("web").await.unwrap();
+    let a = annotations(&web);
+    assert_eq!(a["berth.dev/digest"], format!("app={d2},migrate={d2}"));
+    assert_eq!(a["berth.dev/previous-digest"], format!("app={d1},migrate={d1}"));
+    assert!(a.contains_key("berth.dev/pinned-at"));
+    let sidecar = images(&env, "Deployment", "web").await;
+    assert!(sidecar.contains(&("sidecar".into(), "docker.io/library/busybox:1.36".into())), "{sidecar:?}");
+    // berth's field manager owns the pinned images and nothing of the rest of the template.
+    let managers: Vec<String> = web.meta().managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+    assert!(managers.contains(&"berth-rollout".to_string()), "{managers:?}");
+    let owned = web
+        .meta()
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some("berth-rollout"))
+        .and_then(|m| m.fields_v1.as_ref())
+        .map(|f| f.0.to_string())
+        .unwrap();
+    assert!(!owned.contains("f:replicas") && !owned.contains("f:selector"), "{owned}");
+    assert!(!owned.contains("k:{\\\"name\\\":\\\"sidecar\\\"}"), "berth must not own the sidecar: {owned}");
+
+    let note = wait_event(&env, "web", "Pinned").await;
+    assert!(note.contains(&d2) || note.contains(&d1), "{note}");
+    // The workload without the annotation is never touched.
+    let bystander = images(&env, "Deployment", "bystander").await;
+    assert!(bystander.iter().all(|(_, i)| !i.contains('@')), "{bystander:?}");
+    assert!(annotations(&deployments.get("bystander").await.unwrap()).keys().all(|k| !k.starts_with("berth.dev/")));
+    assert!(env.berth.metric("berth_rollouts_total{result=\"pinned\"}").await >= 2.0);
+    assert!(env.berth.metric("berth_rollout_push_to_patch_seconds_count").await >= 1.0);
+}
+
+#[tokio::test]
+async fn polling_alone_pins_every_workload_kind_and_multi_arch_indexes() {
+    let mut env = Env::new("rollout-polling", false, "1h").await;
+    let path = format!("{}/svc", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "one").await;
+    let follow = json!({"berth.dev/rollout": "digest", "berth.dev/poll-interval": "10s"});
+    let c = json!([{"name": "svc", "image": image}]);
+    let init = json!([{"name": "init", "image": image}]);
+
+    create::<StatefulSet>(
+        &env,
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "annotations": follow},
+            "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "web"}}, "template": pod_template(c.clone(), init.clone())},
+        }),
+    )
+    .await;
+    create::<DaemonSet>(
+        &env,
+        json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent", "annotations": follow},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": pod_template(c.clone(), init.clone())},
+        }),
+    )
+    .await;
+    let mut job_template = pod_template(c.clone(), init.clone());
+    job_template["spec"]["restartPolicy"] = json!("Never");
+    create::<CronJob>(
+        &env,
+        json!({
+            "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": "nightly", "annotations": follow},
+            "spec": {"schedule": "0 3 * * *", "suspend": true, "jobTemplate": {"spec": {"template": job_template}}},
+        }),
+    )
+    .await;
+    // A multi-arch image: the index digest is pinned, not one platform's manifest.
+    let (index, children) = env.layout.add_index("multi", "multi-arch", &["amd64", "arm64"]);
+    let multi = format!("{}:multi", env.registry.image(&path));
+    let out = env.skopeo.push(env.layout.path(), "multi", &multi, &Creds::Anonymous, true).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    create::<Deployment>(
+        &env,
+        deployment("multi", follow.clone(), json!([{"name": "svc", "image": multi}]), json!([])),
+    )
+    .await;
+
+    let p1 = format!("{image}@{d1}");
+    for kind in [("StatefulSet", "db"), ("DaemonSet", "agent"), ("CronJob", "nightly")] {
+        wait_images(&env, kind.0, kind.1, &[("svc", p1.clone()), ("init", p1.clone())]).await;
+    }
+    wait_images(&env, "Deployment", "multi", &[("svc", format!("{multi}@{}", index.digest))]).await;
+    assert!(children.iter().all(|c| c.digest != index.digest));
+
+    let d2 = env.push(&path, "stable", "two").await;
+    let p2 = format!("{image}@{d2}");
+    for kind in [("StatefulSet", "db"), ("DaemonSet", "agent"), ("CronJob", "nightly")] {
+        wait_images(&env, kind.0, kind.1, &[("svc", p2.clone()), ("init", p2.clone())]).await;
+    }
+}
+
+#[tokio::test]
+async fn paused_deployments_wait_and_malformed_annotations_only_warn() {
+    let mut env = Env::new("rollout-paused", true, "1h").await;
+    let path = format!("{}/app", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "one").await;
+    let follow = json!({"berth.dev/rollout": "digest"});
+    let mut paused = deployment("paused", follow.clone(), json!([{"name": "app", "image": image}]), json!([]));
+    paused["spec"]["paused"] = json!(true);
+    create::<Deployment>(&env, paused).await;
+    let bad = json!({"berth.dev/rollout": "yes please", "berth.dev/poll-interval": "1s"});
+    create::<Deployment>(&env, deployment("typo", bad, json!([{"name": "app", "image": image}]), json!([]))).await;
+    let wrong_container = json!({"berth.dev/rollout": "digest", "berth.dev/containers": "nosuch"});
+    create::<Deployment>(
+        &env,
+        deployment("wrong", wrong_container, json!([{"name": "app", "image": image}]), json!([])),
+    )
+    .await;
+
+    let note = wait_event(&env, "paused", "RolloutPaused").await;
+    assert!(note.contains(&d1), "{note}");
+    let warning = wait_event(&env, "typo", "InvalidRolloutAnnotation").await;
+    assert!(warning.contains("berth.dev/rollout must be \"digest\""), "{warning}");
+    let warning = wait_event(&env, "wrong", "InvalidRolloutAnnotation").await;
+    assert!(warning.contains("nosuch"), "{warning}");
+
+    // Still alive and still rolling out after the bad input: a good one gets pinned.
+    create::<Deployment>(&env, deployment("good", follow, json!([{"name": "app", "image": image}]), json!([]))).await;
+    wait_images(&env, "Deployment", "good", &[("app", format!("{image}@{d1}"))]).await;
+    for name in ["paused", "typo", "wrong"] {
+        let now = images(&env, "Deployment", name).await;
+        assert_eq!(now, vec![("app".to_string(), image.clone())], "{name} must be untouched");
+    }
+    let types: Vec<String> = events_for(&env, "typo").await.into_iter().map(|e| e.0).collect();
+    assert!(types.iter().all(|t| t == "Warning"));
+
+    // Resumed: pinned.
+    Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name)
+        .patch("paused", &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": false}})))
+        .await
+        .unwrap();
+    wait_images(&env, "Deployment", "paused", &[("app", format!("{image}@{d1}"))]).await;
+}
+
+/// Uses the real deployment controller of kube-controller-manager: the test cluster has no
+/// nodes, so no pod ever becomes available and a short progress deadline is exceeded for real.
+#[tokio::test]
+async fn a_rollout_that_exceeds_its_progress_deadline_is_rolled_back_and_the_digest_marked_bad() {
+    let mut env = Env::new("rollout-rollback", true, "1h").await;
+    let path = format!("{}/app", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "good").await;
+    let follow = json!({"berth.dev/rollout": "digest", "berth.dev/rollback": "auto", "berth.dev/poll-interval": "10s"});
+    let mut d = deployment("web", follow, json!([{"name": "app", "image": image}]), json!([]));
+    d["spec"]["progressDeadlineSeconds"] = json!(3);
+    create::<Deployment>(&env, d).await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d1}"))]).await;
+
+    let d2 = env.push(&path, "stable", "bad").await;
+    wait_event(&env, "web", "RolledBack").await;
+    let deployments = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(images(&env, "Deployment", "web").await, vec![("app".to_string(), format!("{image}@{d1}"))]);
+    assert_eq!(annotations(&web)["berth.dev/bad-digests"], d2);
+    // Polled every 10 s and still at the bad digest: not applied again.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(images(&env, "Deployment", "web").await, vec![("app".to_string(), format!("{image}@{d1}"))]);
+    assert_eq!(env.berth.metric("berth_rollouts_total{result=\"rolled_back\"}").await, 1.0);
+
+    // The tag moves on: the new digest is followed again.
+    let d3 = env.push(&path, "stable", "fixed").await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d3}"))]).await;
+}
+
+#[tokio::test]
+async fn a_thousand_followers_of_one_tag_cost_one_registry_request_per_interval() {
+    let mut env = Env::new("rollout-fanout", false, "1h").await;
+    let path = format!("{}/job", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "one").await;
+    // Suspended CronJobs: real workloads that berth pins like any other, without making
+    // kube-controller-manager start 1,000 ReplicaSets on a 2-core CI machine.
+    let api = Api::<CronJob>::namespaced(env.ns.client.clone(), &env.ns.name);
+    futures::stream::iter(0..1000)
+        .for_each_concurrent(16, |i| {
+            let api = api.clone();
+            let image = image.clone();
+            async move {
+                let cj: CronJob = serde_json::from_value(json!({
+                    "metadata": {"name": format!("job-{i}"), "annotations": {"berth.dev/rollout": "digest", "berth.dev/poll-interval": "10s"}},
+                    "spec": {"schedule": "0 3 * * *", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {
+                        "restartPolicy": "Never", "containers": [{"name": "job", "image": image}]}}}}},
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &cj).await.unwrap();
+            }
+        })
+        .await;
+    let pinned = format!("{image}@{d1}");
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(180), "1,000 CronJobs pinned", || {
+        let api = api.clone();
+        let pinned = pinned.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let done =
+                list.items.iter().filter(|cj| serde_json::to_string(&cj.spec).unwrap().contains(&pinned)).count();
+            if done == 1000 { Ok(()) } else { Err(format!("{done} of 1000")) }
+        }
+    })
+    .await;
+    let requests = "berth_registry_requests_total{controller=\"rollout\"}";
+    let before = env.berth.metric(requests).await;
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let during = env.berth.metric(requests).await - before;
+    // Every 9-11 s (jitter) over 35 s: 3 or 4 polls, each one HEAD, for all 1,000 followers.
+    assert!((3.0..=4.0).contains(&during), "{during} requests in 35 s");
+    let polls_while_pinning = started.elapsed().as_secs_f64() / 9.0 + 2.0;
+    assert!(before <= polls_while_pinning, "{before} requests while 1,000 followers were pinned");
+    let names: Vec<String> =
+        api.list(&ListParams::default()).await.unwrap().items.iter().map(|c| c.name_any()).collect();
+    assert_eq!(names.len(), 1000);
+}
