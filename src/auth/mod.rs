@@ -1,0 +1,20 @@
+//! The registry token service, the pure part: berth is the registry's token server (the
+//! `auth.token.realm` of Distribution's token authentication), and this module decides and
+//! signs without any I/O.
+//!
+//! A token request flows through it like this:
+//! 1. [`limit`] refuses clients that failed to log in too often.
+//! 2. The HTTP layer authenticates the caller into a [`Principal`]: a ServiceAccount token (by
+//!    TokenReview), a robot or pull-secret password ([`robot::check`] against the stored
+//!    hashes), berth itself, or nobody.
+//! 3. [`parse_scopes`] turns the `scope` parameters into [`Scope`]s, dropping what it does not
+//!    understand.
+//! 4. [`authorize`] intersects them with what the [`AccessIndex`] (built from Repositories and
+//!    AccessPolicies whenever they change) allows the principal.
+//! 5. A [`Signer`] signs [`Claims`] carrying the granted [`Access`] list.
+//!
+//! Keys rotate by [`rotation_plan`]; the registry trusts the certificates of [`bundle`].
+
+pub mod scope;
+
+pub use scope::{Access, Resource, Scope, ScopeError, parse_scope, parse_scopes};
