@@ -15,6 +15,8 @@
 //!
 //! Keys rotate by [`rotation_plan`]; the registry trusts the certificates of [`bundle`].
 
+pub mod robot;
 pub mod scope;
 
+pub use robot::StoredCredential;
 pub use scope::{Access, Resource, Scope, ScopeError, parse_scope, parse_scopes};
