@@ -15,8 +15,10 @@
 //!
 //! Keys rotate by [`rotation_plan`]; the registry trusts the certificates of [`bundle`].
 
+pub mod decide;
 pub mod robot;
 pub mod scope;
 
+pub use decide::{AccessIndex, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
 pub use robot::StoredCredential;
 pub use scope::{Access, Resource, Scope, ScopeError, parse_scope, parse_scopes};
