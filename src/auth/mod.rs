@@ -16,9 +16,43 @@
 //! Keys rotate by [`rotation_plan`]; the registry trusts the certificates of [`bundle`].
 
 pub mod decide;
+pub mod keys;
 pub mod robot;
 pub mod scope;
 
 pub use decide::{AccessIndex, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
+pub use keys::{Claims, KeyValidity, RotationPlan, RotationPolicy, Signer, SigningKey, bundle, rotation_plan};
 pub use robot::StoredCredential;
 pub use scope::{Access, Resource, Scope, ScopeError, parse_scope, parse_scopes};
+
+/// What can go wrong in the token service's own machinery (never a caller's bad input: that is
+/// dropped or refused without an error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("generating a signing key: {0}")]
+    KeyGeneration(String),
+    #[error("signing key: {0}")]
+    InvalidKey(String),
+    #[error("signing certificate: {0}")]
+    InvalidCertificate(String),
+    #[error("the signing certificate does not hold the signing key's public key")]
+    KeyMismatch,
+    #[error("signing a token failed")]
+    Signing,
+    #[error("encoding a token: {0}")]
+    Claims(#[source] serde_json::Error),
+}
+
+impl Error {
+    /// A fixed label for metrics and condition reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::KeyGeneration(_) => "KeyGeneration",
+            Error::InvalidKey(_) => "InvalidKey",
+            Error::InvalidCertificate(_) => "InvalidCertificate",
+            Error::KeyMismatch => "KeyMismatch",
+            Error::Signing => "Signing",
+            Error::Claims(_) => "Claims",
+        }
+    }
+}
