@@ -17,11 +17,13 @@
 
 pub mod decide;
 pub mod keys;
+pub mod limit;
 pub mod robot;
 pub mod scope;
 
 pub use decide::{AccessIndex, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
 pub use keys::{Claims, KeyValidity, RotationPlan, RotationPolicy, Signer, SigningKey, bundle, rotation_plan};
+pub use limit::{FailedLogins, Verdict};
 pub use robot::StoredCredential;
 pub use scope::{Access, Resource, Scope, ScopeError, parse_scope, parse_scopes};
 
