@@ -28,7 +28,15 @@ pub struct Metrics {
     pub registry_events: Family<EventLabels, Counter>,
     pub lifecycle_expired: Family<ExpiredLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
+    pub token_requests: Family<TokenLabels, Counter>,
     pub rollout_latency: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// `issued`, `unauthorized`, `rate_limited`, `bad_request`, `unknown_registry`, `unavailable`
+    /// or `error`.
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +70,8 @@ impl Default for Metrics {
         let registry_events = Family::<EventLabels, Counter>::default();
         let lifecycle_expired = Family::<ExpiredLabels, Counter>::default();
         let rollouts = Family::<RolloutLabels, Counter>::default();
+        let token_requests = Family::<TokenLabels, Counter>::default();
+        registry.register("token_requests", "Registry token requests, by result", token_requests.clone());
         let rollout_latency = Histogram::new([0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         registry.register("rollouts", "Workload image pins and rollbacks, by result", rollouts.clone());
         registry.register(
@@ -106,6 +116,7 @@ impl Default for Metrics {
             registry_events,
             lifecycle_expired,
             rollouts,
+            token_requests,
             rollout_latency,
         }
     }

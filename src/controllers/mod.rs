@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     api::{Registry, RegistryType, Repository},
+    auth::TokenService,
     metrics::Metrics,
     registry::{Backend, Distribution, DistributionConfig, RegistryError},
     tenancy,
@@ -105,6 +106,8 @@ pub struct Context {
     pub pending: Mutex<HashMap<ObjectRef<Repository>, PendingEvents>>,
     /// What registry events set in motion at once.
     pub triggers: Triggers,
+    /// berth as the token service of the Registries that use `tokenAuth`.
+    pub tokens: Arc<TokenService>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -128,6 +131,7 @@ impl Context {
             backends: Backends::default(),
             pending: Mutex::new(HashMap::new()),
             triggers,
+            tokens: Arc::new(TokenService::new()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -156,6 +160,16 @@ impl Context {
                 Error::Credentials(format!("credentials Secret {ns}/{} has no key \"password\"", r.name))
             })?);
         }
+        // With berth as the registry's token service, berth signs its own tokens: no stored
+        // credential is needed, or used.
+        let mint: Option<crate::registry::Mint> = registry.spec.token_auth.as_ref().map(|_| {
+            let tokens = self.tokens.clone();
+            let name = registry.name_any();
+            Arc::new(move |scope: &str| tokens.mint(&name, scope)) as crate::registry::Mint
+        });
+        if mint.is_some() {
+            (username, password) = (None, None);
+        }
         let fingerprint = format!("{:?}/{secret_version}", registry.metadata.generation);
         let name = registry.name_any();
         {
@@ -173,6 +187,7 @@ impl Context {
             insecure_skip_tls_verify: registry.spec.insecure_skip_tls_verify.unwrap_or(false),
             ca_bundle: registry.spec.ca_bundle.clone(),
             max_concurrency: self.settings.registry_concurrency,
+            mint,
             ..Default::default()
         })?);
         let mut cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,7 +1,9 @@
-//! The operator's HTTP surface: health, readiness, metrics and registry events (the token
-//! endpoint joins here).
+//! The operator's HTTP surface: health, readiness, metrics, registry events and the registry
+//! token service. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
+//! token endpoint limits failed logins per client address.
 
 pub mod events;
+pub mod token;
 
 use std::sync::{
     Arc,
@@ -39,7 +41,13 @@ pub fn router(state: HttpState, events: Option<Arc<events::EventsState>>) -> Rou
             Router::new()
                 .route("/events/registry/{registry}", post(events::registry_events))
                 .layer(DefaultBodyLimit::max(events::MAX_BODY))
-                .with_state(events),
+                .with_state(events.clone()),
+        );
+        router = router.merge(
+            Router::new()
+                .route("/token/{registry}", get(token::get_token).post(token::post_token))
+                .layer(DefaultBodyLimit::max(token::MAX_FORM))
+                .with_state(events.ctx.clone()),
         );
     }
     router

@@ -20,7 +20,7 @@ use super::{
 };
 
 /// How berth reaches one Distribution registry.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct DistributionConfig {
     /// Base URL, e.g. `https://registry.example.com` (no `/v2/`).
     pub url: String,
@@ -37,7 +37,24 @@ pub struct DistributionConfig {
     pub timeout: Option<Duration>,
     /// Attempts for a request that failed with a connection error, 429 or 5xx (default 4).
     pub attempts: u32,
+    /// Signs berth's own bearer tokens for a scope, for a registry whose token service is berth:
+    /// no credential that could be read elsewhere is needed.
+    pub mint: Option<Mint>,
 }
+
+impl std::fmt::Debug for DistributionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print credentials.
+        f.debug_struct("DistributionConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("mint", &self.mint.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a bearer token (and its lifetime) for a scope.
+pub type Mint = std::sync::Arc<dyn Fn(&str) -> Result<(String, Duration), String> + Send + Sync>;
 
 pub struct Distribution {
     base: Url,
@@ -47,6 +64,7 @@ pub struct Distribution {
     permits: Semaphore,
     attempts: u32,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    mint: Option<Mint>,
 }
 
 impl std::fmt::Debug for Distribution {
@@ -94,6 +112,7 @@ impl Distribution {
             permits: Semaphore::new(if config.max_concurrency == 0 { 8 } else { config.max_concurrency }),
             attempts: if config.attempts == 0 { 4 } else { config.attempts },
             tokens: Mutex::new(HashMap::new()),
+            mint: config.mint,
         })
     }
 
@@ -164,8 +183,10 @@ impl Distribution {
                 if let Some(challenge) = challenge {
                     refreshed_token = true;
                     let token_scope = challenge.scope.clone().unwrap_or_else(|| scope.to_string());
-                    let (token, ttl) =
-                        self.fetch_token(&challenge.realm, challenge.service.as_deref(), &token_scope).await?;
+                    let (token, ttl) = match &self.mint {
+                        Some(mint) => mint(&token_scope).map_err(RegistryError::Unauthorized)?,
+                        None => self.fetch_token(&challenge.realm, challenge.service.as_deref(), &token_scope).await?,
+                    };
                     let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
                     tokens.insert(scope.to_string(), (token, Instant::now() + ttl));
                     attempt -= 1;

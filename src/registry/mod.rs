@@ -3,7 +3,7 @@
 
 mod distribution;
 
-pub use distribution::{Distribution, DistributionConfig};
+pub use distribution::{Distribution, DistributionConfig, Mint};
 
 use async_trait::async_trait;
 
