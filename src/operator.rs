@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{
-    api::{LifecyclePolicy, Registry, Repository},
+    api::{AccessPolicy, LifecyclePolicy, Registry, Repository},
     cli::RunArgs,
     controllers::{self, Context, Settings},
     http,
@@ -59,6 +59,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings {
         repository_poll_interval: args.repository_poll_interval,
         registry_concurrency: args.registry_concurrency.max(1),
+        namespace: args.namespace.clone(),
     };
 
     let scope = Scope { namespace: args.namespace.clone(), registry_selector: args.registry_selector.clone() };
@@ -125,6 +126,18 @@ fn controllers(
     };
     let (repo_reader, repo_writer) = reflector::store::<Repository>();
     let (reg_reader, reg_writer) = reflector::store::<Registry>();
+    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Repository>>();
+    let (moved_tx, moved_rx) = mpsc::unbounded_channel::<controllers::rollout::TagMoved>();
+    let reporter = Reporter { controller: "berth".into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        Recorder::new(client.clone(), reporter),
+        repo_reader.clone(),
+        reg_reader.clone(),
+        settings,
+        controllers::Triggers { repositories: trigger_tx, tags: moved_tx },
+    ));
     // Status writes do not change these: a reconcile's own status patch never triggers another.
     let deleting = |r: &Repository| Some(u64::from(r.metadata.deletion_timestamp.is_some()));
     let repo_changes =
@@ -133,6 +146,7 @@ fn controllers(
         .default_backoff()
         .modify(|r| r.managed_fields_mut().clear())
         .reflect(repo_writer)
+        .inspect(rebuild_access(&ctx))
         .applied_objects()
         .predicate_filter(repo_changes, Default::default());
     let reg_stream = watcher(Api::<Registry>::all(client.clone()), registry_watch.clone())
@@ -162,18 +176,24 @@ fn controllers(
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
 
-    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Repository>>();
-    let (moved_tx, moved_rx) = mpsc::unbounded_channel::<controllers::rollout::TagMoved>();
-    let reporter = Reporter { controller: "berth".into(), instance: std::env::var("POD_NAME").ok() };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics,
-        Recorder::new(client, reporter),
-        repo_reader.clone(),
-        reg_reader.clone(),
-        settings,
-        controllers::Triggers { repositories: trigger_tx, tags: moved_tx },
-    ));
+    // AccessPolicies: reconciled when they change or a Repository of their namespace does.
+    let access: Api<AccessPolicy> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (access_reader, access_writer) = reflector::store::<AccessPolicy>();
+    let access_changes = predicates::generation.combine(predicates::annotations).combine(predicates::finalizers);
+    let access_stream = watcher(access, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(access_writer)
+        .inspect(rebuild_access(&ctx))
+        .applied_objects()
+        .predicate_filter(access_changes, Default::default());
+    let repos_for_access = watcher(repositories.clone(), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation.combine(predicates::labels), Default::default());
 
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -207,11 +227,42 @@ fn controllers(
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::lifecycle::reconcile, controllers::lifecycle::error_policy, ctx.clone())
         .for_each(|_| async {});
+    let policies_for_repos = access_reader.clone();
+    let access_controller = Controller::for_stream(access_stream, access_reader.clone())
+        .watches_stream(repos_for_access, move |repo: Repository| {
+            let ns = repo.metadata.namespace.clone().unwrap_or_default();
+            policies_for_repos
+                .state()
+                .into_iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop(shutdown.clone()))
+        .run(controllers::access::reconcile, controllers::access::error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let indexes = controllers::access::run_indexes(ctx.clone(), access_reader, shutdown.clone());
+    let credentials = controllers::access::run_credentials(ctx.clone(), scope.namespace.clone(), shutdown.clone());
     let rollout_controller = controllers::rollout::run(ctx.clone(), scope.namespace.clone(), moved_rx, shutdown);
     let both = async move {
-        tokio::join!(repository_controller, registry_controller, lifecycle_controller, rollout_controller);
+        tokio::join!(
+            repository_controller,
+            registry_controller,
+            lifecycle_controller,
+            access_controller,
+            indexes,
+            credentials,
+            rollout_controller
+        );
     };
     (both, ctx)
+}
+
+/// After a watched Repository or AccessPolicy changed (deletions too) and its store has the
+/// change: who may pull and push must be decided again.
+fn rebuild_access<T>(ctx: &Arc<Context>) -> impl Fn(&T) + use<T> {
+    let tokens = ctx.tokens.clone();
+    move |_| tokens.rebuild.notify_one()
 }
 
 /// Keeps readiness in step with whether the Kubernetes API answers.

@@ -29,6 +29,7 @@ use super::{Error, robot::to_hex, scope::Access};
 pub const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// An ES256 (P-256) key pair and its self-signed certificate, as stored in a Secret.
+#[derive(Clone)]
 pub struct SigningKey {
     key_pem: String,
     cert_pem: String,

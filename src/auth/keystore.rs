@@ -14,10 +14,8 @@ pub const BUNDLE_KEY: &str = "bundle.pem";
 pub fn keys_from_secret(secret: &Secret) -> Result<Vec<SigningKey>, String> {
     let data = secret.data.clone().unwrap_or_default();
     let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
-    let mut slots: Vec<u32> = data
-        .keys()
-        .filter_map(|k| k.strip_prefix("signing-")?.strip_suffix(".key")?.parse().ok())
-        .collect();
+    let mut slots: Vec<u32> =
+        data.keys().filter_map(|k| k.strip_prefix("signing-")?.strip_suffix(".key")?.parse().ok()).collect();
     slots.sort_unstable();
     slots
         .into_iter()

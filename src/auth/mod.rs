@@ -25,11 +25,11 @@ pub mod service;
 
 pub use decide::{AccessIndex, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
 pub use keys::{Claims, KeyValidity, RotationPlan, RotationPolicy, Signer, SigningKey, bundle, rotation_plan};
-pub use limit::{FailedLogins, Verdict};
 pub use keystore::keys_from_secret;
+pub use limit::{FailedLogins, Verdict};
 pub use robot::StoredCredential;
-pub use service::TokenService;
 pub use scope::{Access, Resource, Scope, ScopeError, parse_scope, parse_scopes};
+pub use service::TokenService;
 
 /// What can go wrong in the token service's own machinery (never a caller's bad input: that is
 /// dropped or refused without an error).

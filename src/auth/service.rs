@@ -55,13 +55,16 @@ pub enum Refusal {
     ReviewUnavailable,
 }
 
+/// A TokenReview answer (the ServiceAccount, or none) and when it was given.
+type Review = (Option<Principal>, Instant);
+
 #[derive(Default)]
 pub struct TokenService {
     registries: RwLock<HashMap<String, Arc<RegistryTokens>>>,
     indexes: RwLock<HashMap<String, Arc<AccessIndex>>>,
     /// username -> stored hashes (robots and pull secrets), from berth's credential Secrets.
     credentials: RwLock<HashMap<String, Vec<StoredCredential>>>,
-    reviews: Mutex<HashMap<[u8; 32], (Option<Principal>, Instant)>>,
+    reviews: Mutex<HashMap<[u8; 32], Review>>,
     failed: Mutex<Option<FailedLogins>>,
     /// Asks for the access indexes to be rebuilt (a Registry's tenancy settings changed, ...).
     pub rebuild: Notify,
@@ -211,10 +214,11 @@ impl TokenService {
             spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None },
             ..Default::default()
         };
-        let reviewed = Api::<TokenReview>::all(kube.clone()).create(&PostParams::default(), &review).await.map_err(|e| {
-            tracing::warn!(error = %e, "TokenReview failed");
-            Refusal::ReviewUnavailable
-        })?;
+        let reviewed =
+            Api::<TokenReview>::all(kube.clone()).create(&PostParams::default(), &review).await.map_err(|e| {
+                tracing::warn!(error = %e, "TokenReview failed");
+                Refusal::ReviewUnavailable
+            })?;
         let answer = reviewed
             .status
             .filter(|s| s.authenticated == Some(true))
@@ -280,7 +284,13 @@ mod tests {
     fn basic_credentials_parse_and_garbage_does_not() {
         let h = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("robot$ns+ci:pa:ss"));
         assert_eq!(parse_basic(&h), Some(("robot$ns+ci".into(), "pa:ss".into())));
-        for bad in ["", "Basic", "Basic !!!", "Bearer abc", &format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("nocolon"))] {
+        for bad in [
+            "",
+            "Basic",
+            "Basic !!!",
+            "Bearer abc",
+            &format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("nocolon")),
+        ] {
             assert_eq!(parse_basic(bad), None, "{bad:?}");
         }
     }
@@ -291,7 +301,13 @@ mod tests {
             service_account_principal("system:serviceaccount:team-a:ci"),
             Some(Principal::ServiceAccount { namespace: "team-a".into(), name: "ci".into() })
         );
-        for other in ["admin", "system:serviceaccount:", "system:serviceaccount:ns", "system:serviceaccount:ns:a:b", "system:node:n1"] {
+        for other in [
+            "admin",
+            "system:serviceaccount:",
+            "system:serviceaccount:ns",
+            "system:serviceaccount:ns:a:b",
+            "system:node:n1",
+        ] {
             assert_eq!(service_account_principal(other), None, "{other}");
         }
     }
@@ -318,8 +334,12 @@ mod tests {
         let s = TokenService::new();
         let key = super::super::SigningKey::generate("test", Duration::from_secs(3600)).unwrap();
         let signer = Signer::new(&key).unwrap();
-        s.set_registry("r", RegistryTokens { issuer: "i".into(), service: "svc".into(), lifetime: Duration::from_secs(300), signer });
-        let berth = s.issue("r", &Principal::Berth, ["repository:a/b:pull,push", "registry:catalog:*"]).unwrap().unwrap();
+        s.set_registry(
+            "r",
+            RegistryTokens { issuer: "i".into(), service: "svc".into(), lifetime: Duration::from_secs(300), signer },
+        );
+        let berth =
+            s.issue("r", &Principal::Berth, ["repository:a/b:pull,push", "registry:catalog:*"]).unwrap().unwrap();
         assert_eq!(berth.granted, 2);
         assert_eq!(berth.expires_in, 300);
         let anonymous = s.issue("r", &Principal::Anonymous, ["repository:a/b:pull"]).unwrap().unwrap();

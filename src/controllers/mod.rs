@@ -1,6 +1,7 @@
 //! The controllers and what they share. Each controller is thin: read, decide with the pure
 //! functions of `tenancy`, `tags` and `ledger`, apply, write status.
 
+pub mod access;
 pub mod lifecycle;
 pub mod registry;
 pub mod repository;
@@ -34,11 +35,13 @@ pub struct Settings {
     pub repository_poll_interval: Duration,
     /// Concurrent requests per registry.
     pub registry_concurrency: usize,
+    /// The one namespace this instance manages, if it was limited to one.
+    pub namespace: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { repository_poll_interval: Duration::from_secs(300), registry_concurrency: 8 }
+        Settings { repository_poll_interval: Duration::from_secs(300), registry_concurrency: 8, namespace: None }
     }
 }
 

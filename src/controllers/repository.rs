@@ -77,6 +77,8 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
     let started = std::time::Instant::now();
     let labels = ControllerLabels { controller: CONTROLLER };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
+    // Who may pull and push depends on the Repository's visibility, labels and existence.
+    ctx.tokens.rebuild.notify_one();
     let result =
         if repo.metadata.deletion_timestamp.is_some() { finalize(&repo, &ctx).await } else { apply(&repo, &ctx).await };
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());

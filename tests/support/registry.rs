@@ -36,6 +36,9 @@ pub struct RegistryOptions {
     pub tls: Option<TlsFiles>,
     /// Require basic auth against this htpasswd file (bcrypt entries).
     pub htpasswd: Option<PathBuf>,
+    /// Listen on this port (reserved with `free_port()`) instead of a fresh one, for a Registry
+    /// object that must name the URL before the registry starts.
+    pub port: Option<u16>,
 }
 
 /// A serving certificate and key (PEM files).
@@ -82,7 +85,7 @@ impl TestRegistry {
 
     pub async fn start_with(options: RegistryOptions) -> TestRegistry {
         let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().expect("registry temp dir");
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let host = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
         let config = dir.path().join("config.yml");

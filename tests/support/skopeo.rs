@@ -5,7 +5,7 @@ use std::{path::Path, process::Output};
 use tokio::process::Command;
 
 /// Credentials for one skopeo call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Creds {
     /// Send no credentials at all.
     Anonymous,

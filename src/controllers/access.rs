@@ -1,0 +1,645 @@
+//! AccessPolicies: the access index the token service decides with, the stored credential hashes
+//! it checks passwords against, and each policy's robot and pull-secret credentials and status.
+//!
+//! - `run_indexes` rebuilds every token Registry's `AccessIndex` from the Repositories that own
+//!   their path and the AccessPolicies, whenever something asks (a policy or Repository changed,
+//!   a Registry was reconciled) and every few seconds as a safety net.
+//! - `run_credentials` keeps the username -> hashes map from a metadata-only watch of berth's
+//!   credential Secrets: the token service never holds a password.
+//! - `reconcile` writes robot Secrets, pull secrets (rotated at two thirds of their lifetime,
+//!   removed with their policy) and the policy's status.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use base64::Engine;
+use futures::StreamExt;
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Secret, ServiceAccount},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    core::PartialObjectMeta,
+    runtime::{
+        WatchStreamExt,
+        controller::Action,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::{Context, Error, claim_of, registry_host};
+use crate::{
+    api::{AccessPolicy, AccessPolicyStatus, SubjectKind},
+    auth::{AccessIndex, RepoInput, StoredCredential, keys::now_unix, robot},
+    conditions, duration,
+    metrics::{ControllerLabels, ErrorLabels},
+    tenancy,
+};
+
+pub const CONTROLLER: &str = "accesspolicy";
+/// Marks berth's credential Secrets: `robot` or `pull`. Only these are watched (metadata only).
+pub const CREDENTIAL_LABEL: &str = "berth.dev/credential";
+/// The username a credential Secret's hashes belong to.
+pub const USERNAME_ANNOTATION: &str = "berth.dev/username";
+/// JSON list of `{"hash", "expiresAtUnix"}`: salted hashes, never a password.
+pub const HASHES_ANNOTATION: &str = "berth.dev/credential-hashes";
+/// Unix seconds when the current password was made.
+pub const ISSUED_ANNOTATION: &str = "berth.dev/issued-at";
+/// `namespace/name` of the AccessPolicy a pull secret belongs to.
+pub const OWNER_ANNOTATION: &str = "berth.dev/owner";
+/// The policy's `berth.dev/rotate` value the current password was made for.
+pub const ROTATED_FOR_ANNOTATION: &str = "berth.dev/rotated-for";
+/// Registry hosts the Secret's docker config names.
+pub const HOSTS_ANNOTATION: &str = "berth.dev/hosts";
+/// Finds a policy's pull secrets in every namespace (a hash: names can be longer than a label).
+pub const PULL_OF_LABEL: &str = "berth.dev/pull-secret-of";
+/// On an AccessPolicy: change the value to rotate its pull secrets now (after a suspected leak).
+pub const ROTATE_ANNOTATION: &str = "berth.dev/rotate";
+pub const FINALIZER: &str = "berth.dev/pull-secrets";
+pub const DEFAULT_PULL_SECRET: &str = "berth-pull";
+pub const DEFAULT_PULL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub const MIN_PULL_LIFETIME: Duration = Duration::from_secs(600);
+/// The index is rebuilt at least this often even when nobody asks.
+const INDEX_REFRESH: Duration = Duration::from_secs(10);
+
+/// The short label value naming a policy.
+pub fn policy_label(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `.dockerconfigjson` for `hosts`.
+pub fn docker_config(hosts: &BTreeSet<String>, username: &str, password: &str) -> String {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let auths: serde_json::Map<String, serde_json::Value> =
+        hosts.iter().map(|h| (h.clone(), json!({"username": username, "password": password, "auth": auth}))).collect();
+    json!({"auths": auths}).to_string()
+}
+
+/// What is recorded on a pull secret, read back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub records: Vec<StoredCredential>,
+    pub issued_at: Option<i64>,
+    pub rotated_for: Option<String>,
+    pub hosts: BTreeSet<String>,
+}
+
+impl Recorded {
+    pub fn from_annotations(a: &BTreeMap<String, String>) -> Recorded {
+        Recorded {
+            records: a.get(HASHES_ANNOTATION).and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default(),
+            issued_at: a.get(ISSUED_ANNOTATION).and_then(|t| t.parse().ok()),
+            rotated_for: a.get(ROTATED_FOR_ANNOTATION).cloned(),
+            hosts: a
+                .get(HOSTS_ANNOTATION)
+                .map(|h| h.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether a pull secret needs a new password now: none yet, two thirds of its life gone, the
+/// policy asked for a rotation, or it must name other registries.
+pub fn needs_new_password(
+    recorded: Option<&Recorded>,
+    lifetime: Duration,
+    rotate: Option<&str>,
+    hosts: &BTreeSet<String>,
+    now: i64,
+) -> bool {
+    let Some(r) = recorded else { return true };
+    match r.issued_at {
+        None => true,
+        Some(issued) => {
+            robot::needs_rotation(issued, lifetime, now)
+                || r.rotated_for.as_deref() != rotate
+                || &r.hosts != hosts
+                || !r.records.iter().any(|c| c.is_current(now))
+        }
+    }
+}
+
+/// When a pull secret issued at `issued` needs its next password.
+pub fn next_rotation(issued: i64, lifetime: Duration) -> i64 {
+    issued.saturating_add(i64::try_from(lifetime.as_secs() * 2 / 3).unwrap_or(i64::MAX))
+}
+
+/// Rebuilds the access index of every Registry with `tokenAuth`.
+fn rebuild(ctx: &Context, policies: &Store<AccessPolicy>) {
+    let policies = policies.state();
+    let repositories = ctx.repositories.state();
+    let registries = ctx.registries.state();
+    for registry in registries.iter().filter(|r| r.spec.token_auth.is_some()) {
+        let name = registry.name_any();
+        let claims: Vec<_> = repositories
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .map(|r| (claim_of(r), r))
+            .filter(|(c, _)| c.registry == name)
+            .collect();
+        let inputs: Vec<RepoInput> = claims
+            .iter()
+            .filter(|(c, _)| tenancy::check_path(&c.namespace, &c.path, &registry.spec.path_prefixes).is_ok())
+            .filter(|(c, _)| tenancy::path_owner(claims.iter().map(|(c, _)| c), &name, &c.path) == Some(c))
+            .map(|(c, r)| RepoInput {
+                path: c.path.clone(),
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+                labels: r.labels().clone(),
+                visibility: r.spec.visibility,
+            })
+            .collect();
+        ctx.tokens.set_index(&name, AccessIndex::build(inputs, policies.iter().map(|p| p.as_ref())));
+    }
+}
+
+/// Keeps the access indexes current until shutdown.
+pub async fn run_indexes(ctx: Arc<Context>, policies: Store<AccessPolicy>, mut shutdown: watch::Receiver<bool>) {
+    let _ = policies.wait_until_ready().await;
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    loop {
+        rebuild(&ctx, &policies);
+        tokio::select! {
+            _ = ctx.tokens.rebuild.notified() => {
+                // Changes come in bursts (a policy and its Repositories applied together).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = tokio::time::sleep(INDEX_REFRESH) => {}
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// Keeps the username -> stored hashes map from a metadata-only watch of credential Secrets.
+pub async fn run_credentials(ctx: Arc<Context>, namespace: Option<String>, mut shutdown: watch::Receiver<bool>) {
+    let api: Api<PartialObjectMeta<Secret>> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let (reader, writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let mut events = watcher(api, watcher::Config::default().labels(CREDENTIAL_LABEL))
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(_)) => {
+                    let mut map: HashMap<String, Vec<StoredCredential>> = HashMap::new();
+                    for s in reader.state() {
+                        let a = s.annotations();
+                        if let (Some(user), Some(hashes)) = (a.get(USERNAME_ANNOTATION), a.get(HASHES_ANNOTATION))
+                            && let Ok(records) = serde_json::from_str::<Vec<StoredCredential>>(hashes)
+                        {
+                            map.entry(user.clone()).or_default().extend(records);
+                        }
+                    }
+                    ctx.tokens.set_credentials(map);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "credential Secret watch failed; retrying"),
+                None => return,
+            },
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// A problem that makes the policy not Ready.
+struct NotReady {
+    reason: &'static str,
+    message: String,
+}
+
+fn secret_api(ctx: &Context, ns: &str) -> Api<Secret> {
+    Api::namespaced(ctx.client.clone(), ns)
+}
+
+/// Registry hosts of the token registries in which the policy selects Repositories; its
+/// summed repository count; names that matched nothing anywhere; warnings.
+fn summarize(ctx: &Context, ns: &str, name: &str) -> (BTreeSet<String>, usize, BTreeSet<String>, Vec<String>) {
+    let mut hosts = BTreeSet::new();
+    let mut count = 0;
+    let mut unmatched: Option<BTreeSet<String>> = None;
+    let mut warnings = Vec::new();
+    for registry in ctx.registries.state().iter().filter(|r| r.spec.token_auth.is_some()) {
+        let Some(index) = ctx.tokens.index(&registry.name_any()) else { continue };
+        if let Some(summary) = index.policy(ns, name) {
+            count += summary.repository_count;
+            if summary.repository_count > 0
+                && let Some(h) = registry_host(&registry.spec.url)
+            {
+                hosts.insert(h);
+            }
+            unmatched = Some(match unmatched {
+                None => summary.unmatched_names.clone(),
+                Some(u) => u.intersection(&summary.unmatched_names).cloned().collect(),
+            });
+        }
+        if warnings.is_empty() {
+            warnings = index
+                .warnings()
+                .iter()
+                .filter(|w| w.namespace == ns && w.name == name)
+                .map(|w| w.message.clone())
+                .collect();
+        }
+    }
+    (hosts, count, unmatched.unwrap_or_default(), warnings)
+}
+
+/// Robot Secrets `berth-robot-<name>` in the policy's namespace: made once (delete one to get
+/// a new password), never overwriting a Secret that is not berth's.
+async fn ensure_robots(policy: &AccessPolicy, ctx: &Context, hosts: &BTreeSet<String>) -> Result<(), NotReady> {
+    let ns = policy.namespace().unwrap_or_default();
+    let robots: BTreeSet<&str> = policy
+        .spec
+        .grants
+        .iter()
+        .flat_map(|g| &g.subjects)
+        .filter(|s| s.kind == SubjectKind::Robot)
+        .filter_map(|s| s.name.as_deref())
+        .collect();
+    let api = secret_api(ctx, &ns);
+    for robot_name in robots {
+        let secret_name = format!("berth-robot-{robot_name}");
+        let existing = api.get_opt(&secret_name).await.map_err(kube_not_ready)?;
+        if let Some(s) = existing {
+            if s.labels().get(CREDENTIAL_LABEL).map(String::as_str) != Some("robot") {
+                return Err(NotReady {
+                    reason: "SecretConflict",
+                    message: format!("Secret {ns}/{secret_name} exists and is not berth's robot Secret"),
+                });
+            }
+            continue;
+        }
+        let username = robot::robot_username(&ns, robot_name);
+        let (password, records) = robot::rotate(&[], None, now_unix());
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {
+                "name": secret_name,
+                "labels": {CREDENTIAL_LABEL: "robot"},
+                "annotations": {
+                    USERNAME_ANNOTATION: username,
+                    HASHES_ANNOTATION: serde_json::to_string(&records).unwrap_or_default(),
+                    ISSUED_ANNOTATION: now_unix().to_string(),
+                },
+            },
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {
+                "username": username,
+                "password": password,
+                ".dockerconfigjson": docker_config(hosts, &username, &password),
+            },
+        }))
+        .map_err(|e| NotReady { reason: "InternalError", message: e.to_string() })?;
+        api.create(&PostParams::default(), &secret).await.map_err(kube_not_ready)?;
+        tracing::info!(namespace = %ns, robot = robot_name, "robot credentials created");
+    }
+    Ok(())
+}
+
+fn kube_not_ready(e: kube::Error) -> NotReady {
+    NotReady { reason: "KubernetesAPIError", message: e.to_string() }
+}
+
+/// Writes (or rotates) the pull secret in one namespace; returns when it next needs rotating.
+async fn ensure_pull_secret(
+    policy: &AccessPolicy,
+    ctx: &Context,
+    target_ns: &str,
+    secret_name: &str,
+    lifetime: Duration,
+    hosts: &BTreeSet<String>,
+) -> Result<i64, NotReady> {
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let owner = format!("{ns}/{name}");
+    let api = secret_api(ctx, target_ns);
+    let existing = api.get_opt(secret_name).await.map_err(kube_not_ready)?;
+    if let Some(s) = &existing
+        && s.annotations().get(OWNER_ANNOTATION) != Some(&owner)
+    {
+        return Err(NotReady {
+            reason: "SecretConflict",
+            message: format!("Secret {target_ns}/{secret_name} exists and does not belong to this policy"),
+        });
+    }
+    let recorded = existing.as_ref().map(|s| Recorded::from_annotations(s.annotations()));
+    let rotate = policy.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
+    let now = now_unix();
+    if !needs_new_password(recorded.as_ref(), lifetime, rotate, hosts, now) {
+        return Ok(next_rotation(recorded.and_then(|r| r.issued_at).unwrap_or(now), lifetime));
+    }
+    let username = robot::pull_username(&ns, &name);
+    let previous = recorded.map(|r| r.records).unwrap_or_default();
+    let (password, records) = robot::rotate(&previous, Some(lifetime), now);
+    let mut annotations = BTreeMap::from([
+        (OWNER_ANNOTATION.to_string(), owner),
+        (USERNAME_ANNOTATION.to_string(), username.clone()),
+        (HASHES_ANNOTATION.to_string(), serde_json::to_string(&records).unwrap_or_default()),
+        (ISSUED_ANNOTATION.to_string(), now.to_string()),
+        (HOSTS_ANNOTATION.to_string(), hosts.iter().cloned().collect::<Vec<_>>().join(",")),
+    ]);
+    if let Some(r) = rotate {
+        annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), r.to_string());
+    }
+    let mut secret = existing.clone().unwrap_or_default();
+    secret.metadata.name = Some(secret_name.to_string());
+    secret.metadata.namespace = Some(target_ns.to_string());
+    secret.metadata.managed_fields = None;
+    let labels = secret.metadata.labels.get_or_insert_default();
+    labels.insert(CREDENTIAL_LABEL.into(), "pull".into());
+    labels.insert(PULL_OF_LABEL.into(), policy_label(&ns, &name));
+    secret.metadata.annotations = Some(annotations);
+    secret.type_ = Some("kubernetes.io/dockerconfigjson".into());
+    secret.string_data = None;
+    secret.data = Some(BTreeMap::from([(
+        ".dockerconfigjson".to_string(),
+        ByteString(docker_config(hosts, &username, &password).into_bytes()),
+    )]));
+    match existing {
+        Some(_) => api.replace(secret_name, &PostParams::default(), &secret).await,
+        None => api.create(&PostParams::default(), &secret).await,
+    }
+    .map_err(kube_not_ready)?;
+    tracing::info!(namespace = %target_ns, secret = secret_name, policy = %name, "pull secret written");
+    Ok(next_rotation(now, lifetime))
+}
+
+/// Adds (or removes) a Secret in a ServiceAccount's `imagePullSecrets`, compare-and-swap.
+async fn service_account_reference(
+    ctx: &Context,
+    ns: &str,
+    account: &str,
+    secret: &str,
+    present: bool,
+) -> Result<(), kube::Error> {
+    let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns);
+    let Some(sa) = api.get_opt(account).await? else { return Ok(()) };
+    let mut refs: Vec<String> = sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
+    let has = refs.iter().any(|r| r == secret);
+    if has == present {
+        return Ok(());
+    }
+    if present {
+        refs.push(secret.to_string());
+    } else {
+        refs.retain(|r| r != secret);
+    }
+    let list: Vec<_> = refs.iter().map(|r| json!({"name": r})).collect();
+    let patch = json!({"metadata": {"resourceVersion": sa.resource_version()}, "imagePullSecrets": list});
+    api.patch(account, &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(())
+}
+
+/// Deletes the policy's pull secrets outside `keep` (all of them with an empty `keep`) and the
+/// ServiceAccount references to them.
+async fn remove_pull_secrets(policy: &AccessPolicy, ctx: &Context, keep: &BTreeSet<String>) -> Result<(), kube::Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let selector = format!("{PULL_OF_LABEL}={}", policy_label(&ns, &policy.name_any()));
+    let owner = format!("{ns}/{}", policy.name_any());
+    let lp = ListParams::default().labels(&selector);
+    let found = match &ctx.settings.namespace {
+        Some(scope) => secret_api(ctx, scope).list_metadata(&lp).await?,
+        None => Api::<Secret>::all(ctx.client.clone()).list_metadata(&lp).await?,
+    };
+    for s in found.items {
+        let target = s.namespace().unwrap_or_default();
+        if keep.contains(&target) || s.annotations().get(OWNER_ANNOTATION) != Some(&owner) {
+            continue;
+        }
+        let secret_name = s.name_any();
+        let accounts =
+            Api::<ServiceAccount>::namespaced(ctx.client.clone(), &target).list(&ListParams::default()).await?;
+        for sa in accounts.items.iter().filter(|a| a.image_pull_secrets.iter().flatten().any(|r| r.name == secret_name))
+        {
+            service_account_reference(ctx, &target, &sa.name_any(), &secret_name, false).await?;
+        }
+        match secret_api(ctx, &target).delete(&secret_name, &DeleteParams::default()).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e),
+        }
+        tracing::info!(namespace = %target, secret = %secret_name, "pull secret removed");
+    }
+    Ok(())
+}
+
+async fn set_finalizer(policy: &AccessPolicy, ctx: &Context, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = policy.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_string());
+    }
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
+    Api::<AccessPolicy>::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default())
+        .patch(&policy.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let labels = ControllerLabels { controller: CONTROLLER };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+
+    if policy.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            remove_pull_secrets(&policy, &ctx, &BTreeSet::new()).await?;
+            set_finalizer(&policy, &ctx, false).await?;
+        }
+        ctx.tokens.rebuild.notify_one();
+        return Ok(Action::await_change());
+    }
+    if policy.spec.pull_secrets.is_some() && !has_finalizer {
+        // Pull secrets live in other namespaces: only a finalizer can clean them up.
+        set_finalizer(&policy, &ctx, true).await?;
+        return Ok(Action::await_change());
+    }
+    // The index must already include this generation of the policy.
+    ctx.tokens.rebuild.notify_one();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (hosts, count, unmatched, warnings) = summarize(&ctx, &ns, &name);
+    let mut problem: Option<NotReady> = None;
+    let mut requeue = Duration::from_secs(300);
+    if let Err(e) = ensure_robots(&policy, &ctx, &hosts).await {
+        problem = Some(e);
+    }
+    let mut written = Vec::new();
+    match &policy.spec.pull_secrets {
+        Some(p) => {
+            let lifetime = duration::parse_or(p.lifetime.as_deref(), DEFAULT_PULL_LIFETIME);
+            match lifetime {
+                Ok(l) if l >= MIN_PULL_LIFETIME => {
+                    let secret_name = p.secret_name.clone().unwrap_or_else(|| DEFAULT_PULL_SECRET.into());
+                    let targets: BTreeSet<String> = if p.namespaces.is_empty() {
+                        [ns.clone()].into()
+                    } else {
+                        p.namespaces.iter().cloned().collect()
+                    };
+                    let mut earliest = i64::MAX;
+                    for target in &targets {
+                        match ensure_pull_secret(&policy, &ctx, target, &secret_name, l, &hosts).await {
+                            Ok(next) => {
+                                earliest = earliest.min(next);
+                                written.push(target.clone());
+                                for sa in &p.service_accounts {
+                                    service_account_reference(&ctx, target, sa, &secret_name, true).await?;
+                                }
+                            }
+                            Err(e) => problem = problem.or(Some(e)),
+                        }
+                    }
+                    remove_pull_secrets(&policy, &ctx, &targets).await?;
+                    let wait = earliest.saturating_sub(now_unix()).max(1);
+                    requeue = requeue.min(Duration::from_secs(u64::try_from(wait).unwrap_or(1)));
+                }
+                Ok(_) => {
+                    problem = problem.or(Some(NotReady {
+                        reason: "InvalidSpec",
+                        message: format!("pullSecrets.lifetime must be at least {}m", MIN_PULL_LIFETIME.as_secs() / 60),
+                    }))
+                }
+                Err(e) => {
+                    problem = problem
+                        .or(Some(NotReady { reason: "InvalidSpec", message: format!("pullSecrets.lifetime: {e}") }))
+                }
+            }
+        }
+        None => {
+            if has_finalizer {
+                remove_pull_secrets(&policy, &ctx, &BTreeSet::new()).await?;
+                set_finalizer(&policy, &ctx, false).await?;
+            }
+        }
+    }
+
+    let (ok, reason, message) = match (problem, warnings.first(), unmatched.is_empty(), count) {
+        (Some(p), _, _, _) => (false, p.reason, p.message),
+        (None, Some(w), _, _) => (false, "InvalidPolicy", w.clone()),
+        (None, None, false, _) => (
+            false,
+            "RepositoriesNotFound",
+            format!(
+                "no Repository in a registry served by berth's token service is named {}",
+                unmatched.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        (None, None, true, 0) => (
+            false,
+            "NoRepositories",
+            "the policy selects no Repository in a registry whose token service is berth".to_string(),
+        ),
+        (None, None, true, n) => (true, "Applied", format!("{n} repositories, {} grants", policy.spec.grants.len())),
+    };
+    let previous = policy.status.clone().unwrap_or_default();
+    written.sort();
+    let status = AccessPolicyStatus {
+        conditions: conditions::merge(
+            &previous.conditions,
+            conditions::ready(ok, reason, message, policy.metadata.generation),
+        ),
+        observed_generation: policy.metadata.generation,
+        repository_count: Some(i32::try_from(count).unwrap_or(i32::MAX)),
+        grant_count: Some(i32::try_from(policy.spec.grants.len()).unwrap_or(i32::MAX)),
+        pull_secret_namespaces: written,
+    };
+    if status != previous {
+        let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "AccessPolicy", "status": status});
+        Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(&name, &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
+            .await?;
+    }
+    if !ok {
+        ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason }).inc();
+        requeue = requeue.min(Duration::from_secs(30));
+    }
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(requeue))
+}
+
+pub fn error_policy(policy: Arc<AccessPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), error = %error, "access policy reconcile failed");
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: error.reason() }).inc();
+    Action::requeue(ctx.failure_backoff(&format!(
+        "accesspolicy/{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(h: &[&str]) -> BTreeSet<String> {
+        h.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn docker_config_names_every_host_with_basic_auth() {
+        let config: serde_json::Value =
+            serde_json::from_str(&docker_config(&hosts(&["r:5000", "s"]), "pull$a+b", "pw")).unwrap();
+        assert_eq!(config["auths"]["r:5000"]["username"], "pull$a+b");
+        let auth = config["auths"]["s"]["auth"].as_str().unwrap();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(auth).unwrap(), b"pull$a+b:pw");
+    }
+
+    #[test]
+    fn a_pull_secret_rotates_at_two_thirds_on_request_or_when_its_registries_change() {
+        let lifetime = Duration::from_secs(3 * 3600);
+        let h = hosts(&["r:5000"]);
+        let records = vec![StoredCredential { hash: robot::hash_new("x"), expires_at_unix: Some(1_000 + 3 * 3600) }];
+        let recorded = Recorded { records, issued_at: Some(1_000), rotated_for: None, hosts: h.clone() };
+        assert!(needs_new_password(None, lifetime, None, &h, 1_000), "none yet");
+        assert!(!needs_new_password(Some(&recorded), lifetime, None, &h, 1_000 + 3600));
+        assert!(needs_new_password(Some(&recorded), lifetime, None, &h, 1_000 + 2 * 3600), "two thirds");
+        assert!(needs_new_password(Some(&recorded), lifetime, Some("now"), &h, 1_001), "asked to rotate");
+        assert!(needs_new_password(Some(&recorded), lifetime, None, &hosts(&["other"]), 1_001), "registries moved");
+        assert_eq!(next_rotation(1_000, lifetime), 1_000 + 2 * 3600);
+    }
+
+    #[test]
+    fn recorded_annotations_read_back_and_garbage_reads_as_nothing() {
+        let records = vec![StoredCredential { hash: "sha256$00$11".into(), expires_at_unix: Some(5) }];
+        let a = BTreeMap::from([
+            (HASHES_ANNOTATION.to_string(), serde_json::to_string(&records).unwrap()),
+            (ISSUED_ANNOTATION.to_string(), "42".to_string()),
+            (HOSTS_ANNOTATION.to_string(), "a,b".to_string()),
+        ]);
+        let r = Recorded::from_annotations(&a);
+        assert_eq!((r.records, r.issued_at, r.hosts.len()), (records, Some(42), 2));
+        let junk = BTreeMap::from([(HASHES_ANNOTATION.to_string(), "{".to_string())]);
+        assert_eq!(Recorded::from_annotations(&junk), Recorded::default());
+    }
+
+    #[test]
+    fn policy_labels_are_short_stable_and_distinct() {
+        let a = policy_label("team", "x");
+        assert_eq!(a.len(), 24);
+        assert_eq!(a, policy_label("team", "x"));
+        assert_ne!(a, policy_label("tea", "mx"));
+        assert!(policy_label(&"n".repeat(63), &"p".repeat(253)).len() <= 63);
+    }
+}

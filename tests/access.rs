@@ -1,0 +1,465 @@
+//! berth as the registry's token service: the real Distribution registry in token mode, skopeo
+//! as the client, ServiceAccount tokens from the real API server, AccessPolicies and pull
+//! secrets reconciled by berth running as a process.
+
+mod support;
+
+use std::{path::PathBuf, time::Duration};
+
+use base64::Engine;
+use berth::api::{AccessPolicy, Registry, Repository};
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Secret, ServiceAccount},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use support::{
+    OciLayout, RegistryOptions, TestNamespace, TestRegistry,
+    berth::Berth,
+    control_plane, eventually, free_port,
+    registry::TokenAuthConfig,
+    scenario::{WAIT, is_ready, ready},
+    skopeo::{Creds, Skopeo, describe},
+};
+
+const SIGNING_SECRET: &str = "berth-token-signing";
+
+/// A registry in token mode with berth as its token service, and berth scoped to the test.
+struct TokenEnv {
+    ns: TestNamespace,
+    registry: TestRegistry,
+    berth: Berth,
+    name: String,
+    service: String,
+    skopeo: Skopeo,
+    layout: OciLayout,
+    _bundle: tempfile::TempDir,
+}
+
+impl TokenEnv {
+    async fn new(test: &str) -> TokenEnv {
+        let cp = control_plane().await;
+        cp.install_crds().await;
+        let ns = cp.namespace(test).await;
+        let (berth_port, registry_port) = (free_port(), free_port());
+        let name = ns.name.clone();
+        let service = format!("registry-{name}");
+        let reg: Registry = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+            "metadata": {"name": name, "labels": {"berth.dev/test": ns.name}},
+            "spec": {
+                "url": format!("http://127.0.0.1:{registry_port}"),
+                "checkInterval": "2s",
+                "tokenAuth": {
+                    "issuer": "berth-test",
+                    "service": service,
+                    "signingKeySecretRef": {"name": SIGNING_SECRET, "namespace": ns.name},
+                },
+            },
+        }))
+        .unwrap();
+        Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &reg).await.unwrap();
+        let berth = Berth::start(cp, berth_port, &ns.name, &["--repository-poll-interval", "2s"]).await;
+        // berth creates the signing Secret; the registry trusts the bundle published in it.
+        let secrets = Api::<Secret>::namespaced(ns.client.clone(), &ns.name);
+        let bundle = eventually(WAIT, "the signing Secret with bundle.pem", || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets.get_opt(SIGNING_SECRET).await.map_err(|e| e.to_string())?.ok_or("no Secret yet")?;
+                let data = s.data.unwrap_or_default();
+                data.get("bundle.pem").map(|b| b.0.clone()).ok_or_else(|| "no bundle.pem".to_string())
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let bundle_path: PathBuf = dir.path().join("bundle.pem");
+        std::fs::write(&bundle_path, bundle).unwrap();
+        let registry = TestRegistry::start_with(RegistryOptions {
+            port: Some(registry_port),
+            token_auth: Some(TokenAuthConfig {
+                realm: format!("http://127.0.0.1:{berth_port}/token/{name}"),
+                service: service.clone(),
+                issuer: "berth-test".into(),
+                root_cert_bundle: bundle_path,
+            }),
+            ..Default::default()
+        })
+        .await;
+        TokenEnv {
+            ns,
+            registry,
+            berth,
+            name,
+            service,
+            skopeo: Skopeo::default(),
+            layout: OciLayout::default(),
+            _bundle: dir,
+        }
+    }
+
+    async fn repository(&self, name: &str, visibility: &str) {
+        let repo: Repository = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",
+            "metadata": {"name": name, "labels": {"team": "a"}},
+            "spec": {"registryRef": {"name": self.name}, "visibility": visibility},
+        }))
+        .unwrap();
+        let api = Api::<Repository>::namespaced(self.ns.client.clone(), &self.ns.name);
+        api.create(&PostParams::default(), &repo).await.unwrap();
+        eventually(WAIT, &format!("Repository {name} Ready"), || {
+            let api = api.clone();
+            async move {
+                let r = api.get(name).await.map_err(|e| e.to_string())?;
+                let status = serde_json::to_value(&r.status).unwrap();
+                if is_ready(&status) { Ok(()) } else { Err(format!("{status}\n{}", self.berth.log_tail())) }
+            }
+        })
+        .await;
+    }
+
+    async fn policy(&self, name: &str, spec: Value) {
+        let p: AccessPolicy = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        Api::<AccessPolicy>::namespaced(self.ns.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap();
+    }
+
+    /// A ServiceAccount's token, as a CI pod would mount it, as basic credentials.
+    async fn service_account(&self, name: &str) -> Creds {
+        let accounts = Api::<ServiceAccount>::namespaced(self.ns.client.clone(), &self.ns.name);
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        accounts.create(&PostParams::default(), &sa).await.unwrap();
+        let request = TokenRequest {
+            spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..Default::default() },
+            ..Default::default()
+        };
+        let issued = accounts.create_token_request(name, &PostParams::default(), &request).await.unwrap();
+        Creds::Basic { username: name.into(), password: issued.status.unwrap().token }
+    }
+
+    fn image(&self, path: &str, tag: &str) -> String {
+        format!("{}:{tag}", self.registry.image(&format!("{}/{path}", self.ns.name)))
+    }
+
+    async fn push(&mut self, path: &str, tag: &str, seed: &str, creds: &Creds) -> Result<String, String> {
+        let d = self.layout.add_image(tag, seed);
+        let out = self.skopeo.push(self.layout.path(), tag, &self.image(path, tag), creds, false).await;
+        if out.status.success() { Ok(d.digest) } else { Err(describe(&out)) }
+    }
+
+    /// Pushes, retrying while the grant that allows it reaches the token service.
+    async fn push_eventually(&mut self, path: &str, tag: &str, seed: &str, creds: &Creds) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match self.push(path, tag, seed, creds).await {
+                Ok(digest) => return digest,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("push {path}:{tag} never allowed: {e}\nberth:\n{}", self.berth.log_tail())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    async fn pull(&self, path: &str, tag: &str, creds: &Creds) -> Result<(), String> {
+        let into = tempfile::tempdir().unwrap();
+        let out = self.skopeo.pull(&self.image(path, tag), &into.path().join("image"), creds).await;
+        if out.status.success() { Ok(()) } else { Err(describe(&out)) }
+    }
+
+    /// A token straight from berth's token endpoint.
+    async fn token(&self, scope: &str, creds: &Creds) -> reqwest::Response {
+        let mut req = reqwest::Client::new()
+            .get(format!("{}/token/{}", self.berth.url(), self.name))
+            .query(&[("service", self.service.as_str()), ("scope", scope)]);
+        if let Creds::Basic { username, password } = creds {
+            req = req.basic_auth(username, Some(password));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// What the registry answers to a tags listing with this bearer token.
+    async fn registry_with(&self, path: &str, token: &str) -> u16 {
+        let url = format!("{}/v2/{}/{path}/tags/list", self.registry.url(), self.ns.name);
+        reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().status().as_u16()
+    }
+
+    async fn pull_secret(&self, name: &str) -> Creds {
+        let secrets = Api::<Secret>::namespaced(self.ns.client.clone(), &self.ns.name);
+        let host = self.registry.host.clone();
+        eventually(WAIT, &format!("pull secret {name}"), || {
+            let secrets = secrets.clone();
+            let host = host.clone();
+            async move {
+                let s = secrets.get_opt(name).await.map_err(|e| e.to_string())?.ok_or("no Secret yet")?;
+                if s.type_.as_deref() != Some("kubernetes.io/dockerconfigjson") {
+                    return Err(format!("type {:?}", s.type_));
+                }
+                let config =
+                    s.data.unwrap_or_default().get(".dockerconfigjson").map(|b| b.0.clone()).ok_or("no data")?;
+                let config: Value = serde_json::from_slice(&config).map_err(|e| e.to_string())?;
+                let auth = &config["auths"][&host];
+                let (u, p) = (auth["username"].as_str(), auth["password"].as_str());
+                match (u, p) {
+                    (Some(u), Some(p)) => Ok(Creds::Basic { username: u.into(), password: p.into() }),
+                    _ => Err(format!("no auth for {host}: {config}")),
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn jwt_token(body: &Value) -> String {
+    body["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn public_private_and_undeclared_repositories_behave_like_ecr() {
+    let mut env = TokenEnv::new("access-visibility").await;
+    env.repository("public", "Public").await;
+    env.repository("private", "Private").await;
+    let ci = env.service_account("ci").await;
+    let other = env.service_account("other").await;
+    let ns = env.ns.name.clone();
+    env.policy(
+        "ci",
+        json!({
+            "repositories": {"names": ["public", "private"]},
+            "grants": [
+                {"subjects": [{"kind": "ServiceAccount", "name": "ci"}], "actions": ["pull", "push"]},
+                {"subjects": [{"kind": "Robot", "name": "deployer"}], "actions": ["pull", "push"]},
+            ],
+        }),
+    )
+    .await;
+
+    // A granted ServiceAccount token pushes (the grant may take a moment to reach the index).
+    env.push_eventually("public", "v1", "pub", &ci).await;
+    env.push("private", "v1", "priv", &ci).await.expect("ci pushes to private");
+
+    // Public: anyone pulls, nobody pushes anonymously.
+    env.pull("public", "v1", &Creds::Anonymous).await.expect("anonymous pull of a public repository");
+    let refused = env.push("public", "v2", "anon", &Creds::Anonymous).await;
+    assert!(refused.is_err(), "anonymous push must fail");
+    // Private: only granted subjects.
+    assert!(env.pull("private", "v1", &Creds::Anonymous).await.is_err(), "anonymous pull of a private repository");
+    assert!(env.pull("private", "v1", &other).await.is_err(), "an ungranted ServiceAccount pulls a private repository");
+    env.pull("private", "v1", &ci).await.expect("the granted ServiceAccount pulls");
+    // Undeclared: nothing, not even for the ServiceAccount that may push elsewhere.
+    let undeclared = env.skopeo.push(env.layout.path(), "v1", &env.image("undeclared", "v1"), &ci, false).await;
+    assert!(!undeclared.status.success(), "push to an undeclared repository must fail");
+    // A robot berth generated: its Secret holds the credentials, berth only their hash.
+    let robot =
+        Api::<Secret>::namespaced(env.ns.client.clone(), &env.ns.name).get("berth-robot-deployer").await.unwrap();
+    let data = robot.data.clone().unwrap();
+    let field = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let (username, password) = (field("username"), field("password"));
+    assert_eq!(username, format!("robot${ns}+deployer"));
+    assert!(!serde_json::to_string(&robot.metadata.annotations).unwrap().contains(&password));
+    let robot_creds = Creds::Basic { username, password };
+    env.push("private", "robot", "by-robot", &robot_creds).await.expect("the robot pushes");
+    let wrong = Creds::Basic { username: format!("robot${ns}+deployer"), password: "guess".into() };
+    assert!(env.pull("private", "v1", &wrong).await.is_err(), "a wrong robot password pulls nothing");
+    // Wrong password: 401 from berth, nothing issued.
+    let bad = Creds::Basic { username: "ci".into(), password: "not-a-token".into() };
+    let r = env.token(&format!("repository:{ns}/public:pull"), &bad).await;
+    assert_eq!(r.status(), 401);
+    assert!(env.berth.metric("berth_token_requests_total{result=\"issued\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn tokens_are_scoped_signed_and_short_lived() {
+    let mut env = TokenEnv::new("access-tokens").await;
+    env.repository("a", "Private").await;
+    env.repository("b", "Private").await;
+    let ci = env.service_account("ci").await;
+    env.policy(
+        "ci",
+        json!({
+            "repositories": {"selector": {"matchLabels": {"team": "a"}}},
+            "grants": [{"subjects": [{"kind": "ServiceAccount", "name": "ci"}], "actions": ["pull", "push"]}],
+        }),
+    )
+    .await;
+    env.push_eventually("a", "v1", "a", &ci).await;
+    env.push("b", "v1", "b", &ci).await.unwrap();
+    let ns = env.ns.name.clone();
+
+    let r = env.token(&format!("repository:{ns}/a:pull"), &ci).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let token = jwt_token(&body);
+    assert!(body["expires_in"].as_u64().unwrap() <= 300, "{body}");
+    assert_eq!(env.registry_with("a", &token).await, 200, "the token works where it was issued for");
+    assert_eq!(env.registry_with("b", &token).await, 401, "a token for repository a is refused on b");
+
+    // Header and claims: x5c, audience = service, a jti, the granted scope only.
+    let parts: Vec<&str> = token.split('.').collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert!(header["x5c"].as_array().is_some_and(|c| !c.is_empty()));
+    assert_eq!(claims["aud"], env.service);
+    assert_eq!(claims["iss"], "berth-test");
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
+    assert_eq!(claims["access"], json!([{"type": "repository", "name": format!("{ns}/a"), "actions": ["pull"]}]));
+
+    // Tampered payload (widened to b): the signature no longer matches.
+    claims["access"][0]["name"] = json!(format!("{ns}/b"));
+    let tampered = format!("{}.{}.{}", parts[0], b64.encode(serde_json::to_vec(&claims).unwrap()), parts[2]);
+    assert_eq!(env.registry_with("b", &tampered).await, 401);
+
+    // Signed by a key the registry does not trust.
+    let stranger = berth::auth::SigningKey::generate("stranger", Duration::from_secs(3600)).unwrap();
+    let forged = sign_with(&stranger, &env, &format!("{ns}/b"), 300);
+    assert_eq!(env.registry_with("b", &forged).await, 401);
+
+    // Signed by berth's own key but expired (beyond the registry's 60 s leeway).
+    let secret = Api::<Secret>::namespaced(env.ns.client.clone(), &env.ns.name).get(SIGNING_SECRET).await.unwrap();
+    let key = berth::auth::keys_from_secret(&secret).unwrap().pop().unwrap();
+    assert_eq!(env.registry_with("b", &sign_with(&key, &env, &format!("{ns}/b"), 300)).await, 200, "control");
+    assert_eq!(env.registry_with("b", &sign_with(&key, &env, &format!("{ns}/b"), -300)).await, 401, "expired");
+}
+
+fn sign_with(key: &berth::auth::SigningKey, env: &TokenEnv, repo: &str, expires_in: i64) -> String {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let claims = berth::auth::Claims {
+        iss: "berth-test".into(),
+        sub: "test".into(),
+        aud: env.service.clone(),
+        exp: now + expires_in,
+        nbf: now - 600,
+        iat: now - 600,
+        jti: format!("{:032x}", rand::random::<u128>()),
+        access: vec![berth::auth::Access::repository(repo, &[berth::api::Action::Pull].into())],
+    };
+    berth::auth::Signer::new(key).unwrap().sign(&claims).unwrap()
+}
+
+#[tokio::test]
+async fn removing_a_grant_takes_effect_for_the_next_token() {
+    let mut env = TokenEnv::new("access-revoke").await;
+    env.repository("app", "Private").await;
+    let ci = env.service_account("ci").await;
+    env.policy(
+        "ci",
+        json!({
+            "repositories": {"names": ["app"]},
+            "grants": [{"subjects": [{"kind": "ServiceAccount", "name": "ci"}], "actions": ["pull", "push"]}],
+        }),
+    )
+    .await;
+    env.push_eventually("app", "v1", "one", &ci).await;
+    let policies = Api::<AccessPolicy>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let status = eventually(WAIT, "policy Ready with counts", || {
+        let policies = policies.clone();
+        async move {
+            let p = policies.get("ci").await.map_err(|e| e.to_string())?;
+            let s = serde_json::to_value(&p.status).unwrap();
+            if ready(&s) == Some(("True", "Applied")) && s["repositoryCount"] == 1 { Ok(s) } else { Err(s.to_string()) }
+        }
+    })
+    .await;
+    assert_eq!(status["grantCount"], 1);
+
+    let started = std::time::Instant::now();
+    policies.delete("ci", &DeleteParams::default()).await.unwrap();
+    let scope = format!("repository:{}/app:pull,push", env.ns.name);
+    eventually(Duration::from_secs(10), "no access after the grant is gone", || {
+        let scope = scope.clone();
+        let (env, ci) = (&env, &ci);
+        async move {
+            let body: Value = env.token(&scope, ci).await.json().await.map_err(|e| e.to_string())?;
+            let claims = decode_claims(&jwt_token(&body));
+            if claims["access"].as_array().is_none_or(|a| a.is_empty()) { Ok(()) } else { Err(claims.to_string()) }
+        }
+    })
+    .await;
+    println!("grant removal effective after {:?}", started.elapsed());
+    assert!(env.pull("app", "v1", &ci).await.is_err());
+}
+
+fn decode_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn pull_secrets_pull_but_never_push_and_survive_rotation() {
+    let mut env = TokenEnv::new("access-pullsecret").await;
+    env.repository("app", "Private").await;
+    let ci = env.service_account("ci").await;
+    let runtime = env.service_account("runtime").await;
+    let _ = runtime;
+    env.policy(
+        "runtime",
+        json!({
+            "repositories": {"names": ["app"]},
+            "grants": [{"subjects": [{"kind": "ServiceAccount", "name": "ci"}], "actions": ["pull", "push"]}],
+            "pullSecrets": {"secretName": "app-pull", "serviceAccounts": ["runtime"]},
+        }),
+    )
+    .await;
+    env.push_eventually("app", "v1", "one", &ci).await;
+    let creds = env.pull_secret("app-pull").await;
+    env.pull("app", "v1", &creds).await.expect("the pull secret pulls");
+    assert!(env.push("app", "v2", "two", &creds).await.is_err(), "a pull secret never pushes");
+    // Wired into the ServiceAccount.
+    let sa = Api::<ServiceAccount>::namespaced(env.ns.client.clone(), &env.ns.name).get("runtime").await.unwrap();
+    assert!(sa.image_pull_secrets.iter().flatten().any(|r| r.name == "app-pull"), "{sa:?}");
+    // The Secret holds credentials, never berth's hash; berth's own record is a hash.
+    let secret = Api::<Secret>::namespaced(env.ns.client.clone(), &env.ns.name).get("app-pull").await.unwrap();
+    let Creds::Basic { password: first_password, .. } = &creds else { unreachable!() };
+    let annotations = serde_json::to_string(&secret.metadata.annotations).unwrap();
+    assert!(!annotations.contains(first_password.as_str()), "the password must not be in annotations");
+
+    // Rotate now (what happens on its own at two thirds of the lifetime): both keep working.
+    Api::<AccessPolicy>::namespaced(env.ns.client.clone(), &env.ns.name)
+        .patch(
+            "runtime",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/rotate": "now-1"}}})),
+        )
+        .await
+        .unwrap();
+    let rotated = eventually(WAIT, "a rotated pull secret", || {
+        let env = &env;
+        let creds = creds.clone();
+        async move {
+            let now = env.pull_secret("app-pull").await;
+            if now != creds { Ok(now) } else { Err("not rotated yet".to_string()) }
+        }
+    })
+    .await;
+    env.pull("app", "v1", &rotated).await.expect("the new credentials pull");
+    env.pull("app", "v1", &creds).await.expect("the old credentials keep working during the overlap");
+
+    // Policy gone: the Secret and the ServiceAccount reference go too.
+    Api::<AccessPolicy>::namespaced(env.ns.client.clone(), &env.ns.name)
+        .delete("runtime", &DeleteParams::default())
+        .await
+        .unwrap();
+    let secrets = Api::<Secret>::namespaced(env.ns.client.clone(), &env.ns.name);
+    eventually(WAIT, "pull secret removed", || {
+        let secrets = secrets.clone();
+        async move {
+            match secrets.get_opt("app-pull").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        }
+    })
+    .await;
+    assert!(env.pull("app", "v1", &rotated).await.is_err(), "credentials of a deleted policy stop working");
+}
