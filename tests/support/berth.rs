@@ -91,6 +91,10 @@ impl Berth {
         self.server.as_ref()?.rss_kib()
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref()?.pid()
+    }
+
     /// One sample from berth's /metrics: the value of the first line starting with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.url())).await.unwrap().text().await.unwrap();

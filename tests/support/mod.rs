@@ -12,6 +12,7 @@ pub mod process;
 pub mod registry;
 pub mod scenario;
 pub mod skopeo;
+pub mod token;
 
 pub use control_plane::{ControlPlane, TestNamespace, control_plane};
 pub use oci::OciLayout;

@@ -61,11 +61,16 @@ impl Server {
         log_tail(&self.log, max)
     }
 
-    /// Resident memory of the server process (the supervisor's child), in KiB.
-    pub fn rss_kib(&self) -> Option<u64> {
+    /// The served program's pid (the supervisor's child).
+    pub fn pid(&self) -> Option<u32> {
         let sh = self.child.id();
         let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
-        let pid = children.split_whitespace().next()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Resident memory of the server process (the supervisor's child), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
     }
