@@ -21,6 +21,18 @@ impl Berth {
     /// know where to send events), scoped to `namespace` and to Registry objects labelled
     /// `berth.dev/test=<namespace>`, plus `extra` arguments.
     pub async fn start(cp: &ControlPlane, port: u16, namespace: &str, extra: &[&str]) -> Berth {
+        Self::start_as(cp, port, namespace, extra, cp.kubeconfig.clone()).await
+    }
+
+    /// Like `start`, with another identity: a kubeconfig for a ServiceAccount, say, to prove
+    /// that its RBAC is enough.
+    pub async fn start_as(
+        _cp: &ControlPlane,
+        port: u16,
+        namespace: &str,
+        extra: &[&str],
+        kubeconfig: PathBuf,
+    ) -> Berth {
         let mut args = vec![
             "run".to_string(),
             "--http-addr".into(),
@@ -34,7 +46,7 @@ impl Berth {
         let mut berth = Berth {
             port,
             args,
-            kubeconfig: cp.kubeconfig.clone(),
+            kubeconfig,
             dir: tempfile::Builder::new().prefix("berth-operator-").tempdir().unwrap(),
             server: None,
             starts: 0,
@@ -67,6 +79,18 @@ impl Berth {
             assert!(Instant::now() < deadline, "berth not ready after 30s:\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops berth (SIGTERM).
+    pub fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.stop();
+        }
+    }
+
+    /// Whether berth is still running.
+    pub fn running(&mut self) -> bool {
+        self.server.as_mut().is_some_and(|s| s.running())
     }
 
     /// Stops berth (SIGTERM) and starts it again with the same arguments.
