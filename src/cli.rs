@@ -79,6 +79,20 @@ pub struct RunArgs {
     /// Requests in flight at once to one registry.
     #[arg(long, default_value_t = 8, env = "BERTH_REGISTRY_CONCURRENCY")]
     pub registry_concurrency: usize,
+    /// Run several replicas safely: only the holder of a Lease reconciles; every replica serves
+    /// the token and events endpoints (events reaching another replica are forwarded to it).
+    #[arg(long, env = "BERTH_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (the namespace berth runs in).
+    #[arg(long, env = "POD_NAMESPACE", required_if_eq("leader_elect", "true"))]
+    pub leader_elect_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "berth", env = "BERTH_LEADER_ELECT_LEASE")]
+    pub leader_elect_lease: String,
+    /// `host:port` where other replicas reach this one's HTTP server (default: `$POD_IP` and
+    /// the port of `--http-addr`, or `--http-addr` itself when it names an address).
+    #[arg(long, env = "BERTH_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

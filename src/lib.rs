@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod controllers;
 pub mod duration;
 pub mod http;
+pub mod leader;
 pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub ready: Gauge,
+    pub leader: Gauge,
     pub registry_requests: Family<ControllerLabels, Counter>,
     pub registry_events: Family<EventLabels, Counter>,
     pub lifecycle_expired: Family<ExpiredLabels, Counter>,
@@ -106,12 +107,15 @@ impl Default for Metrics {
             reconcile_duration.clone(),
         );
         registry.register("ready", "1 when the operator reaches the Kubernetes API", ready.clone());
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica reconciles (it holds the Lease)", leader.clone());
         Metrics {
             registry,
             reconciles,
             reconcile_errors,
             reconcile_duration,
             ready,
+            leader,
             registry_requests,
             registry_events,
             lifecycle_expired,

@@ -30,6 +30,7 @@ use crate::{
     cli::RunArgs,
     controllers::{self, Context, Settings},
     http,
+    leader::Leadership,
     metrics::Metrics,
 };
 
@@ -62,8 +63,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
     };
 
-    let scope = Scope { namespace: args.namespace.clone(), registry_selector: args.registry_selector.clone() };
+    let leader = match &args.leader_elect_namespace {
+        Some(ns) if args.leader_elect => {
+            let identity = identity(&args);
+            tracing::info!(lease = %format!("{ns}/{}", args.leader_elect_lease), identity, "leader election");
+            Leadership::elected(client.clone(), ns, &args.leader_elect_lease, identity)
+        }
+        _ => Leadership::always(),
+    };
+    metrics.leader.set(i64::from(leader.is_leader()));
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+        registry_selector: args.registry_selector.clone(),
+        leader: leader.clone(),
+    };
     let (controllers, ctx) = controllers(client.clone(), metrics.clone(), settings, &scope, shutdown_rx.clone());
+    // Losing the Lease after holding it ends the process: another replica reconciles now, and a
+    // fresh start is the simplest way never to run two reconciles at once.
+    let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<()>();
+    let election = match (&args.leader_elect_namespace, args.leader_elect) {
+        (Some(ns), true) => Some(tokio::spawn(elect(
+            client.clone(),
+            ns.clone(),
+            args.leader_elect_lease.clone(),
+            leader.clone(),
+            metrics.clone(),
+            lost_tx,
+            shutdown_rx.clone(),
+        ))),
+        _ => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -85,8 +114,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let checker = tokio::spawn(watch_api(client.clone(), ready, metrics.clone(), shutdown_rx));
     let controllers = tokio::spawn(controllers);
 
-    shutdown_signal().await?;
-    tracing::info!("shutting down");
+    let lost = tokio::select! {
+        r = shutdown_signal() => { r?; false }
+        _ = lost_rx.recv() => true,
+    };
+    tracing::info!(lost_leadership = lost, "shutting down");
     let _ = shutdown_tx.send(true);
     checker.await.context("API checker task")?;
     // Running reconciles get a moment to finish; a watch stuck in backoff does not hold us up.
@@ -94,14 +126,90 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("controllers did not stop within {SHUTDOWN_GRACE:?}; leaving them");
     }
     server.await.context("HTTP server task")?.context("HTTP server")?;
+    if let Some(election) = election {
+        // The Lease is released on the way out, so a successor need not wait for it to expire.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, election).await;
+    }
     tracing::info!("stopped");
+    if lost {
+        anyhow::bail!("lost the leader Lease; exiting so that a fresh start follows the new leader");
+    }
     Ok(())
+}
+
+/// `<pod or host name>-<random>@<address>`: unique per process, and tells followers where to
+/// forward registry events.
+fn identity(args: &RunArgs) -> String {
+    let name = std::env::var("POD_NAME").unwrap_or_else(|_| "berth".to_string());
+    let suffix: u32 = rand::random();
+    let address = args.advertise_addr.clone().unwrap_or_else(|| match std::env::var("POD_IP") {
+        Ok(ip) if !ip.is_empty() => format!("{ip}:{}", args.http_addr.port()),
+        _ => args.http_addr.to_string(),
+    });
+    format!("{name}-{suffix:08x}@{address}")
+}
+
+/// Holds the Lease while it can; reports leadership to `leader` and a loss to `lost`.
+async fn elect(
+    client: Client,
+    namespace: String,
+    lease: String,
+    leader: Arc<Leadership>,
+    metrics: Arc<Metrics>,
+    lost: mpsc::UnboundedSender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use kube_lease_manager::LeaseManagerBuilder;
+    let manager = loop {
+        let built = LeaseManagerBuilder::new(client.clone(), &lease)
+            .with_namespace(&namespace)
+            .with_identity(leader.identity())
+            .with_duration(crate::leader::LEASE_DURATION)
+            .with_grace(crate::leader::LEASE_GRACE)
+            .with_field_manager("berth-leader-election")
+            .build()
+            .await;
+        match built {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up leader election; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    };
+    let (mut changes, task) = manager.watch().await;
+    let mut led = false;
+    loop {
+        let leading = *changes.borrow_and_update();
+        if leading != led {
+            tracing::info!(leading, "leadership changed");
+            leader.set(leading);
+            metrics.leader.set(i64::from(leading));
+            if led && !leading {
+                let _ = lost.send(());
+            }
+            led = leading;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    drop(changes);
+    leader.set(false);
+    if let Ok(Ok(manager)) = task.await {
+        let _ = manager.release().await;
+    }
 }
 
 /// Which objects this instance reconciles.
 struct Scope {
     namespace: Option<String>,
     registry_selector: Option<String>,
+    leader: Arc<Leadership>,
 }
 
 /// Builds the Registry and Repository controllers over shared stores, and their context.
@@ -133,10 +241,10 @@ fn controllers(
         client.clone(),
         metrics,
         Recorder::new(client.clone(), reporter),
-        repo_reader.clone(),
-        reg_reader.clone(),
+        (repo_reader.clone(), reg_reader.clone()),
         settings,
         controllers::Triggers { repositories: trigger_tx, tags: moved_tx },
+        scope.leader.clone(),
     ));
     // Status writes do not change these: a reconcile's own status patch never triggers another.
     let deleting = |r: &Repository| Some(u64::from(r.metadata.deletion_timestamp.is_some()));
@@ -198,6 +306,12 @@ fn controllers(
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // A replica that becomes the leader reconciles everything at once.
+    let gained = |leader: &Arc<Leadership>| {
+        tokio_stream::wrappers::WatchStream::new(leader.subscribe())
+            .filter(|leading| futures::future::ready(*leading))
+            .map(|_| ())
+    };
     let repos_for_registry = repo_reader.clone();
     let repository_controller = Controller::for_stream(repo_stream, repo_reader)
         .watches_stream(reg_for_repos, move |registry: Registry| {
@@ -210,10 +324,12 @@ fn controllers(
                 .collect::<Vec<_>>()
         })
         .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
+        .reconcile_all_on(gained(&scope.leader))
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::repository::reconcile, controllers::repository::error_policy, ctx.clone())
         .for_each(|_| async {});
     let registry_controller = Controller::for_stream(reg_stream, reg_reader)
+        .reconcile_all_on(gained(&scope.leader))
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::registry::reconcile, controllers::registry::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -224,6 +340,7 @@ fn controllers(
             let ns = repo.metadata.namespace.clone().unwrap_or_default();
             repo.spec.lifecycle_policy_ref.map(|p| ObjectRef::<LifecyclePolicy>::new(&p.name).within(&ns))
         })
+        .reconcile_all_on(gained(&scope.leader))
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::lifecycle::reconcile, controllers::lifecycle::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -238,6 +355,7 @@ fn controllers(
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .reconcile_all_on(gained(&scope.leader))
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::access::reconcile, controllers::access::error_policy, ctx.clone())
         .for_each(|_| async {});

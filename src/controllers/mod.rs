@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::{
     api::{Registry, RegistryType, Repository},
     auth::TokenService,
+    leader::Leadership,
     metrics::Metrics,
     registry::{Backend, Distribution, DistributionConfig, RegistryError},
     tenancy,
@@ -111,6 +112,8 @@ pub struct Context {
     pub triggers: Triggers,
     /// berth as the token service of the Registries that use `tokenAuth`.
     pub tokens: Arc<TokenService>,
+    /// Whether this replica reconciles (it holds the Lease, or there is no election).
+    pub leader: Arc<Leadership>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -119,10 +122,10 @@ impl Context {
         client: Client,
         metrics: Arc<Metrics>,
         recorder: Recorder,
-        repositories: Store<Repository>,
-        registries: Store<Registry>,
+        (repositories, registries): (Store<Repository>, Store<Registry>),
         settings: Settings,
         triggers: Triggers,
+        leader: Arc<Leadership>,
     ) -> Context {
         Context {
             client,
@@ -135,6 +138,7 @@ impl Context {
             pending: Mutex::new(HashMap::new()),
             triggers,
             tokens: Arc::new(TokenService::new()),
+            leader,
             failures: Mutex::new(HashMap::new()),
         }
     }

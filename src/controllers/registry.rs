@@ -65,6 +65,14 @@ pub fn status_from(
 }
 
 pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leader.is_leader() {
+        // A follower serves tokens too: it loads the keys the leader keeps, and writes nothing.
+        if let Err((reason, message)) = signing(&registry, &ctx, false).await {
+            tracing::debug!(registry = %registry.name_any(), reason, message, "signing keys not loaded");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
     let started = std::time::Instant::now();
     let labels = ControllerLabels { controller: CONTROLLER };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
@@ -74,7 +82,7 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
 
     let interval = duration::parse_or(registry.spec.check_interval.as_deref(), DEFAULT_CHECK_INTERVAL)
         .unwrap_or(DEFAULT_CHECK_INTERVAL);
-    let check = match signing(&registry, &ctx).await {
+    let check = match signing(&registry, &ctx, true).await {
         Ok(()) => check(&registry, &ctx).await,
         Err(e) => Err(e),
     };
@@ -105,7 +113,7 @@ pub const SIGNING_LABEL: &str = "berth.dev/signing-keys-of";
 /// publishes the certificate bundle (in the signing Secret and, without the keys, in
 /// `<secret>-bundle` for the registry to mount), and loads the signing key into the token
 /// service. A Registry without `tokenAuth` has nothing to do here.
-async fn signing(registry: &Registry, ctx: &Context) -> Result<(), (&'static str, String)> {
+async fn signing(registry: &Registry, ctx: &Context, write: bool) -> Result<(), (&'static str, String)> {
     use k8s_openapi::api::core::v1::Secret;
 
     use crate::auth::{RotationPolicy, Signer, SigningKey, keys::now_unix, keystore, rotation_plan, service};
@@ -143,7 +151,11 @@ async fn signing(registry: &Registry, ctx: &Context) -> Result<(), (&'static str
     let now = now_unix();
     let plan = rotation_plan(&keys.iter().map(SigningKey::validity).collect::<Vec<_>>(), now, &policy);
     let changed = plan.generate || plan.keep.len() != keys.len();
-    if changed {
+    if changed && !write {
+        if keys.is_empty() {
+            return Err(("SigningKeyPending", "the leader has not created the signing keys yet".into()));
+        }
+    } else if changed {
         let mut kept: Vec<SigningKey> = plan.keep.iter().map(|&i| keys[i].clone()).collect();
         if plan.generate {
             kept.push(
@@ -170,6 +182,14 @@ async fn signing(registry: &Registry, ctx: &Context) -> Result<(), (&'static str
         return Err(("SigningKeyInvalid", "no signing key is valid now".into()));
     };
     // The bundle alone, for the registry to mount without seeing the keys.
+    if !write {
+        let signer = Signer::new(&keys[index]).map_err(keygen)?;
+        ctx.tokens.set_registry(
+            &name,
+            service::RegistryTokens { issuer: t.issuer.clone(), service: t.service.clone(), lifetime, signer },
+        );
+        return Ok(());
+    }
     let bundle_name = format!("{}-bundle", r.name);
     let bundle = crate::auth::bundle(&keys);
     let current = secrets.get_opt(&bundle_name).await.map_err(kube)?;

@@ -74,6 +74,10 @@ pub(crate) struct Target {
 }
 
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leader.is_leader() {
+        // A follower keeps its caches warm; the leader reconciles (all at once when it takes over).
+        return Ok(Action::await_change());
+    }
     let started = std::time::Instant::now();
     let labels = ControllerLabels { controller: CONTROLLER };
     ctx.metrics.reconciles.get_or_create(&labels).inc();

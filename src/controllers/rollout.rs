@@ -409,7 +409,7 @@ impl Rollouts {
 
     /// Sends the patches (a few at a time) and records what happened.
     async fn apply(&mut self, applies: Vec<Apply>) {
-        if applies.is_empty() {
+        if applies.is_empty() || !self.ctx.leader.is_leader() {
             return;
         }
         let client = self.ctx.client.clone();
@@ -474,8 +474,11 @@ impl Rollouts {
         }
     }
 
-    /// Starts the polls that are due.
+    /// Starts the polls that are due (only the leader polls: followers keep their state warm).
     fn poll_due(&mut self, polls: &mut JoinSet<PollResult>) {
+        if !self.ctx.leader.is_leader() {
+            return;
+        }
         let due = self.schedule.due(Instant::now());
         if due.is_empty() {
             return;
@@ -609,6 +612,7 @@ pub async fn run(
         warned: HashMap::new(),
     };
     let mut polls = JoinSet::new();
+    let mut leadership = state.ctx.leader.subscribe();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
@@ -626,6 +630,21 @@ pub async fn run(
             },
             Some(m) = moved.recv() => state.on_moved(m).await,
             Some(Ok(p)) = polls.join_next(), if !polls.is_empty() => state.on_poll(p).await,
+            Ok(()) = leadership.changed() => {
+                let leading = *leadership.borrow_and_update();
+                if leading {
+                    // Taking over: check every tag, then every follower against what is known.
+                    state.schedule.all_due(Instant::now());
+                    let keys: Vec<WorkloadKey> = state.tracked.keys().cloned().collect();
+                    let mut applies = Vec::new();
+                    for key in keys {
+                        applies.extend(state.plan(&key, None).await);
+                    }
+                    applies
+                } else {
+                    Vec::new()
+                }
+            }
             _ = tokio::time::sleep_until(wake.into()) => {
                 state.poll_due(&mut polls);
                 Vec::new()

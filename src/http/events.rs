@@ -163,11 +163,50 @@ pub struct EventsState {
     pub ctx: Arc<Context>,
     recent: Mutex<RecentIds>,
     secrets: Mutex<std::collections::HashMap<String, (Vec<u8>, Instant)>>,
+    /// Forwards events that reach a follower to the leader.
+    forward: reqwest::Client,
 }
 
 impl EventsState {
     pub fn new(ctx: Arc<Context>) -> EventsState {
-        EventsState { ctx, recent: Mutex::default(), secrets: Mutex::default() }
+        let forward = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        EventsState { ctx, recent: Mutex::default(), secrets: Mutex::default(), forward }
+    }
+
+    /// Hands a notification to the leader as it came (the leader checks the token). 503 when
+    /// the leader is unknown or does not answer, so that the registry retries.
+    async fn to_leader(&self, registry: &str, headers: &HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+        let count =
+            |result: &'static str| self.ctx.metrics.registry_events.get_or_create(&EventLabels { result }).inc();
+        let Some(addr) = self.ctx.leader.leader_address().await else {
+            count("no_leader");
+            return (StatusCode::SERVICE_UNAVAILABLE, "no leader to hand the event to; retry\n");
+        };
+        let mut req = self.forward.post(format!("http://{addr}/events/registry/{registry}")).body(body);
+        for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+            if let Some(v) = headers.get(&name) {
+                req = req.header(name, v.clone());
+            }
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                count("forwarded");
+                (StatusCode::OK, "ok\n")
+            }
+            Ok(r) => {
+                count("forward_refused");
+                match r.status().as_u16() {
+                    401 => (StatusCode::UNAUTHORIZED, "wrong or missing notification token\n"),
+                    400 => (StatusCode::BAD_REQUEST, "malformed notification envelope\n"),
+                    _ => (StatusCode::SERVICE_UNAVAILABLE, "the leader did not take the event; retry\n"),
+                }
+            }
+            Err(e) => {
+                count("forward_failed");
+                tracing::warn!(error = %e, leader = %addr, "cannot hand an event to the leader");
+                (StatusCode::SERVICE_UNAVAILABLE, "the leader does not answer; retry\n")
+            }
+        }
     }
 
     /// The shared token for a registry's notifications, cached briefly.
@@ -210,6 +249,9 @@ pub async fn registry_events(
     body: Bytes,
 ) -> impl IntoResponse {
     let ctx = &state.ctx;
+    if !ctx.leader.is_leader() {
+        return state.to_leader(&registry_name, &headers, body).await;
+    }
     let count = |result: &'static str| ctx.metrics.registry_events.get_or_create(&EventLabels { result }).inc();
     let Some(registry) = ctx.registries.get(&ObjectRef::new(&registry_name)) else {
         count("unknown_registry");

@@ -116,6 +116,13 @@ impl<K: Eq + Hash + Clone> Schedule<K> {
         }
     }
 
+    /// Every tag is due now (a replica that just became the leader checks everything).
+    pub fn all_due(&mut self, now: Instant) {
+        for e in self.entries.values_mut().filter(|e| !e.in_flight) {
+            e.next = now;
+        }
+    }
+
     /// When the earliest poll is due (None when nothing is watched or everything is in flight).
     pub fn next_due(&self) -> Option<Instant> {
         self.entries.values().filter(|e| !e.in_flight).map(|e| e.next).min()
@@ -207,6 +214,8 @@ mod tests {
         assert!(s.next_due().unwrap() > t0 + Duration::from_secs(3600));
         s.watch("a", Duration::from_secs(10), t0 + MIN);
         assert!(s.next_due().unwrap() <= t0 + MIN + Duration::from_secs(10));
+        s.all_due(t0 + MIN);
+        assert_eq!(s.next_due(), Some(t0 + MIN));
         s.unwatch(&"a");
         assert!(s.is_empty() && s.next_due().is_none());
     }

@@ -88,6 +88,14 @@ impl Berth {
         }
     }
 
+    /// Kills berth with SIGKILL: no clean shutdown, no Lease released.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+        self.stop();
+    }
+
     /// Whether berth is still running.
     pub fn running(&mut self) -> bool {
         self.server.as_mut().is_some_and(|s| s.running())
