@@ -26,11 +26,18 @@ pub struct Metrics {
     pub ready: Gauge,
     pub leader: Gauge,
     pub registry_requests: Family<ControllerLabels, Counter>,
+    pub registry_request_duration: Family<RequestLabels, Histogram>,
     pub registry_events: Family<EventLabels, Counter>,
     pub lifecycle_expired: Family<ExpiredLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub token_requests: Family<TokenLabels, Counter>,
     pub rollout_latency: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP method sent to the registry.
+    pub method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +76,14 @@ impl Default for Metrics {
         let ready = Gauge::default();
         let registry_requests = Family::<ControllerLabels, Counter>::default();
         let registry_events = Family::<EventLabels, Counter>::default();
+        let registry_request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register(
+            "registry_request_duration_seconds",
+            "Time until a registry answered one request, by method",
+            registry_request_duration.clone(),
+        );
         let lifecycle_expired = Family::<ExpiredLabels, Counter>::default();
         let rollouts = Family::<RolloutLabels, Counter>::default();
         let token_requests = Family::<TokenLabels, Counter>::default();
@@ -117,6 +132,7 @@ impl Default for Metrics {
             ready,
             leader,
             registry_requests,
+            registry_request_duration,
             registry_events,
             lifecycle_expired,
             rollouts,

@@ -48,6 +48,9 @@ async fn a_repository_becomes_ready_and_its_counts_follow_pushes() {
     assert!(
         cms.items.iter().all(|c| { c.owner_references().iter().any(|o| o.kind == "Repository" && o.name == "app") })
     );
+    // Registry request latency is measured per method.
+    assert!(env.berth.metric("berth_registry_request_duration_seconds_count{method=\"GET\"}").await >= 1.0);
+    assert!(env.berth.metric("berth_registry_request_duration_seconds_count{method=\"HEAD\"}").await >= 2.0);
 
     // The Registry reports the repository as declared, and an undeclared one as such.
     env.push("stray/thing", "x", "stray").await;

@@ -195,6 +195,7 @@ impl Context {
             ca_bundle: registry.spec.ca_bundle.clone(),
             max_concurrency: self.settings.registry_concurrency,
             mint,
+            latency: Some(self.metrics.registry_request_duration.clone()),
             ..Default::default()
         })?);
         let mut cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,8 +11,11 @@ use std::{
 };
 
 use async_trait::async_trait;
+use prometheus_client::metrics::{family::Family, histogram::Histogram};
 use reqwest::{Method, StatusCode, Url, header};
 use tokio::sync::Semaphore;
+
+use crate::metrics::RequestLabels;
 
 use super::{
     Backend, Deleted, Descriptor, MANIFEST_MEDIA_TYPES, Manifest, RegistryError, next_link, parse_bearer_challenge,
@@ -37,6 +40,8 @@ pub struct DistributionConfig {
     pub timeout: Option<Duration>,
     /// Attempts for a request that failed with a connection error, 429 or 5xx (default 4).
     pub attempts: u32,
+    /// Where to record how long each registry request took (response headers received).
+    pub latency: Option<Family<RequestLabels, Histogram>>,
     /// Signs berth's own bearer tokens for a scope, for a registry whose token service is berth:
     /// no credential that could be read elsewhere is needed.
     pub mint: Option<Mint>,
@@ -65,6 +70,18 @@ pub struct Distribution {
     attempts: u32,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     mint: Option<Mint>,
+    latency: Option<Family<RequestLabels, Histogram>>,
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        _ => "OTHER",
+    }
 }
 
 impl std::fmt::Debug for Distribution {
@@ -113,6 +130,7 @@ impl Distribution {
             attempts: if config.attempts == 0 { 4 } else { config.attempts },
             tokens: Mutex::new(HashMap::new()),
             mint: config.mint,
+            latency: config.latency,
         })
     }
 
@@ -161,7 +179,11 @@ impl Distribution {
                 req = req.body(body.to_vec());
             }
             super::note_request();
+            let sent = Instant::now();
             let result = req.send().await;
+            if let Some(h) = &self.latency {
+                h.get_or_create(&RequestLabels { method: method_label(&method) }).observe(sent.elapsed().as_secs_f64());
+            }
             let resp = match result {
                 Ok(resp) => resp,
                 Err(e) => {
