@@ -65,7 +65,12 @@ impl Berth {
         let dir =
             std::env::var_os("BERTH_TEST_LOGS").map(PathBuf::from).unwrap_or_else(|| self.dir.path().to_path_buf());
         let log = dir.join(format!("berth-{}-{}-{}.log", self.port, std::process::id(), self.starts));
-        let server = Server::start("berth", std::path::Path::new(env!("CARGO_BIN_EXE_berth")), &args, &log);
+        // Tests and benches get the binary from cargo; the demo (an example) names it in BERTH_BIN.
+        let bin = std::env::var_os("BERTH_BIN")
+            .map(PathBuf::from)
+            .or_else(|| option_env!("CARGO_BIN_EXE_berth").map(PathBuf::from))
+            .expect("set BERTH_BIN to the berth binary");
+        let server = Server::start("berth", &bin, &args, &log);
         self.server = Some(server);
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::Client::new();

@@ -36,18 +36,18 @@ pub struct TokenEnv {
 
 impl TokenEnv {
     pub async fn new(test: &str) -> TokenEnv {
-        Self::with_berth_args(test, &[]).await
+        Self::with_options(test, &[], false).await
     }
 
-    /// With extra `berth run` arguments.
-    pub async fn with_berth_args(test: &str, extra: &[&str]) -> TokenEnv {
+    /// With extra `berth run` arguments, and registry events sent to berth when `events`.
+    pub async fn with_options(test: &str, extra: &[&str], events: bool) -> TokenEnv {
         let cp = control_plane().await;
         cp.install_crds().await;
         let ns = cp.namespace(test).await;
         let (berth_port, registry_port) = (free_port(), free_port());
         let name = ns.name.clone();
         let service = format!("registry-{name}");
-        let reg: Registry = serde_json::from_value(json!({
+        let mut reg: Registry = serde_json::from_value(json!({
             "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
             "metadata": {"name": name, "labels": {"berth.dev/test": ns.name}},
             "spec": {
@@ -61,6 +61,30 @@ impl TokenEnv {
             },
         }))
         .unwrap();
+        let notifications = if events {
+            let token = super::unique_name("events-token");
+            let secret: Secret = serde_json::from_value(
+                json!({"metadata": {"name": "registry-events"}, "stringData": {"token": token}}),
+            )
+            .unwrap();
+            Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+            reg.spec.notifications = Some(berth::api::Notifications {
+                secret_ref: berth::api::SecretReference {
+                    name: "registry-events".into(),
+                    namespace: Some(ns.name.clone()),
+                    key: Some("token".into()),
+                },
+            });
+            Some(super::registry::NotificationsConfig {
+                url: format!("http://127.0.0.1:{berth_port}/events/registry/{name}"),
+                token,
+            })
+        } else {
+            None
+        };
         Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &reg).await.unwrap();
         let mut args = vec!["--repository-poll-interval", "2s"];
         args.extend_from_slice(extra);
@@ -81,6 +105,7 @@ impl TokenEnv {
         std::fs::write(&bundle_path, bundle).unwrap();
         let registry = TestRegistry::start_with(RegistryOptions {
             port: Some(registry_port),
+            notifications,
             token_auth: Some(TokenAuthConfig {
                 realm: format!("http://127.0.0.1:{berth_port}/token/{name}"),
                 service: service.clone(),
