@@ -265,3 +265,75 @@ async fn pull_secrets_pull_but_never_push_and_survive_rotation() {
     .await;
     assert!(env.pull("app", "v1", &rotated).await.is_err(), "credentials of a deleted policy stop working");
 }
+
+#[tokio::test]
+async fn the_token_endpoint_speaks_get_and_oauth2_post_and_refuses_bad_input() {
+    let env = TokenEnv::new("access-endpoint").await;
+    env.repository("app", "Public").await;
+    let ci = env.service_account("ci").await;
+    let Creds::Basic { username, password } = &ci else { unreachable!() };
+    let ns = env.ns.name.clone();
+    let url = format!("{}/token/{}", env.berth.url(), env.name);
+    let http = reqwest::Client::new();
+
+    // OAuth2 password grant, as docker sends it.
+    let form = [
+        ("grant_type", "password"),
+        ("service", env.service.as_str()),
+        ("client_id", "docker"),
+        ("username", username.as_str()),
+        ("password", password.as_str()),
+        ("scope", &format!("repository:{ns}/app:pull repository:{ns}/app:push")),
+    ];
+    let r = http.post(&url).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token"], body["access_token"]);
+    let claims = decode_claims(&jwt_token(&body));
+    assert_eq!(claims["sub"], format!("system:serviceaccount:{ns}:ci"));
+    assert_eq!(claims["access"][0]["actions"], json!(["pull"]), "public pull only: no grant to push");
+
+    // Refresh tokens are not issued: clients fall back to credentials.
+    let refresh = [("grant_type", "refresh_token"), ("refresh_token", "x"), ("service", env.service.as_str())];
+    assert_eq!(http.post(&url).form(&refresh).send().await.unwrap().status(), 400);
+    assert_eq!(http.post(&url).body("grant_type=password").send().await.unwrap().status(), 415);
+    // Anonymous GET without scope (what `docker login` sends first) gets an empty grant.
+    let r = http.get(&url).query(&[("service", env.service.as_str())]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(decode_claims(&jwt_token(&r.json().await.unwrap()))["access"], json!([]));
+    // Malformed scopes are dropped, never an error and never widened.
+    let r = http
+        .get(&url)
+        .query(&[
+            ("service", env.service.as_str()),
+            ("scope", "repository:UPPER:pull"),
+            ("scope", "registry:catalog:*"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decode_claims(&jwt_token(&r.json().await.unwrap()))["access"], json!([]));
+    // Wrong service, unknown registry, a Bearer header: 4xx with a reason.
+    let r = http.get(&url).query(&[("service", "other")]).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(format!("{}/token/no-such-registry", env.berth.url())).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http.get(&url).bearer_auth("abc").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Failed logins from one client are limited: 429 with Retry-After, before any check.
+    let mut limited = None;
+    for _ in 0..30 {
+        let r = http.get(&url).basic_auth("robot$x+y", Some("wrong")).send().await.unwrap();
+        if r.status() == 429 {
+            limited = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            break;
+        }
+        assert_eq!(r.status(), 401);
+    }
+    let retry: u64 = limited.expect("no 429 after 30 failed logins").parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(env.berth.metric("berth_token_requests_total{result=\"rate_limited\"}").await >= 1.0);
+    // Secrets never reach the log.
+    assert!(!env.berth.log_tail().contains(password.as_str()));
+}
