@@ -48,6 +48,14 @@ async fn a_repository_becomes_ready_and_its_counts_follow_pushes() {
     assert!(
         cms.items.iter().all(|c| { c.owner_references().iter().any(|o| o.kind == "Repository" && o.name == "app") })
     );
+    // kstatus: `kubectl wait` understands the Ready condition (as Argo CD and Flux do).
+    let cp = support::control_plane().await;
+    let out = cp
+        .kubectl()
+        .args(["wait", "--for=condition=Ready", "repository/app", "--timeout=30s", "-n", &env.ns.name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&out.stderr));
     // Registry request latency is measured per method.
     assert!(env.berth.metric("berth_registry_request_duration_seconds_count{method=\"GET\"}").await >= 1.0);
     assert!(env.berth.metric("berth_registry_request_duration_seconds_count{method=\"HEAD\"}").await >= 2.0);
