@@ -84,13 +84,25 @@ impl TestRegistry {
     }
 
     pub async fn start_with(options: RegistryOptions) -> TestRegistry {
-        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().expect("registry temp dir");
+        // Storage in memory where the machine has /dev/shm: a registry commits every blob with
+        // fsync, and on a busy shared disk one commit was seen taking a minute.
+        let shm = std::path::Path::new("/dev/shm");
+        let builder = tempfile::Builder::new().prefix("berth-registry-").to_owned();
+        let dir = match shm.is_dir() {
+            true => builder.tempdir_in(shm).or_else(|_| builder.tempdir()),
+            false => builder.tempdir(),
+        }
+        .expect("registry temp dir");
         let port = options.port.unwrap_or_else(free_port);
         let host = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
         let config = dir.path().join("config.yml");
         std::fs::write(&config, render_config(&host, &storage, &options)).expect("writing the registry config");
-        let server = serve(&config, &dir.path().join("registry.log"));
+        // BERTH_TEST_LOGS=<dir> keeps the registry's log after the test, as it does berth's.
+        let log = std::env::var_os("BERTH_TEST_LOGS")
+            .map(|d| PathBuf::from(d).join(format!("registry-{port}-{}.log", std::process::id())))
+            .unwrap_or_else(|| dir.path().join("registry.log"));
+        let server = serve(&config, &log);
         let scheme = if options.tls.is_some() { "https" } else { "http" };
         let mut registry = TestRegistry { host, scheme, storage, config, server, dir };
         registry.wait_ready(Duration::from_secs(30)).await;
