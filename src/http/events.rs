@@ -32,6 +32,8 @@ use crate::{
 pub const MAX_BODY: usize = 1024 * 1024;
 const RECENT_IDS: usize = 50_000;
 const SECRET_TTL: Duration = Duration::from_secs(10);
+/// Above this many Repositories with pending events, forget those of deleted Repositories.
+const PENDING_SWEEP_AT: usize = 1024;
 
 /// What one registry event means to berth.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,6 +326,10 @@ pub async fn registry_events(
             }
             if let Some(digest) = deleted {
                 entry.deleted.push(digest);
+            }
+            // Entries of Repositories deleted before their next reconcile would stay forever.
+            if pending.len() > PENDING_SWEEP_AT {
+                pending.retain(|r, _| ctx.repositories.get(r).is_some());
             }
         }
         let _ = ctx.triggers.repositories.send(obj);
