@@ -396,6 +396,18 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
         .await,
         "set either insecureSkipTLSVerify or caBundle, not both",
     );
+    expect(
+        "token auth without a signing Secret namespace",
+        rejection(
+            &registries,
+            &registry(
+                "token-no-ns",
+                json!({"url": "https://r.example.com", "tokenAuth": {"issuer": "b", "service": "r", "signingKeySecretRef": {"name": "k"}}}),
+            ),
+        )
+        .await,
+        "tokenAuth.signingKeySecretRef.namespace is required",
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Immutable fields stay immutable.

@@ -26,6 +26,7 @@ use super::SecretReference;
 )]
 #[x_kube(validation = Rule::new("!(has(self.insecureSkipTLSVerify) && self.insecureSkipTLSVerify && has(self.caBundle))").message("set either insecureSkipTLSVerify or caBundle, not both"))]
 #[x_kube(validation = Rule::new("!has(self.credentialsSecretRef) || has(self.credentialsSecretRef.namespace)").message("credentialsSecretRef.namespace is required: a Registry is cluster-scoped"))]
+#[x_kube(validation = Rule::new("!has(self.tokenAuth) || has(self.tokenAuth.signingKeySecretRef.namespace)").message("tokenAuth.signingKeySecretRef.namespace is required: a Registry is cluster-scoped"))]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySpec {
     /// Base URL of the registry's HTTP API, without the `/v2/` suffix, for example
