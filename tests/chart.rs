@@ -155,6 +155,23 @@ fn helm_lint_passes_and_the_values_schema_rejects_bad_values() {
             text(&template)
         );
     }
+    // The packaged chart carries the CRDs and the schema.
+    let packaged = tempfile::tempdir().unwrap();
+    ok(helm().args(["package", CHART, "--destination"]).arg(packaged.path()));
+    let archive = packaged.path().join(format!("berth-{}.tgz", env!("CARGO_PKG_VERSION")));
+    let file = std::fs::File::open(&archive).unwrap_or_else(|e| panic!("{}: {e}", archive.display()));
+    let mut entries: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    entries.sort();
+    for crd in std::fs::read_dir(repo_path("crds")).unwrap() {
+        let name = format!("berth/crds/{}", crd.unwrap().file_name().to_string_lossy());
+        assert!(entries.contains(&name), "{name} not in the package: {entries:?}");
+    }
+    assert!(entries.iter().any(|e| e == "berth/values.schema.json"), "{entries:?}");
+
     // What the schema cannot say, the templates refuse with the reason.
     let fights = run(helm().args(["template", "x", CHART, "--set", "leaderElection.enabled=false"]));
     assert!(
