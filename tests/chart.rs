@@ -227,7 +227,10 @@ fn the_rendered_deployment_and_rbac_are_what_berth_needs() {
         .iter()
         .filter_map(|e| Some((e["name"].as_str()?, e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?)))
         .collect();
-    assert_eq!(env, [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")]);
+    assert_eq!(
+        env,
+        [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("POD_IP", "status.podIP")]
+    );
     assert_eq!(container["image"], format!("berth:{}", env!("CARGO_PKG_VERSION")));
     assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http"}));
     assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "http"}));
