@@ -15,6 +15,7 @@ use berth::api::{AccessPolicy, LifecyclePolicy, Registry, Repository};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     authentication::v1::{TokenRequest, TokenRequestSpec},
+    coordination::v1::Lease,
     core::v1::{Secret, ServiceAccount},
 };
 use kube::{Api, api::PostParams};
@@ -484,11 +485,24 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
 
     let kubeconfig = service_account_kubeconfig(cp, ns.client.clone(), &ns.name, &fullname, dir.path()).await;
     let mut extra = vec!["--repository-poll-interval", "2s"];
-    // Without the flags (not in this branch yet) the Lease Role is only checked with can-i below.
-    if berth_has_leader_election() {
+    // As the chart runs it, when this berth has leader election (older builds lack the flags;
+    // then the Lease Role is only checked with can-i below).
+    let leader_election = berth_has_leader_election();
+    if leader_election {
         extra.extend(["--leader-elect", "--leader-elect-namespace", ns.name.as_str(), "--leader-elect-lease", "berth"]);
     }
     let berth = support::berth::Berth::start_as(cp, berth_port, &ns.name, &extra, kubeconfig).await;
+    if leader_election {
+        eventually(WAIT, "berth holds the Lease in the release namespace", || {
+            let leases = Api::<Lease>::namespaced(ns.client.clone(), &ns.name);
+            async move {
+                let lease = leases.get_opt("berth").await.map_err(|e| e.to_string())?.ok_or("no Lease yet")?;
+                let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+                if holder.is_empty() { Err("no holder".to_string()) } else { Ok(()) }
+            }
+        })
+        .await;
+    }
 
     // berth (as the chart's ServiceAccount) writes the signing keys and the bundle the registry
     // pod mounts.
