@@ -386,19 +386,20 @@ async fn ensure_pull_secret(
 }
 
 /// Adds (or removes) a Secret in a ServiceAccount's `imagePullSecrets`, compare-and-swap.
+/// `Ok(false)` when the ServiceAccount does not exist (yet).
 async fn service_account_reference(
     ctx: &Context,
     ns: &str,
     account: &str,
     secret: &str,
     present: bool,
-) -> Result<(), kube::Error> {
+) -> Result<bool, kube::Error> {
     let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns);
-    let Some(sa) = api.get_opt(account).await? else { return Ok(()) };
+    let Some(sa) = api.get_opt(account).await? else { return Ok(false) };
     let mut refs: Vec<String> = sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
     let has = refs.iter().any(|r| r == secret);
     if has == present {
-        return Ok(());
+        return Ok(true);
     }
     if present {
         refs.push(secret.to_string());
@@ -408,7 +409,7 @@ async fn service_account_reference(
     let list: Vec<_> = refs.iter().map(|r| json!({"name": r})).collect();
     let patch = json!({"metadata": {"resourceVersion": sa.resource_version()}, "imagePullSecrets": list});
     api.patch(account, &PatchParams::default(), &Patch::Merge(patch)).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes the policy's pull secrets outside `keep` (all of them with an empty `keep`) and the
@@ -491,6 +492,7 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
         problem = Some(e);
     }
     let mut written = Vec::new();
+    let mut missing_accounts = false;
     match &policy.spec.pull_secrets {
         Some(p) => {
             let lifetime = duration::parse_or(p.lifetime.as_deref(), DEFAULT_PULL_LIFETIME);
@@ -509,7 +511,11 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
                                 earliest = earliest.min(next);
                                 written.push(target.clone());
                                 for sa in &p.service_accounts {
-                                    service_account_reference(&ctx, target, sa, &secret_name, true).await?;
+                                    if !service_account_reference(&ctx, target, sa, &secret_name, true).await? {
+                                        // Not created yet (a namespace's `default` comes a moment
+                                        // after the namespace): look again soon.
+                                        missing_accounts = true;
+                                    }
                                 }
                             }
                             Err(e) => problem = problem.or(Some(e)),
@@ -578,6 +584,9 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     if !ok {
         ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason }).inc();
         requeue = requeue.min(Duration::from_secs(30));
+    }
+    if missing_accounts {
+        requeue = requeue.min(Duration::from_secs(5));
     }
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(requeue))
