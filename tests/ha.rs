@@ -30,6 +30,14 @@ async fn wait_ready(repos: &Api<Repository>, name: &str, timeout: Duration) {
     .await;
 }
 
+/// CPU time berth has used so far (user + system), from /proc.
+fn cpu_seconds(berth: &Berth) -> f64 {
+    let pid = berth.pid().expect("berth runs");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
 fn repository(name: &str, registry: &str) -> Repository {
     serde_json::from_value(json!({
         "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",
@@ -93,6 +101,31 @@ async fn one_replica_reconciles_and_a_killed_leader_is_replaced_within_the_lease
     assert_eq!(b.metric(reconciles).await, 0.0, "the follower must not reconcile");
     // Every replica serves the endpoints: the follower answers readiness and metrics.
     assert_eq!(reqwest::get(format!("{}/readyz", b.url())).await.unwrap().status(), 200);
+
+    // A workload that follows a tag: the leader pins it; the follower tracks it too but neither
+    // polls nor spins (its due polls must not wake it in a loop).
+    let mut layout = OciLayout::default();
+    layout.add_image("stable", "ha-stable");
+    let stable = format!("{}:stable", registry.image(&format!("{}/first", ns.name)));
+    let out = Skopeo::default().push(layout.path(), "stable", &stable, &Creds::Anonymous, false).await;
+    assert!(out.status.success());
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "annotations": {"berth.dev/rollout": "digest", "berth.dev/poll-interval": "10s"}},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": stable}]}}},
+    }))
+    .unwrap();
+    let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(ns.client.clone(), &ns.name);
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    eventually(WAIT, "the leader pins web", || async {
+        let d = serde_json::to_string(&deployments.get("web").await.map_err(|e| e.to_string())?.spec).unwrap();
+        if d.contains("stable@sha256:") { Ok(()) } else { Err(d) }
+    })
+    .await;
+    let before = cpu_seconds(&b);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let used = cpu_seconds(&b) - before;
+    assert!(used < 1.0, "the follower used {used:.2} s of CPU in 5 s while idle");
 
     // Kill the leader without a clean shutdown: the Lease is not released.
     a.kill();

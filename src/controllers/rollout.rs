@@ -618,7 +618,9 @@ pub async fn run(
     };
     tokio::pin!(stop);
     loop {
-        let wake = state.schedule.next_due().unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        // Followers do not poll: their due tags would otherwise wake this loop at once, forever.
+        let idle = Instant::now() + Duration::from_secs(60);
+        let wake = if state.ctx.leader.is_leader() { state.schedule.next_due().unwrap_or(idle) } else { idle };
         let applies = tokio::select! {
             Some(input) = inputs.next() => match input {
                 Input::Applied(v) => state.on_workload(v).await,
