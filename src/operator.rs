@@ -359,8 +359,13 @@ fn controllers(
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::access::reconcile, controllers::access::error_policy, ctx.clone())
         .for_each(|_| async {});
-    let indexes = controllers::access::run_indexes(ctx.clone(), access_reader, shutdown.clone());
-    let credentials = controllers::access::run_credentials(ctx.clone(), scope.namespace.clone(), shutdown.clone());
+    let indexes = controllers::access::run_indexes(ctx.clone(), access_reader.clone(), shutdown.clone());
+    let credentials = controllers::access::run_credentials(
+        ctx.clone(),
+        scope.namespace.clone(),
+        access_reader.clone(),
+        shutdown.clone(),
+    );
     let rollout_controller = controllers::rollout::run(ctx.clone(), scope.namespace.clone(), moved_rx, shutdown);
     let both = async move {
         tokio::join!(
@@ -380,7 +385,10 @@ fn controllers(
 /// change: who may pull and push must be decided again.
 fn rebuild_access<T>(ctx: &Arc<Context>) -> impl Fn(&T) + use<T> {
     let tokens = ctx.tokens.clone();
-    move |_| tokens.rebuild.notify_one()
+    move |_| {
+        tokens.rebuild.notify_one();
+        tokens.credentials_changed.notify_one();
+    }
 }
 
 /// Keeps readiness in step with whether the Kubernetes API answers.

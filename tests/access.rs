@@ -72,6 +72,30 @@ async fn public_private_and_undeclared_repositories_behave_like_ecr() {
     env.push("private", "robot", "by-robot", &robot_creds).await.expect("the robot pushes");
     let wrong = Creds::Basic { username: format!("robot${ns}+deployer"), password: "guess".into() };
     assert!(env.pull("private", "v1", &wrong).await.is_err(), "a wrong robot password pulls nothing");
+    // Anyone can label a Secret: hashes count only where berth writes them. A forged robot
+    // record for another namespace, and one for a robot of this namespace under the wrong
+    // Secret name, both log in as nobody.
+    for (name, user) in [("forged-a", "robot$kube-system+ci".to_string()), ("forged-b", format!("robot${ns}+deployer"))]
+    {
+        let forged: Secret = serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "labels": {"berth.dev/credential": "robot"},
+                "annotations": {
+                    "berth.dev/username": user,
+                    "berth.dev/credential-hashes": serde_json::to_string(&[berth::auth::StoredCredential {
+                        hash: berth::auth::robot::hash_new("chosen-by-attacker"),
+                        expires_at_unix: None,
+                    }]).unwrap(),
+                },
+            },
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(env.ns.client.clone(), &ns).create(&Default::default(), &forged).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let attacker = Creds::Basic { username: user, password: "chosen-by-attacker".into() };
+        assert_eq!(env.token(&format!("repository:{ns}/private:pull"), &attacker).await.status(), 401, "{name}");
+    }
     // Wrong password: 401 from berth, nothing issued.
     let bad = Creds::Basic { username: "ci".into(), password: "not-a-token".into() };
     let r = env.token(&format!("repository:{ns}/public:pull"), &bad).await;
@@ -246,6 +270,37 @@ async fn pull_secrets_pull_but_never_push_and_survive_rotation() {
     .await;
     env.pull("app", "v1", &rotated).await.expect("the new credentials pull");
     env.pull("app", "v1", &creds).await.expect("the old credentials keep working during the overlap");
+
+    // Revoke (a leak): new credentials, and every earlier password stops at once.
+    Api::<AccessPolicy>::namespaced(env.ns.client.clone(), &env.ns.name)
+        .patch(
+            "runtime",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/revoke": "leak-1"}}})),
+        )
+        .await
+        .unwrap();
+    let revoked = eventually(WAIT, "pull secret replaced on revocation", || {
+        let env = &env;
+        let rotated = rotated.clone();
+        async move {
+            let now = env.pull_secret("app-pull").await;
+            if now != rotated { Ok(now) } else { Err("not replaced yet".to_string()) }
+        }
+    })
+    .await;
+    env.pull("app", "v1", &revoked).await.expect("the credentials after the revocation pull");
+    eventually(Duration::from_secs(20), "revoked passwords refused", || {
+        let (env, creds, rotated) = (&env, creds.clone(), rotated.clone());
+        async move {
+            match (env.pull("app", "v1", &creds).await, env.pull("app", "v1", &rotated).await) {
+                (Err(_), Err(_)) => Ok(()),
+                other => Err(format!("still pulling: {other:?}")),
+            }
+        }
+    })
+    .await;
+    let rotated = revoked;
 
     // Policy gone: the Secret and the ServiceAccount reference go too.
     Api::<AccessPolicy>::namespaced(env.ns.client.clone(), &env.ns.name)

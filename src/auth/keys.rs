@@ -265,19 +265,21 @@ pub struct RotationPolicy {
     /// lifetime, or every new key would already be due for renewal.
     pub renew_before: Duration,
     /// How long a new key is only in the bundle before it signs: the registry reads
-    /// `rootcertbundle` only when it starts, so the controller restarts it when the bundle
-    /// changes, and tokens signed with the new key must wait until that is done.
+    /// `rootcertbundle` only when it starts, so tokens signed with the new key must wait until
+    /// the registry has been restarted with the new bundle; this is the time people (or their
+    /// usual rollouts) have to do it.
     pub activation_delay: Duration,
 }
 
 impl Default for RotationPolicy {
     /// Keys live 90 days, a successor is made 30 days before the newest expires and signs after
-    /// 10 minutes: two keys overlap for 30 days, then one is alone for 30.
+    /// 29 days (one day before its predecessor expires): the registry has 29 days to be
+    /// restarted with the new bundle. Two keys overlap for 30 days, then one is alone for 30.
     fn default() -> RotationPolicy {
         RotationPolicy {
             key_lifetime: Duration::from_secs(90 * 86_400),
             renew_before: Duration::from_secs(30 * 86_400),
-            activation_delay: Duration::from_secs(600),
+            activation_delay: Duration::from_secs(29 * 86_400),
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct TokenService {
     failed: Mutex<Option<FailedLogins>>,
     /// Asks for the access indexes to be rebuilt (a Registry's tenancy settings changed, ...).
     pub rebuild: Notify,
+    /// Asks for the credential map to be rebuilt (AccessPolicies changed where pull credentials
+    /// may come from).
+    pub credentials_changed: Notify,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -62,8 +62,14 @@ pub const ROTATED_FOR_ANNOTATION: &str = "berth.dev/rotated-for";
 pub const HOSTS_ANNOTATION: &str = "berth.dev/hosts";
 /// Finds a policy's pull secrets in every namespace (a hash: names can be longer than a label).
 pub const PULL_OF_LABEL: &str = "berth.dev/pull-secret-of";
-/// On an AccessPolicy: change the value to rotate its pull secrets now (after a suspected leak).
+/// On an AccessPolicy: change the value to rotate its pull secrets now; the previous passwords
+/// keep working until they expire, so running kubelets are not cut off.
 pub const ROTATE_ANNOTATION: &str = "berth.dev/rotate";
+/// On an AccessPolicy: change the value to replace its pull secrets' passwords and stop every
+/// previous one at once (a leak).
+pub const REVOKE_ANNOTATION: &str = "berth.dev/revoke";
+/// The policy's `berth.dev/revoke` value the current password was made for.
+pub const REVOKED_FOR_ANNOTATION: &str = "berth.dev/revoked-for";
 pub const FINALIZER: &str = "berth.dev/pull-secrets";
 pub const DEFAULT_PULL_SECRET: &str = "berth-pull";
 pub const DEFAULT_PULL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -91,6 +97,7 @@ pub struct Recorded {
     pub records: Vec<StoredCredential>,
     pub issued_at: Option<i64>,
     pub rotated_for: Option<String>,
+    pub revoked_for: Option<String>,
     pub hosts: BTreeSet<String>,
 }
 
@@ -100,6 +107,7 @@ impl Recorded {
             records: a.get(HASHES_ANNOTATION).and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default(),
             issued_at: a.get(ISSUED_ANNOTATION).and_then(|t| t.parse().ok()),
             rotated_for: a.get(ROTATED_FOR_ANNOTATION).cloned(),
+            revoked_for: a.get(REVOKED_FOR_ANNOTATION).cloned(),
             hosts: a
                 .get(HOSTS_ANNOTATION)
                 .map(|h| h.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
@@ -109,11 +117,11 @@ impl Recorded {
 }
 
 /// Whether a pull secret needs a new password now: none yet, two thirds of its life gone, the
-/// policy asked for a rotation, or it must name other registries.
+/// policy asked for a rotation or a revocation, or it must name other registries.
 pub fn needs_new_password(
     recorded: Option<&Recorded>,
     lifetime: Duration,
-    rotate: Option<&str>,
+    (rotate, revoke): (Option<&str>, Option<&str>),
     hosts: &BTreeSet<String>,
     now: i64,
 ) -> bool {
@@ -123,6 +131,7 @@ pub fn needs_new_password(
         Some(issued) => {
             robot::needs_rotation(issued, lifetime, now)
                 || r.rotated_for.as_deref() != rotate
+                || r.revoked_for.as_deref() != revoke
                 || &r.hosts != hosts
                 || !r.records.iter().any(|c| c.is_current(now))
         }
@@ -146,10 +155,11 @@ fn rebuild(ctx: &Context, policies: &Store<AccessPolicy>) {
             .filter(|r| r.metadata.deletion_timestamp.is_none())
             .map(|r| (claim_of(r), r))
             .filter(|(c, _)| c.registry == name)
+            // A claim its namespace may not make cannot hold (or block) a path.
+            .filter(|(c, _)| tenancy::check_path(&c.namespace, &c.path, &registry.spec.path_prefixes).is_ok())
             .collect();
         let inputs: Vec<RepoInput> = claims
             .iter()
-            .filter(|(c, _)| tenancy::check_path(&c.namespace, &c.path, &registry.spec.path_prefixes).is_ok())
             .filter(|(c, _)| tenancy::path_owner(claims.iter().map(|(c, _)| c), &name, &c.path) == Some(c))
             .map(|(c, r)| RepoInput {
                 path: c.path.clone(),
@@ -183,8 +193,58 @@ pub async fn run_indexes(ctx: Arc<Context>, policies: Store<AccessPolicy>, mut s
     }
 }
 
-/// Keeps the username -> stored hashes map from a metadata-only watch of credential Secrets.
-pub async fn run_credentials(ctx: Arc<Context>, namespace: Option<String>, mut shutdown: watch::Receiver<bool>) {
+/// Where berth itself writes a credential Secret for `username`, and so the only Secrets whose
+/// hashes count for it: a robot's in its own namespace under `berth-robot-<name>`; a pull
+/// credential's in the namespaces its policy writes pull secrets to, under the policy's secret
+/// name. Anyone can label a Secret; nobody but the policy's authors decides these places.
+pub fn credential_source_ok(username: &str, namespace: &str, name: &str, policies: &[Arc<AccessPolicy>]) -> bool {
+    if let Some((ns, robot_name)) = robot::parse_robot_username(username) {
+        return ns == namespace && name == format!("berth-robot-{robot_name}");
+    }
+    if let Some((ns, policy_name)) = robot::parse_pull_username(username) {
+        let Some(policy) = policies
+            .iter()
+            .find(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(policy_name))
+        else {
+            return false;
+        };
+        let Some(p) = &policy.spec.pull_secrets else { return false };
+        let secret_name = p.secret_name.as_deref().unwrap_or(DEFAULT_PULL_SECRET);
+        let targeted =
+            if p.namespaces.is_empty() { namespace == ns } else { p.namespaces.iter().any(|t| t == namespace) };
+        return targeted && name == secret_name;
+    }
+    false
+}
+
+/// username -> stored hashes, from the credential Secrets that are where berth writes them.
+fn credentials_map(
+    secrets: &[Arc<PartialObjectMeta<Secret>>],
+    policies: &[Arc<AccessPolicy>],
+) -> HashMap<String, Vec<StoredCredential>> {
+    let mut map: HashMap<String, Vec<StoredCredential>> = HashMap::new();
+    for s in secrets {
+        let a = s.annotations();
+        let (Some(user), Some(hashes)) = (a.get(USERNAME_ANNOTATION), a.get(HASHES_ANNOTATION)) else { continue };
+        let namespace = s.namespace().unwrap_or_default();
+        if !credential_source_ok(user, &namespace, &s.name_any(), policies) {
+            continue;
+        }
+        if let Ok(records) = serde_json::from_str::<Vec<StoredCredential>>(hashes) {
+            map.entry(user.clone()).or_default().extend(records);
+        }
+    }
+    map
+}
+
+/// Keeps the username -> stored hashes map from a metadata-only watch of credential Secrets,
+/// rebuilt when they or the AccessPolicies change.
+pub async fn run_credentials(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    policies: Store<AccessPolicy>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let api: Api<PartialObjectMeta<Secret>> = match &namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
@@ -203,21 +263,14 @@ pub async fn run_credentials(ctx: Arc<Context>, namespace: Option<String>, mut s
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(Ok(_)) => {
-                    let mut map: HashMap<String, Vec<StoredCredential>> = HashMap::new();
-                    for s in reader.state() {
-                        let a = s.annotations();
-                        if let (Some(user), Some(hashes)) = (a.get(USERNAME_ANNOTATION), a.get(HASHES_ANNOTATION))
-                            && let Ok(records) = serde_json::from_str::<Vec<StoredCredential>>(hashes)
-                        {
-                            map.entry(user.clone()).or_default().extend(records);
-                        }
-                    }
-                    ctx.tokens.set_credentials(map);
-                }
+                Some(Ok(_)) => ctx.tokens.set_credentials(credentials_map(&reader.state(), &policies.state())),
                 Some(Err(e)) => tracing::warn!(error = %e, "credential Secret watch failed; retrying"),
                 None => return,
             },
+            // Policies decide where pull credentials may come from.
+            _ = ctx.tokens.credentials_changed.notified() => {
+                ctx.tokens.set_credentials(credentials_map(&reader.state(), &policies.state()));
+            }
             _ = &mut stop => return,
         }
     }
@@ -343,14 +396,25 @@ async fn ensure_pull_secret(
             message: format!("Secret {target_ns}/{secret_name} exists and does not belong to this policy"),
         });
     }
+    if hosts.is_empty() {
+        // No registry (yet) to write credentials for: a docker config without one would break
+        // the Secret kubelets use now (berth starting, its stores not filled yet).
+        return Err(NotReady {
+            reason: "NoRepositories",
+            message: "the policy selects no Repository in a registry whose token service is berth".into(),
+        });
+    }
     let recorded = existing.as_ref().map(|s| Recorded::from_annotations(s.annotations()));
     let rotate = policy.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
+    let revoke = policy.annotations().get(REVOKE_ANNOTATION).map(String::as_str);
     let now = now_unix();
-    if !needs_new_password(recorded.as_ref(), lifetime, rotate, hosts, now) {
+    if !needs_new_password(recorded.as_ref(), lifetime, (rotate, revoke), hosts, now) {
         return Ok(next_rotation(recorded.and_then(|r| r.issued_at).unwrap_or(now), lifetime));
     }
     let username = robot::pull_username(&ns, &name);
-    let previous = recorded.map(|r| r.records).unwrap_or_default();
+    // A revocation drops every earlier password; any other rotation keeps them until they expire.
+    let revoked = recorded.as_ref().is_some_and(|r| r.revoked_for.as_deref() != revoke);
+    let previous = if revoked { Vec::new() } else { recorded.map(|r| r.records).unwrap_or_default() };
     let (password, records) = robot::rotate(&previous, Some(lifetime), now);
     let mut annotations = BTreeMap::from([
         (OWNER_ANNOTATION.to_string(), owner),
@@ -361,6 +425,9 @@ async fn ensure_pull_secret(
     ]);
     if let Some(r) = rotate {
         annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), r.to_string());
+    }
+    if let Some(r) = revoke {
+        annotations.insert(REVOKED_FOR_ANNOTATION.to_string(), r.to_string());
     }
     let mut secret = existing.clone().unwrap_or_default();
     secret.metadata.name = Some(secret_name.to_string());
@@ -481,9 +548,18 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
         set_finalizer(&policy, &ctx, true).await?;
         return Ok(Action::await_change());
     }
+    // Decide only on complete information: after a start, the stores fill and the indexes are
+    // built before any status or pull secret is written.
+    let _ = ctx.repositories.wait_until_ready().await;
+    let _ = ctx.registries.wait_until_ready().await;
+    let unindexed =
+        ctx.registries.state().iter().any(|r| r.spec.token_auth.is_some() && ctx.tokens.index(&r.name_any()).is_none());
     // The index must already include this generation of the policy.
     ctx.tokens.rebuild.notify_one();
     tokio::time::sleep(Duration::from_millis(100)).await;
+    if unindexed {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
 
     let (hosts, count, unmatched, warnings) = summarize(&ctx, &ns, &name);
     let mut problem: Option<NotReady> = None;
@@ -624,12 +700,17 @@ mod tests {
         let lifetime = Duration::from_secs(3 * 3600);
         let h = hosts(&["r:5000"]);
         let records = vec![StoredCredential { hash: robot::hash_new("x"), expires_at_unix: Some(1_000 + 3 * 3600) }];
-        let recorded = Recorded { records, issued_at: Some(1_000), rotated_for: None, hosts: h.clone() };
-        assert!(needs_new_password(None, lifetime, None, &h, 1_000), "none yet");
-        assert!(!needs_new_password(Some(&recorded), lifetime, None, &h, 1_000 + 3600));
-        assert!(needs_new_password(Some(&recorded), lifetime, None, &h, 1_000 + 2 * 3600), "two thirds");
-        assert!(needs_new_password(Some(&recorded), lifetime, Some("now"), &h, 1_001), "asked to rotate");
-        assert!(needs_new_password(Some(&recorded), lifetime, None, &hosts(&["other"]), 1_001), "registries moved");
+        let recorded =
+            Recorded { records, issued_at: Some(1_000), rotated_for: None, revoked_for: None, hosts: h.clone() };
+        assert!(needs_new_password(None, lifetime, (None, None), &h, 1_000), "none yet");
+        assert!(!needs_new_password(Some(&recorded), lifetime, (None, None), &h, 1_000 + 3600));
+        assert!(needs_new_password(Some(&recorded), lifetime, (None, None), &h, 1_000 + 2 * 3600), "two thirds");
+        assert!(needs_new_password(Some(&recorded), lifetime, (Some("now"), None), &h, 1_001), "asked to rotate");
+        assert!(
+            needs_new_password(Some(&recorded), lifetime, (None, None), &hosts(&["other"]), 1_001),
+            "registries moved"
+        );
+        assert!(needs_new_password(Some(&recorded), lifetime, (None, Some("leak")), &h, 1_001), "asked to revoke");
         assert_eq!(next_rotation(1_000, lifetime), 1_000 + 2 * 3600);
     }
 
@@ -645,6 +726,43 @@ mod tests {
         assert_eq!((r.records, r.issued_at, r.hosts.len()), (records, Some(42), 2));
         let junk = BTreeMap::from([(HASHES_ANNOTATION.to_string(), "{".to_string())]);
         assert_eq!(Recorded::from_annotations(&junk), Recorded::default());
+    }
+
+    fn policy(ns: &str, name: &str, pull: serde_json::Value) -> Arc<AccessPolicy> {
+        let mut spec = json!({"repositories": {"names": ["a"]}, "grants": [{"subjects": [{"kind": "Anonymous"}], "actions": ["pull"]}]});
+        if !pull.is_null() {
+            spec["pullSecrets"] = pull;
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "berth.dev/v1alpha1", "kind": "AccessPolicy",
+                "metadata": {"name": name, "namespace": ns}, "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn credentials_count_only_where_berth_writes_them() {
+        let policies = vec![
+            policy("team-a", "p", json!({"namespaces": ["team-a", "runtime"], "secretName": "pull"})),
+            policy("team-a", "nopull", serde_json::Value::Null),
+            policy("team-b", "q", json!({})),
+        ];
+        // Robots: their own namespace, their own Secret name.
+        assert!(credential_source_ok("robot$team-a+ci", "team-a", "berth-robot-ci", &policies));
+        assert!(!credential_source_ok("robot$team-a+ci", "evil", "berth-robot-ci", &policies), "forged elsewhere");
+        assert!(!credential_source_ok("robot$team-a+ci", "team-a", "other", &policies));
+        // Pull credentials: the policy's target namespaces and secret name only.
+        assert!(credential_source_ok("pull$team-a+p", "runtime", "pull", &policies));
+        assert!(credential_source_ok("pull$team-a+p", "team-a", "pull", &policies));
+        assert!(!credential_source_ok("pull$team-a+p", "evil", "pull", &policies), "not a target");
+        assert!(!credential_source_ok("pull$team-a+p", "runtime", "berth-pull", &policies), "wrong name");
+        assert!(!credential_source_ok("pull$team-a+nopull", "team-a", "berth-pull", &policies), "no pullSecrets");
+        assert!(!credential_source_ok("pull$team-a+gone", "team-a", "berth-pull", &policies), "no such policy");
+        assert!(credential_source_ok("pull$team-b+q", "team-b", DEFAULT_PULL_SECRET, &policies), "default target");
+        assert!(!credential_source_ok("pull$team-b+q", "team-a", DEFAULT_PULL_SECRET, &policies));
+        assert!(!credential_source_ok("admin", "team-a", "x", &policies));
     }
 
     #[test]

@@ -206,7 +206,15 @@ impl Context {
     /// The Repository that owns `path` in `registry`, if one declares it.
     pub fn repository_for_path(&self, registry: &str, path: &str) -> Option<Arc<Repository>> {
         let repos = self.repositories.state();
-        let claims: Vec<(tenancy::Claim, &Arc<Repository>)> = repos.iter().map(|r| (claim_of(r), r)).collect();
+        let allowed = self.registries.get(&ObjectRef::new(registry)).map(|r| r.spec.path_prefixes.clone());
+        // A claim its namespace may not make (wrong path prefix) cannot hold, or block, a path.
+        let claims: Vec<(tenancy::Claim, &Arc<Repository>)> = repos
+            .iter()
+            .map(|r| (claim_of(r), r))
+            .filter(|(c, _)| {
+                allowed.as_ref().is_none_or(|prefixes| tenancy::check_path(&c.namespace, &c.path, prefixes).is_ok())
+            })
+            .collect();
         let owner = tenancy::path_owner(claims.iter().map(|(c, _)| c), registry, path)?;
         claims.iter().find(|(c, _)| c == owner).map(|(_, r)| (*r).clone())
     }

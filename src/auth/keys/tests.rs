@@ -254,13 +254,18 @@ fn rotation_plans() {
             RotationPlan { generate: false, sign_with: Some(0), keep: vec![0, 1] },
         ),
         (
-            "a successor made ten minutes ago signs",
-            vec![made(now - 60 * DAY, 90), made(now - 600, 90)],
+            "a successor made 28 days ago still waits for registries to restart",
+            vec![made(now - 60 * DAY, 90), made(now - 28 * DAY, 90)],
+            RotationPlan { generate: false, sign_with: Some(0), keep: vec![0, 1] },
+        ),
+        (
+            "a successor made 29 days ago signs",
+            vec![made(now - 61 * DAY, 90), made(now - 29 * DAY, 90)],
             RotationPlan { generate: false, sign_with: Some(1), keep: vec![0, 1] },
         ),
         (
             "the order of storage does not matter",
-            vec![made(now - 600, 90), made(now - 60 * DAY, 90)],
+            vec![made(now - 29 * DAY, 90), made(now - 61 * DAY, 90)],
             RotationPlan { generate: false, sign_with: Some(0), keep: vec![0, 1] },
         ),
         (
@@ -328,7 +333,8 @@ fn rotation_over_a_year_always_signs_with_a_published_valid_key() {
         assert!(k.not_before <= now && now < k.not_after, "signing key valid at {now}");
         assert!(k.not_after - now > 60 * 60, "never signs with a key about to expire");
         let first_key_alone = made_count == 1;
-        assert!(now - published[signer] >= 600 || first_key_alone, "signing key published 10 minutes before use");
+        let delay = policy.activation_delay.as_secs() as i64;
+        assert!(now - published[signer] >= delay || first_key_alone, "signing key published 29 days before use");
         assert!(keys.len() <= 2, "at most two keys at a time");
         now += 300;
     }
