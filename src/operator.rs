@@ -81,6 +81,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Losing the Lease after holding it ends the process: another replica reconciles now, and a
     // fresh start is the simplest way never to run two reconciles at once.
     let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<()>();
+    // The Lease is released only after the controllers stopped, never while one still runs.
+    let (release_tx, release_rx) = watch::channel(false);
     let election = match (&args.leader_elect_namespace, args.leader_elect) {
         (Some(ns), true) => Some(tokio::spawn(elect(
             client.clone(),
@@ -89,7 +91,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             leader.clone(),
             metrics.clone(),
             lost_tx,
-            shutdown_rx.clone(),
+            release_rx,
         ))),
         _ => None,
     };
@@ -126,6 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("controllers did not stop within {SHUTDOWN_GRACE:?}; leaving them");
     }
     server.await.context("HTTP server task")?.context("HTTP server")?;
+    let _ = release_tx.send(true);
     if let Some(election) = election {
         // The Lease is released on the way out, so a successor need not wait for it to expire.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, election).await;
@@ -149,7 +152,10 @@ fn identity(args: &RunArgs) -> String {
     format!("{name}-{suffix:08x}@{address}")
 }
 
-/// Holds the Lease while it can; reports leadership to `leader` and a loss to `lost`.
+/// Holds the Lease while it can; reports leadership to `leader` and a loss to `lost`. Besides
+/// the lease manager's own view, a watchdog reads the Lease while leading: when the Lease names
+/// another holder, or cannot be read for longer than it would take to expire, this replica stops
+/// leading, even if the API server is unreachable and the manager never learns it lost.
 async fn elect(
     client: Client,
     namespace: String,
@@ -181,7 +187,15 @@ async fn elect(
         }
     };
     let (mut changes, task) = manager.watch().await;
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &namespace);
+    let mut watchdog = tokio::time::interval(Duration::from_secs(crate::leader::LEASE_GRACE));
+    let deadline = Duration::from_secs(crate::leader::LEASE_DURATION - crate::leader::LEASE_GRACE);
+    let mut confirmed = std::time::Instant::now();
     let mut led = false;
+    let released = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(released);
     loop {
         let leading = *changes.borrow_and_update();
         if leading != led {
@@ -192,10 +206,29 @@ async fn elect(
                 let _ = lost.send(());
             }
             led = leading;
+            confirmed = std::time::Instant::now();
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = watchdog.tick(), if led => {
+                let holder = leases.get_opt(&lease).await.map(|l| l.and_then(|l| l.spec).and_then(|s| s.holder_identity));
+                let still = match holder {
+                    Ok(Some(h)) if h == leader.identity() => { confirmed = std::time::Instant::now(); true }
+                    Ok(_) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the leader Lease");
+                        confirmed.elapsed() < deadline
+                    }
+                };
+                if !still {
+                    tracing::warn!("the leader Lease is not ours any more; stopping");
+                    leader.set(false);
+                    metrics.leader.set(0);
+                    let _ = lost.send(());
+                    led = false;
+                }
+            }
+            _ = &mut released => break,
         }
     }
     drop(changes);

@@ -80,6 +80,8 @@ struct View {
     paused: bool,
     /// A Deployment whose current rollout exceeded its progress deadline.
     stuck: bool,
+    /// The generation the Deployment's status describes.
+    observed_generation: Option<i64>,
 }
 
 fn containers_of(spec: Option<&PodSpec>) -> Vec<Container> {
@@ -101,6 +103,7 @@ fn view<K: Resource>(kind: Kind, obj: &K, spec: Option<&PodSpec>) -> View {
         containers: containers_of(spec),
         paused: false,
         stuck: false,
+        observed_generation: None,
     }
 }
 
@@ -109,6 +112,7 @@ fn deployment_view(d: &Deployment) -> View {
     let mut v = view(Kind::Deployment, d, spec.and_then(|s| s.template.spec.as_ref()));
     v.paused = spec.and_then(|s| s.paused).unwrap_or(false);
     let status = d.status.as_ref();
+    v.observed_generation = status.and_then(|s| s.observed_generation);
     let current = status.and_then(|s| s.observed_generation) >= d.metadata.generation;
     v.stuck = current
         && status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
@@ -154,6 +158,10 @@ struct Tracked {
     record: Record,
     paused: bool,
     stuck: bool,
+    observed_generation: Option<i64>,
+    /// The generation berth's last pin made: only a rollout berth started is rolled back (kept
+    /// in memory: after a restart, earlier pins are not rolled back automatically).
+    pinned_generation: Option<i64>,
     follows: Vec<TagKey>,
     /// The digest a "paused" event was last published for, so it is said once.
     paused_noted: Option<String>,
@@ -329,8 +337,9 @@ impl Rollouts {
             .collect();
         follows.sort();
         follows.dedup();
-        let previous = self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.paused_noted.clone()));
-        let (old_follows, paused_noted) = previous.unwrap_or_default();
+        let previous =
+            self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.paused_noted.clone(), t.pinned_generation));
+        let (old_follows, paused_noted, pinned_generation) = previous.unwrap_or_default();
         self.tracked.insert(
             v.key.clone(),
             Tracked {
@@ -340,6 +349,8 @@ impl Rollouts {
                 containers: v.containers,
                 paused: v.paused,
                 stuck: v.stuck,
+                observed_generation: v.observed_generation,
+                pinned_generation,
                 follows: follows.clone(),
                 paused_noted,
             },
@@ -360,7 +371,8 @@ impl Rollouts {
     /// The rollback of a stuck Deployment that asked for `berth.dev/rollback: auto`.
     fn rollback(&self, key: &WorkloadKey) -> Option<Apply> {
         let t = self.tracked.get(key)?;
-        if key.0 != Kind::Deployment || !t.settings.auto_rollback || !t.stuck {
+        let ours = t.pinned_generation.is_some() && t.pinned_generation == t.observed_generation;
+        if key.0 != Kind::Deployment || !t.settings.auto_rollback || !t.stuck || !ours {
             return None;
         }
         let (pins, record) = rollout::rollback(&t.containers, &t.record, &now_rfc3339())?;
@@ -413,7 +425,7 @@ impl Rollouts {
             return;
         }
         let client = self.ctx.client.clone();
-        let results: Vec<(Apply, Result<(), kube::Error>)> = futures::stream::iter(applies)
+        let results: Vec<(Apply, Result<Option<i64>, kube::Error>)> = futures::stream::iter(applies)
             .map(|a| {
                 let client = client.clone();
                 async move {
@@ -435,8 +447,10 @@ impl Rollouts {
                 .collect::<Vec<_>>()
                 .join(", ");
             match result {
-                Ok(()) => {
+                Ok(generation) => {
                     if let Some(t) = self.tracked.get_mut(&a.key) {
+                        // A rollback is not a rollout of berth's to roll back again.
+                        t.pinned_generation = if a.rollback { None } else { generation };
                         for p in &a.pins {
                             if let Some(c) = t.containers.iter_mut().find(|c| c.name == p.container && c.init == p.init)
                             {
@@ -549,16 +563,24 @@ impl Rollouts {
     }
 }
 
-async fn patch_as<K>(client: &kube::Client, ns: &str, name: &str, body: &serde_json::Value) -> Result<(), kube::Error>
+async fn patch_as<K>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    body: &serde_json::Value,
+) -> Result<Option<i64>, kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<K>::namespaced(client.clone(), ns).patch(name, &params, &Patch::Apply(body)).await.map(|_| ())
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(name, &params, &Patch::Apply(body))
+        .await
+        .map(|o| o.meta().generation)
 }
 
-async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Value) -> Result<(), kube::Error> {
+async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Value) -> Result<Option<i64>, kube::Error> {
     let (kind, ns, name) = key;
     match kind {
         Kind::Deployment => patch_as::<Deployment>(client, ns, name, body).await,
