@@ -392,3 +392,49 @@ async fn the_token_endpoint_speaks_get_and_oauth2_post_and_refuses_bad_input() {
     // Secrets never reach the log.
     assert!(!env.berth.log_tail().contains(password.as_str()));
 }
+
+#[tokio::test]
+async fn pull_secrets_reach_other_namespaces_only_when_those_accept_them() {
+    let env = TokenEnv::new("access-accept").await;
+    env.repository("app", "Private").await;
+    let cp = support::control_plane().await;
+    let other = cp.namespace("access-accept-other").await;
+    env.policy(
+        "share",
+        json!({
+            "repositories": {"names": ["app"]},
+            "grants": [{"subjects": [{"kind": "Anonymous"}], "actions": ["pull"]}],
+            "pullSecrets": {"namespaces": [other.name]},
+        }),
+    )
+    .await;
+    let policies = Api::<AccessPolicy>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let status = eventually(WAIT, "refused: the namespace did not accept", || {
+        let policies = policies.clone();
+        async move {
+            let s = serde_json::to_value(policies.get("share").await.map_err(|e| e.to_string())?.status).unwrap();
+            if ready(&s).is_some_and(|r| r.1 == "NamespaceNotAccepting") { Ok(s) } else { Err(s.to_string()) }
+        }
+    })
+    .await;
+    assert!(status.to_string().contains("berth.dev/accept-pull-secrets-from"), "{status}");
+    let secrets = Api::<Secret>::namespaced(other.client.clone(), &other.name);
+    assert!(secrets.get_opt("berth-pull").await.unwrap().is_none(), "nothing written uninvited");
+
+    // The other namespace accepts: the Secret arrives.
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(other.client.clone())
+        .patch(
+            &other.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/accept-pull-secrets-from": env.ns.name}}})),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "pull secret written once accepted", || {
+        let secrets = secrets.clone();
+        async move {
+            secrets.get_opt("berth-pull").await.map_err(|e| e.to_string())?.map(|_| ()).ok_or("not yet".to_string())
+        }
+    })
+    .await;
+}

@@ -300,6 +300,7 @@ fn the_rendered_deployment_and_rbac_are_what_berth_needs() {
         "berth.dev/repositories/finalizers: update",
         "/configmaps: list,create,patch",
         "/secrets: get,list,watch,create,update,patch,delete",
+        "/namespaces: get",
         "/serviceaccounts: get,list,patch",
         "authentication.k8s.io/tokenreviews: create",
         "events.k8s.io/events: create,patch",

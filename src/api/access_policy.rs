@@ -108,7 +108,9 @@ pub enum Action {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PullSecrets {
-    /// Namespaces that get the Secret. Default: the policy's own namespace.
+    /// Namespaces that get the Secret. Default: the policy's own namespace. Another namespace
+    /// gets it only if it accepts it: the annotation `berth.dev/accept-pull-secrets-from` on
+    /// that Namespace lists this policy's namespace (comma-separated, or `*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
     pub namespaces: Vec<String>,

@@ -71,6 +71,9 @@ pub const REVOKE_ANNOTATION: &str = "berth.dev/revoke";
 /// The policy's `berth.dev/revoke` value the current password was made for.
 pub const REVOKED_FOR_ANNOTATION: &str = "berth.dev/revoked-for";
 pub const FINALIZER: &str = "berth.dev/pull-secrets";
+/// On a Namespace: which namespaces' AccessPolicies may write pull secrets into it (and attach
+/// them to its ServiceAccounts), comma-separated, or `*`. A policy always may in its own.
+pub const ACCEPT_ANNOTATION: &str = "berth.dev/accept-pull-secrets-from";
 pub const DEFAULT_PULL_SECRET: &str = "berth-pull";
 pub const DEFAULT_PULL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub const MIN_PULL_LIFETIME: Duration = Duration::from_secs(600);
@@ -114,6 +117,12 @@ impl Recorded {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// Whether a Namespace with annotations `annotations` accepts pull secrets from policies of
+/// `from`.
+pub fn accepts_pull_secrets(annotations: &BTreeMap<String, String>, from: &str) -> bool {
+    annotations.get(ACCEPT_ANNOTATION).is_some_and(|list| list.split(',').map(str::trim).any(|n| n == "*" || n == from))
 }
 
 /// Whether a pull secret needs a new password now: none yet, two thirds of its life gone, the
@@ -581,6 +590,32 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
                         p.namespaces.iter().cloned().collect()
                     };
                     let mut earliest = i64::MAX;
+                    // Another namespace must have asked for them: a policy author cannot
+                    // otherwise place Secrets (or take names) in namespaces they do not own.
+                    let mut accepted = BTreeSet::new();
+                    for target in &targets {
+                        if target == &ns {
+                            accepted.insert(target.clone());
+                            continue;
+                        }
+                        let namespace = Api::<k8s_openapi::api::core::v1::Namespace>::all(ctx.client.clone())
+                            .get_opt(target)
+                            .await?;
+                        match namespace {
+                            Some(n) if accepts_pull_secrets(n.annotations(), &ns) => {
+                                accepted.insert(target.clone());
+                            }
+                            _ => {
+                                problem = problem.or(Some(NotReady {
+                                    reason: "NamespaceNotAccepting",
+                                    message: format!(
+                                        "namespace {target} does not accept pull secrets from {ns}: annotate it {ACCEPT_ANNOTATION}={ns}"
+                                    ),
+                                }))
+                            }
+                        }
+                    }
+                    let targets = accepted;
                     for target in &targets {
                         match ensure_pull_secret(&policy, &ctx, target, &secret_name, l, &hosts).await {
                             Ok(next) => {
@@ -659,7 +694,7 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     }
     if !ok {
         ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason }).inc();
-        requeue = requeue.min(Duration::from_secs(30));
+        requeue = requeue.min(Duration::from_secs(10));
     }
     if missing_accounts {
         requeue = requeue.min(Duration::from_secs(5));
@@ -763,6 +798,16 @@ mod tests {
         assert!(credential_source_ok("pull$team-b+q", "team-b", DEFAULT_PULL_SECRET, &policies), "default target");
         assert!(!credential_source_ok("pull$team-b+q", "team-a", DEFAULT_PULL_SECRET, &policies));
         assert!(!credential_source_ok("admin", "team-a", "x", &policies));
+    }
+
+    #[test]
+    fn namespaces_accept_pull_secrets_only_when_they_say_so() {
+        let a = |v: &str| BTreeMap::from([(ACCEPT_ANNOTATION.to_string(), v.to_string())]);
+        assert!(accepts_pull_secrets(&a("team-a, team-b"), "team-b"));
+        assert!(accepts_pull_secrets(&a("*"), "anyone"));
+        assert!(!accepts_pull_secrets(&a("team-a"), "team-ab"));
+        assert!(!accepts_pull_secrets(&a(""), "team-a"));
+        assert!(!accepts_pull_secrets(&BTreeMap::new(), "team-a"));
     }
 
     #[test]

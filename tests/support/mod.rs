@@ -20,9 +20,22 @@ pub use registry::{RegistryOptions, TestRegistry};
 
 use std::net::TcpListener;
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; it is released before it is returned).
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is released before it is returned). Never
+/// the same port twice in one test process: tests running side by side reserve ports a while
+/// before their servers bind them, and the OS may hand a just-released port out again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on 127.0.0.1")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A name unique within this machine for the life of the test run: `<prefix>-<pid>-<n>`.
