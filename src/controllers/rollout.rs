@@ -74,6 +74,7 @@ fn tag_key(image: &ImageRef) -> TagKey {
 struct View {
     key: WorkloadKey,
     uid: Option<String>,
+    resource_version: Option<String>,
     generation: Option<i64>,
     annotations: BTreeMap<String, String>,
     containers: Vec<Container>,
@@ -98,6 +99,7 @@ fn view<K: Resource>(kind: Kind, obj: &K, spec: Option<&PodSpec>) -> View {
     View {
         key: (kind, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default()),
         uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
         generation: meta.generation,
         annotations: meta.annotations.clone().unwrap_or_default(),
         containers: containers_of(spec),
@@ -153,6 +155,9 @@ where
 /// An opted-in workload.
 struct Tracked {
     uid: Option<String>,
+    /// The version berth decided on: a patch applies only to it, so a change someone made in
+    /// between (`kubectl set image`) is never overwritten with a stale image.
+    resource_version: Option<String>,
     settings: Settings,
     containers: Vec<Container>,
     record: Record,
@@ -344,6 +349,7 @@ impl Rollouts {
             v.key.clone(),
             Tracked {
                 uid: v.uid,
+                resource_version: v.resource_version,
                 record: Record::from_annotations(&v.annotations),
                 settings,
                 containers: v.containers,
@@ -376,7 +382,8 @@ impl Rollouts {
             return None;
         }
         let (pins, record) = rollout::rollback(&t.containers, &t.record, &now_rfc3339())?;
-        let body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
+        let mut body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
+        body["metadata"]["resourceVersion"] = serde_json::json!(t.resource_version);
         Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: true, pushed_at: None })
     }
 
@@ -403,7 +410,8 @@ impl Rollouts {
             return None;
         }
         let record = t.record.pinned(&pins, &now_rfc3339());
-        let body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
+        let mut body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
+        body["metadata"]["resourceVersion"] = serde_json::json!(t.resource_version);
         Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: false, pushed_at })
     }
 
@@ -425,7 +433,7 @@ impl Rollouts {
             return;
         }
         let client = self.ctx.client.clone();
-        let results: Vec<(Apply, Result<Option<i64>, kube::Error>)> = futures::stream::iter(applies)
+        let results: Vec<(Apply, Result<Applied, kube::Error>)> = futures::stream::iter(applies)
             .map(|a| {
                 let client = client.clone();
                 async move {
@@ -447,8 +455,9 @@ impl Rollouts {
                 .collect::<Vec<_>>()
                 .join(", ");
             match result {
-                Ok(generation) => {
+                Ok((generation, resource_version)) => {
                     if let Some(t) = self.tracked.get_mut(&a.key) {
+                        t.resource_version = resource_version;
                         // A rollback is not a rollout of berth's to roll back again.
                         t.pinned_generation = if a.rollback { None } else { generation };
                         for p in &a.pins {
@@ -478,6 +487,11 @@ impl Rollouts {
                     self.publish(&a.key, a.uid.clone(), type_, reason, note).await;
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => self.untrack(&a.key),
+                // Someone changed the workload since berth read it: the watch brings the new
+                // version, and berth decides again on that.
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    tracing::debug!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), "changed meanwhile; deciding again");
+                }
                 Err(e) => {
                     self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: "failed" }).inc();
                     tracing::warn!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), error = %e, "cannot pin");
@@ -568,7 +582,7 @@ async fn patch_as<K>(
     ns: &str,
     name: &str,
     body: &serde_json::Value,
-) -> Result<Option<i64>, kube::Error>
+) -> Result<Applied, kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
@@ -577,10 +591,13 @@ where
     Api::<K>::namespaced(client.clone(), ns)
         .patch(name, &params, &Patch::Apply(body))
         .await
-        .map(|o| o.meta().generation)
+        .map(|o| (o.meta().generation, o.meta().resource_version.clone()))
 }
 
-async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Value) -> Result<Option<i64>, kube::Error> {
+/// The generation and resourceVersion a patch produced.
+type Applied = (Option<i64>, Option<String>);
+
+async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Value) -> Result<Applied, kube::Error> {
     let (kind, ns, name) = key;
     match kind {
         Kind::Deployment => patch_as::<Deployment>(client, ns, name, body).await,
