@@ -23,6 +23,8 @@ use super::{
 /// How long a TokenReview answer (yes or no) is reused for the same token.
 pub const REVIEW_CACHE_TTL: Duration = Duration::from_secs(30);
 const REVIEW_CACHE_MAX: usize = 10_000;
+/// TokenReviews sent at once; further ones wait.
+pub const MAX_REVIEWS_IN_FLIGHT: usize = 16;
 /// Default lifetime of issued tokens.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
@@ -68,6 +70,8 @@ pub struct TokenService {
     failed: Mutex<Option<FailedLogins>>,
     /// Asks for the access indexes to be rebuilt (a Registry's tenancy settings changed, ...).
     pub rebuild: Notify,
+    /// Bounds TokenReviews in flight: a flood of made-up tokens cannot flood the API server.
+    reviews_in_flight: Option<tokio::sync::Semaphore>,
     /// Asks for the credential map to be rebuilt (AccessPolicies changed where pull credentials
     /// may come from).
     pub credentials_changed: Notify,
@@ -115,7 +119,11 @@ fn looks_like_jwt(s: &str) -> bool {
 
 impl TokenService {
     pub fn new() -> TokenService {
-        TokenService { failed: Mutex::new(Some(FailedLogins::default_limits())), ..Default::default() }
+        TokenService {
+            failed: Mutex::new(Some(FailedLogins::default_limits())),
+            reviews_in_flight: Some(tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT)),
+            ..Default::default()
+        }
     }
 
     pub fn set_registry(&self, registry: &str, tokens: RegistryTokens) {
@@ -213,6 +221,10 @@ impl TokenService {
                 return Ok(answer.clone());
             }
         }
+        let _permit = match &self.reviews_in_flight {
+            Some(s) => Some(s.acquire().await.map_err(|_| Refusal::ReviewUnavailable)?),
+            None => None,
+        };
         let review = TokenReview {
             spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None },
             ..Default::default()
