@@ -2,7 +2,9 @@
 //!
 //! Each server runs under a tiny `sh` supervisor that reads our end of a pipe: when the test
 //! process exits (even by SIGKILL) the pipe closes, `read` returns and the supervisor stops the
-//! server. This needs no unsafe `prctl` and leaves no stray etcd or apiserver behind.
+//! server: SIGTERM, and SIGKILL 5 s later for a server that does not stop (kube-apiserver whose
+//! etcd went first hung on its SIGTERM; 166 of them had piled up on this machine). This needs no
+//! unsafe `prctl` and leaves no stray etcd or apiserver behind.
 
 use std::{
     fs::File,
@@ -16,7 +18,7 @@ use std::{
 const SUPERVISOR: &str = r#"exec 3<&0
 "$@" 3<&- </dev/null &
 pid=$!
-{ read -r _ignored <&3; kill -TERM "$pid" 2>/dev/null; } &
+{ read -r _ignored <&3; kill -TERM "$pid" 2>/dev/null; sleep 5; kill -KILL "$pid" 2>/dev/null; } &
 watcher=$!
 exec 3<&-
 wait "$pid"
