@@ -30,14 +30,6 @@ async fn wait_ready(repos: &Api<Repository>, name: &str, timeout: Duration) {
     .await;
 }
 
-/// CPU time berth has used so far (user + system), from /proc.
-fn cpu_seconds(berth: &Berth) -> f64 {
-    let pid = berth.pid().expect("berth runs");
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
-}
-
 fn repository(name: &str, registry: &str) -> Repository {
     serde_json::from_value(json!({
         "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",
@@ -122,9 +114,9 @@ async fn one_replica_reconciles_and_a_killed_leader_is_replaced_within_the_lease
         if d.contains("stable@sha256:") { Ok(()) } else { Err(d) }
     })
     .await;
-    let before = cpu_seconds(&b);
+    let before = b.cpu_seconds().expect("berth runs");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let used = cpu_seconds(&b) - before;
+    let used = b.cpu_seconds().expect("berth runs") - before;
     assert!(used < 1.0, "the follower used {used:.2} s of CPU in 5 s while idle");
 
     // Kill the leader without a clean shutdown: the Lease is not released.

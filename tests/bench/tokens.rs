@@ -124,7 +124,7 @@ async fn issuance() {
     println!("load: starting ({CLIENTS} clients for {RUN:?}; berth pid {:?})", env.berth.pid());
     let deadline = Instant::now() + RUN;
     let started = Instant::now();
-    let cpu_before = process_cpu(&env);
+    let cpu_before = env.berth.cpu_seconds();
     let workers: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (addr, auth, path) = (addr.clone(), auth.clone(), path.clone());
@@ -164,7 +164,7 @@ async fn issuance() {
         failures += f;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = process_cpu(&env).zip(cpu_before).map(|(a, b)| a - b);
+    let cpu = env.berth.cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
     println!(
@@ -178,13 +178,4 @@ async fn issuance() {
         cpu.map(|c| format!("{:.2} cores", c / elapsed)).unwrap_or_else(|| "?".into()),
         env.berth.rss_kib().unwrap_or(0) as f64 / 1024.0
     );
-}
-
-/// berth's CPU time so far (seconds), from /proc.
-fn process_cpu(env: &TokenEnv) -> Option<f64> {
-    let pid = env.berth.pid()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }

@@ -132,6 +132,14 @@ impl Berth {
         self.server.as_ref()?.pid()
     }
 
+    /// CPU time berth has used so far (user + system, seconds), from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
     /// One sample from berth's /metrics: the value of the first line starting with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.url())).await.unwrap().text().await.unwrap();
