@@ -163,9 +163,11 @@ async fn elect(
     leader: Arc<Leadership>,
     metrics: Arc<Metrics>,
     lost: mpsc::UnboundedSender<()>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     use kube_lease_manager::LeaseManagerBuilder;
+    let released = controllers::stopped(shutdown);
+    tokio::pin!(released);
     let manager = loop {
         let built = LeaseManagerBuilder::new(client.clone(), &lease)
             .with_namespace(&namespace)
@@ -181,7 +183,7 @@ async fn elect(
                 tracing::warn!(error = %e, "cannot set up leader election; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = &mut released => return,
                 }
             }
         }
@@ -192,10 +194,6 @@ async fn elect(
     let deadline = Duration::from_secs(crate::leader::LEASE_DURATION - crate::leader::LEASE_GRACE);
     let mut confirmed = std::time::Instant::now();
     let mut led = false;
-    let released = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
-    tokio::pin!(released);
     loop {
         let leading = *changes.borrow_and_update();
         if leading != led {
@@ -253,14 +251,8 @@ fn controllers(
     scope: &Scope,
     shutdown: watch::Receiver<bool>,
 ) -> (impl std::future::Future<Output = ()> + use<>, Arc<Context>) {
-    let repositories: Api<Repository> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let policies: Api<LifecyclePolicy> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let repositories: Api<Repository> = controllers::scoped(&client, scope.namespace.as_deref());
+    let policies: Api<LifecyclePolicy> = controllers::scoped(&client, scope.namespace.as_deref());
     let registry_watch = match &scope.registry_selector {
         Some(s) => watcher::Config::default().any_semantic().labels(s),
         None => watcher::Config::default().any_semantic(),
@@ -318,10 +310,7 @@ fn controllers(
         .predicate_filter(predicates::generation, Default::default());
 
     // AccessPolicies: reconciled when they change or a Repository of their namespace does.
-    let access: Api<AccessPolicy> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let access: Api<AccessPolicy> = controllers::scoped(&client, scope.namespace.as_deref());
     let (access_reader, access_writer) = reflector::store::<AccessPolicy>();
     let access_changes = predicates::generation.combine(predicates::annotations).combine(predicates::finalizers);
     let access_stream = watcher(access, watcher::Config::default().any_semantic())
@@ -336,9 +325,7 @@ fn controllers(
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::labels), Default::default());
 
-    let stop = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = controllers::stopped;
     // A replica that becomes the leader reconciles everything at once.
     let gained = |leader: &Arc<Leadership>| {
         tokio_stream::wrappers::WatchStream::new(leader.subscribe())

@@ -183,11 +183,9 @@ fn rebuild(ctx: &Context, policies: &Store<AccessPolicy>) {
 }
 
 /// Keeps the access indexes current until shutdown.
-pub async fn run_indexes(ctx: Arc<Context>, policies: Store<AccessPolicy>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_indexes(ctx: Arc<Context>, policies: Store<AccessPolicy>, shutdown: watch::Receiver<bool>) {
     let _ = policies.wait_until_ready().await;
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
+    let stop = super::stopped(shutdown);
     tokio::pin!(stop);
     loop {
         rebuild(&ctx, &policies);
@@ -252,12 +250,9 @@ pub async fn run_credentials(
     ctx: Arc<Context>,
     namespace: Option<String>,
     policies: Store<AccessPolicy>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let api: Api<PartialObjectMeta<Secret>> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let api: Api<PartialObjectMeta<Secret>> = super::scoped(&ctx.client, namespace.as_deref());
     let (reader, writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let mut events = watcher(api, watcher::Config::default().labels(CREDENTIAL_LABEL))
         .default_backoff()
@@ -265,9 +260,7 @@ pub async fn run_credentials(
         .reflect(writer)
         .touched_objects()
         .boxed();
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
+    let stop = super::stopped(shutdown);
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -495,10 +488,7 @@ async fn remove_pull_secrets(policy: &AccessPolicy, ctx: &Context, keep: &BTreeS
     let selector = format!("{PULL_OF_LABEL}={}", policy_label(&ns, &policy.name_any()));
     let owner = format!("{ns}/{}", policy.name_any());
     let lp = ListParams::default().labels(&selector);
-    let found = match &ctx.settings.namespace {
-        Some(scope) => secret_api(ctx, scope).list_metadata(&lp).await?,
-        None => Api::<Secret>::all(ctx.client.clone()).list_metadata(&lp).await?,
-    };
+    let found = super::scoped::<Secret>(&ctx.client, ctx.settings.namespace.as_deref()).list_metadata(&lp).await?;
     for s in found.items {
         let target = s.namespace().unwrap_or_default();
         if keep.contains(&target) || s.annotations().get(OWNER_ANNOTATION) != Some(&owner) {

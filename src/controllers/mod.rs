@@ -232,6 +232,23 @@ impl Context {
     }
 }
 
+/// An Api over every namespace, or over the one this instance is limited to.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Resolves once `shutdown` says stop (a future to `select!` on or hand to a controller).
+pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
 /// A Repository's claim on a registry path.
 pub fn claim_of(repo: &Repository) -> tenancy::Claim {
     let namespace = repo.namespace().unwrap_or_default();

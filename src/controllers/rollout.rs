@@ -607,36 +607,25 @@ async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Valu
     }
 }
 
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Runs the rollout controller until shutdown. `moved` carries push events from the events
 /// endpoint; `namespace` limits it like the other controllers.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
     mut moved: mpsc::UnboundedReceiver<TagMoved>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let mut inputs = futures::stream::select_all([
-        workload_stream(api::<Deployment>(&client, ns), deployment_view),
-        workload_stream(api::<StatefulSet>(&client, ns), |o: &StatefulSet| {
+        workload_stream(super::scoped::<Deployment>(&client, ns), deployment_view),
+        workload_stream(super::scoped::<StatefulSet>(&client, ns), |o: &StatefulSet| {
             view(Kind::StatefulSet, o, o.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
         }),
-        workload_stream(api::<DaemonSet>(&client, ns), |o: &DaemonSet| {
+        workload_stream(super::scoped::<DaemonSet>(&client, ns), |o: &DaemonSet| {
             view(Kind::DaemonSet, o, o.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
         }),
-        workload_stream(api::<CronJob>(&client, ns), |o: &CronJob| {
+        workload_stream(super::scoped::<CronJob>(&client, ns), |o: &CronJob| {
             let spec =
                 o.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).and_then(|s| s.template.spec.as_ref());
             view(Kind::CronJob, o, spec)
@@ -652,9 +641,7 @@ pub async fn run(
     };
     let mut polls = JoinSet::new();
     let mut leadership = state.ctx.leader.subscribe();
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
+    let stop = super::stopped(shutdown);
     tokio::pin!(stop);
     loop {
         // Followers do not poll: their due tags would otherwise wake this loop at once, forever.
