@@ -510,18 +510,6 @@ async fn remove_pull_secrets(policy: &AccessPolicy, ctx: &Context, keep: &BTreeS
     Ok(())
 }
 
-async fn set_finalizer(policy: &AccessPolicy, ctx: &Context, present: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = policy.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    if present {
-        finalizers.push(FINALIZER.to_string());
-    }
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
-    Api::<AccessPolicy>::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default())
-        .patch(&policy.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
-}
-
 pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.leader.is_leader() {
         // A follower keeps its caches warm; the leader reconciles (all at once when it takes over).
@@ -537,14 +525,14 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     if policy.metadata.deletion_timestamp.is_some() {
         if has_finalizer {
             remove_pull_secrets(&policy, &ctx, &BTreeSet::new()).await?;
-            set_finalizer(&policy, &ctx, false).await?;
+            super::set_finalizer(&ctx.client, policy.as_ref(), FINALIZER, false).await?;
         }
         ctx.tokens.rebuild.notify_one();
         return Ok(Action::await_change());
     }
     if policy.spec.pull_secrets.is_some() && !has_finalizer {
         // Pull secrets live in other namespaces: only a finalizer can clean them up.
-        set_finalizer(&policy, &ctx, true).await?;
+        super::set_finalizer(&ctx.client, policy.as_ref(), FINALIZER, true).await?;
         return Ok(Action::await_change());
     }
     // Decide only on complete information: after a start, the stores fill and the indexes are
@@ -641,7 +629,7 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
         None => {
             if has_finalizer {
                 remove_pull_secrets(&policy, &ctx, &BTreeSet::new()).await?;
-                set_finalizer(&policy, &ctx, false).await?;
+                super::set_finalizer(&ctx.client, policy.as_ref(), FINALIZER, false).await?;
             }
         }
     }

@@ -244,6 +244,27 @@ where
     }
 }
 
+/// Adds or removes `finalizer` on a namespaced object of ours. The resourceVersion makes this a
+/// compare-and-swap with other writers of the list.
+pub(crate) async fn set_finalizer<K>(client: &Client, obj: &K, finalizer: &str, present: bool) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let mut finalizers: Vec<String> = obj.finalizers().iter().filter(|f| *f != finalizer).cloned().collect();
+    if present {
+        finalizers.push(finalizer.to_string());
+    }
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    Api::<K>::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
+        .patch(&obj.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
 /// Resolves once `shutdown` says stop (a future to `select!` on or hand to a controller).
 pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;

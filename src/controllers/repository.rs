@@ -103,8 +103,8 @@ fn api(ctx: &Context, repo: &Repository) -> Api<Repository> {
 async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
     let has_finalizer = repo.finalizers().iter().any(|f| f == FINALIZER);
     match (repo.spec.deletion_policy, has_finalizer) {
-        (DeletionPolicy::Delete, false) => set_finalizer(repo, ctx, true).await?,
-        (DeletionPolicy::Retain, true) => set_finalizer(repo, ctx, false).await?,
+        (DeletionPolicy::Delete, false) => super::set_finalizer(&ctx.client, repo, FINALIZER, true).await?,
+        (DeletionPolicy::Retain, true) => super::set_finalizer(&ctx.client, repo, FINALIZER, false).await?,
         _ => {}
     }
     let previous = repo.status.clone().unwrap_or_default();
@@ -170,17 +170,6 @@ async fn write_status(
     api(ctx, repo)
         .patch_status(&repo.name_any(), &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
         .await?;
-    Ok(())
-}
-
-async fn set_finalizer(repo: &Repository, ctx: &Context, present: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = repo.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    if present {
-        finalizers.push(FINALIZER.to_string());
-    }
-    // resourceVersion makes this a compare-and-swap with other writers of the list.
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
-    api(ctx, repo).patch(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
     Ok(())
 }
 
@@ -337,7 +326,7 @@ async fn finalize(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
         if abandon {
             publish(ctx, repo, EventType::Normal, "Abandoned", "released without touching the registry".into()).await;
         }
-        set_finalizer(repo, ctx, false).await?;
+        super::set_finalizer(&ctx.client, repo, FINALIZER, false).await?;
         return Ok(Action::await_change());
     }
     match delete_images(repo, ctx).await {
@@ -350,7 +339,7 @@ async fn finalize(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 format!("deleted {deleted} manifests (deletionPolicy: Delete)"),
             )
             .await;
-            set_finalizer(repo, ctx, false).await?;
+            super::set_finalizer(&ctx.client, repo, FINALIZER, false).await?;
             Ok(Action::await_change())
         }
         Err(not_ready) => {
