@@ -24,10 +24,11 @@ use serde_json::json;
 use super::{Context, Error, claim_of, registry_host};
 use crate::{
     api::{DeletionPolicy, Registry, Repository, RepositoryStatus, TagMutability},
-    conditions, ledger,
+    conditions,
     metrics::{ControllerLabels, ErrorLabels},
-    registry::{Backend, Deleted, Descriptor},
-    tags, tenancy, workloads,
+    registry::{Backend, Deleted, Descriptor, RegistryError},
+    repository::{ledger, tags, tenancy},
+    workloads,
 };
 
 pub const CONTROLLER: &str = "repository";
@@ -37,6 +38,8 @@ pub const FINALIZER: &str = "berth.dev/delete-images";
 pub const ABANDON_ANNOTATION: &str = "berth.dev/abandon";
 const RETRY_UNREACHABLE: Duration = Duration::from_secs(15);
 const RETRY_BLOCKED: Duration = Duration::from_secs(60);
+/// Digests asked about per reconcile when a ledger shard is full.
+const PRUNE_PER_RECONCILE: usize = 1000;
 
 /// Why a Repository is not Ready: a reason for the condition and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +66,10 @@ struct Observed {
     uri: String,
     tags: BTreeMap<String, Descriptor>,
     last_pushed_at: Option<i64>,
-    restored: i64,
+    /// Restores over the repository's life, from the ledger.
+    restores: i64,
+    /// Moved immutable tags that could not be put back yet.
+    unrestored: Vec<String>,
 }
 
 /// The registry and path a Repository may act on, once tenancy and conflicts are checked.
@@ -112,23 +118,31 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
     let (status, requeue) = match observe(repo, ctx).await {
         Ok(o) => {
             let images: BTreeSet<&str> = o.tags.values().map(|d| d.digest.as_str()).collect();
-            let message = format!("{} images, {} tags", images.len(), o.tags.len());
-            let status = RepositoryStatus {
-                conditions: conditions::merge(
-                    &previous.conditions,
-                    conditions::ready(true, "Reconciled", message, generation),
+            let ready = match o.unrestored.first() {
+                None => conditions::ready(
+                    true,
+                    "Reconciled",
+                    format!("{} images, {} tags", images.len(), o.tags.len()),
+                    generation,
                 ),
+                Some(first) => conditions::ready(false, "TagRestoreFailed", first.clone(), generation),
+            };
+            let status = RepositoryStatus {
+                conditions: conditions::merge(&previous.conditions, ready),
                 observed_generation: generation,
                 uri: Some(o.uri),
                 image_count: Some(images.len() as i64),
                 tag_count: Some(o.tags.len() as i64),
                 last_pushed_at: o.last_pushed_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()).map(Time),
-                immutable_tag_restores: match previous.immutable_tag_restores.unwrap_or(0) + o.restored {
-                    0 => None,
-                    n => Some(n),
-                },
+                // From the ledger, the source of truth, not added to a cached status.
+                immutable_tag_restores: (o.restores > 0).then_some(o.restores),
             };
-            (status, ctx.settings.repository_poll_interval)
+            let requeue = if o.unrestored.is_empty() {
+                ctx.settings.repository_poll_interval
+            } else {
+                RETRY_UNREACHABLE.min(ctx.settings.repository_poll_interval)
+            };
+            (status, requeue)
         }
         Err(not_ready) => {
             ctx.metrics
@@ -232,79 +246,158 @@ async fn observe_in(
     target: &Target,
     backend: &dyn Backend,
 ) -> Result<Observed, NotReady> {
+    let registry_err = |e: RegistryError| NotReady::from(&Error::Registry(e));
     let mut current =
         list_tags(backend, &target.path, ctx.settings.registry_concurrency).await.map_err(|e| NotReady::from(&e))?;
+    let stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    let key = ObjectRef::from_obj(repo);
+    // Events stay pending until the ledger holding them is written.
+    let pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned().unwrap_or_default();
 
-    let mut stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
-    let mut book = stored.ledger.clone();
-    let pending =
-        ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&ObjectRef::from_obj(repo)).unwrap_or_default();
+    // An event is a claim: the registry says whether the digest exists (one HEAD each).
+    let tagged: BTreeSet<String> = current.values().map(|d| d.digest.clone()).collect();
+    let mut pushes = Vec::new();
     for (digest, at) in &pending.pushed {
-        book.record_push(digest, *at);
-    }
-    for digest in &pending.deleted {
-        if !current.values().any(|d| &d.digest == digest) {
-            book.forget(digest);
+        if tagged.contains(digest) || backend.resolve(&target.path, digest).await.map_err(registry_err)?.is_some() {
+            pushes.push((digest.clone(), *at));
         }
     }
-    let now = Timestamp::now().as_millisecond();
-    for d in current.values() {
-        book.record_seen(&d.digest, now);
+    let mut gone = Vec::new();
+    for digest in &pending.deleted {
+        if !tagged.contains(digest) && backend.resolve(&target.path, digest).await.map_err(registry_err)?.is_none() {
+            gone.push(digest.clone());
+        }
     }
 
+    let immutable = repo.spec.image_tag_mutability == TagMutability::Immutable;
+    let exclusions = repo.spec.immutable_tag_exclusions.clone().unwrap_or_default();
     let mut restored = 0;
-    if repo.spec.image_tag_mutability == TagMutability::Immutable {
+    let mut released = BTreeSet::new();
+    let mut unrestored = Vec::new();
+    if immutable {
         let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
-        let exclusions = repo.spec.immutable_tag_exclusions.clone().unwrap_or_default();
-        let mut plan = tags::plan_immutable(&book.pins, &by_tag, &exclusions);
-        for moved in &plan.restore {
-            match restore_tag(backend, &target.path, moved).await {
+        for moved in tags::plan_immutable(&stored.ledger.pins, &by_tag, &exclusions).restore {
+            let (type_, reason, note) = match restore_tag(backend, &target.path, &moved).await {
                 Ok(descriptor) => {
                     restored += 1;
                     current.insert(moved.tag.clone(), descriptor);
-                    publish(
-                        ctx,
-                        repo,
-                        EventType::Warning,
-                        "TagRestored",
-                        format!(
-                            "tag {:?} was pushed over with {}; restored to {} (imageTagMutability: Immutable)",
-                            moved.tag, moved.current, moved.pinned
-                        ),
-                    )
-                    .await;
+                    let note = format!(
+                        "tag {:?} was pushed over with {}; restored to {} (imageTagMutability: Immutable)",
+                        moved.tag, moved.current, moved.pinned
+                    );
+                    (EventType::Warning, "TagRestored", note)
                 }
-                Err(e) => {
-                    // The first image is gone (deleted): the tag may start again, as in ECR.
-                    plan.pins.insert(moved.tag.clone(), moved.current.clone());
-                    publish(
-                        ctx,
-                        repo,
-                        EventType::Warning,
-                        "TagRestoreFailed",
-                        format!(
-                            "tag {:?} moved to {} and could not be restored to {}: {e}",
-                            moved.tag, moved.current, moved.pinned
-                        ),
-                    )
-                    .await;
+                // Only the registry's word that the first image is gone lets the tag start again,
+                // as in ECR; anything else (5xx, timeout, 403) keeps the pin and retries.
+                Err(Unrestored::Gone) => {
+                    released.insert(moved.tag.clone());
+                    let note = format!(
+                        "tag {:?} now points at {}: its first image {} was deleted, so the tag starts again",
+                        moved.tag, moved.current, moved.pinned
+                    );
+                    (EventType::Normal, "TagReleased", note)
+                }
+                Err(Unrestored::Failed(e)) => {
+                    let note = format!(
+                        "tag {:?} was pushed over with {} and could not be restored to {} yet (retrying): {e}",
+                        moved.tag, moved.current, moved.pinned
+                    );
+                    unrestored.push(note.clone());
+                    (EventType::Warning, "TagRestoreFailed", note)
+                }
+            };
+            publish(ctx, repo, type_, reason, note).await;
+        }
+    }
+
+    // At a shard's cap, digests the registry no longer has make room (never a stored push time).
+    let mut provisional = stored.ledger.clone();
+    for d in &tagged {
+        provisional.record_seen(d, 0);
+    }
+    for (d, at) in &pushes {
+        provisional.record_push(d, *at);
+    }
+    let mut pruned = Vec::new();
+    for digest in provisional.over_cap(&tagged).into_iter().take(PRUNE_PER_RECONCILE) {
+        if backend.resolve(&target.path, &digest).await.map_err(registry_err)?.is_none() {
+            pruned.push(digest);
+        }
+    }
+
+    let now = Timestamp::now().as_millisecond();
+    let base_restores = stored.ledger.restores;
+    let mut left_out = 0;
+    let (book, _) = ledger::update(&ctx.client, repo, stored, |book| {
+        let before = book.clone();
+        for (digest, at) in &pushes {
+            book.record_push(digest, *at);
+        }
+        for digest in gone.iter().chain(&pruned) {
+            book.forget(digest);
+        }
+        for d in current.values() {
+            book.record_seen(&d.digest, now);
+        }
+        if immutable {
+            let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
+            let mut plan = tags::plan_immutable(&book.pins, &by_tag, &exclusions);
+            for tag in &released {
+                if let Some(digest) = by_tag.get(tag) {
+                    plan.pins.insert(tag.clone(), digest.clone());
                 }
             }
+            book.pins = plan.pins;
+            // Idempotent when this runs again after a conflict.
+            book.restores = book.restores.max(base_restores + restored);
+        } else {
+            book.pins.clear();
         }
-        book.pins = plan.pins;
-    } else {
-        book.pins.clear();
+        left_out = book.fit(&before);
+    })
+    .await
+    .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
+    if left_out > 0 {
+        let note =
+            format!("the ledger is full: {left_out} new digests or tags were not recorded (they count as pushed now)");
+        publish(ctx, repo, EventType::Warning, "LedgerFull", note).await;
     }
-    if book != stored.ledger {
-        ledger::save(&ctx.client, repo, &mut stored, &book).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    // Only what was written leaves the pending events.
+    {
+        let mut all = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = all.get_mut(&key) {
+            for (digest, at) in &pending.pushed {
+                if entry.pushed.get(digest) == Some(at) {
+                    entry.pushed.remove(digest);
+                }
+            }
+            entry.deleted.retain(|d| !pending.deleted.contains(d));
+            if entry.pushed.is_empty() && entry.deleted.is_empty() {
+                all.remove(&key);
+            }
+        }
     }
     let last_pushed_at = current.values().filter_map(|d| book.pushed.get(&d.digest).copied()).max();
-    Ok(Observed { uri: target.uri.clone(), tags: current, last_pushed_at, restored })
+    Ok(Observed { uri: target.uri.clone(), tags: current, last_pushed_at, restores: book.restores, unrestored })
 }
 
-async fn restore_tag(backend: &dyn Backend, path: &str, moved: &tags::Moved) -> Result<Descriptor, Error> {
-    let manifest = backend.manifest(path, &moved.pinned).await?;
-    let digest = backend.put_manifest(path, &moved.tag, &manifest.descriptor.media_type, &manifest.body).await?;
+/// Why a moved tag was not put back.
+enum Unrestored {
+    /// The registry answered that the first image does not exist.
+    Gone,
+    Failed(RegistryError),
+}
+
+async fn restore_tag(backend: &dyn Backend, path: &str, moved: &tags::Moved) -> Result<Descriptor, Unrestored> {
+    let manifest = match backend.manifest(path, &moved.pinned).await {
+        Ok(m) => m,
+        Err(RegistryError::NotFound(_)) => return Err(Unrestored::Gone),
+        Err(e) => return Err(Unrestored::Failed(e)),
+    };
+    let digest = backend
+        .put_manifest(path, &moved.tag, &manifest.descriptor.media_type, &manifest.body)
+        .await
+        .map_err(Unrestored::Failed)?;
     Ok(Descriptor { digest, ..manifest.descriptor })
 }
 

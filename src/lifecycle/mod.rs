@@ -17,7 +17,7 @@ pub use policy::{
     policy_from_spec,
 };
 
-use crate::tags::Filter;
+use crate::repository::tags::Filter;
 
 /// One image as the evaluator sees it. A multi-arch index is one image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
