@@ -23,7 +23,7 @@ use kube::{
     },
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     api::{AccessPolicy, LifecyclePolicy, Registry, Repository},
@@ -259,8 +259,8 @@ fn controllers(
     };
     let (repo_reader, repo_writer) = reflector::store::<Repository>();
     let (reg_reader, reg_writer) = reflector::store::<Registry>();
-    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Repository>>();
-    let (moved_tx, moved_rx) = mpsc::unbounded_channel::<controllers::rollout::TagMoved>();
+    let (trigger_tx, trigger_rx) = mpsc::channel::<ObjectRef<Repository>>(controllers::TRIGGER_CAPACITY);
+    let (moved_tx, moved_rx) = mpsc::channel::<controllers::rollout::TagMoved>(controllers::TRIGGER_CAPACITY);
     let reporter = Reporter { controller: "berth".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -343,7 +343,7 @@ fn controllers(
                 .map(|r| ObjectRef::from_obj(r.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
+        .reconcile_on(ReceiverStream::new(trigger_rx))
         .reconcile_all_on(gained(&scope.leader))
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::repository::reconcile, controllers::repository::error_policy, ctx.clone())

@@ -30,60 +30,92 @@ pub struct ImageUse {
     pub image: String,
 }
 
-/// Every image referenced by a Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or
-/// CronJob in the cluster.
-pub async fn images_in_use(client: &Client) -> Result<Vec<ImageUse>, kube::Error> {
-    let mut uses = Vec::new();
-    let lp = ListParams::default();
-    fn collect<K: ResourceExt>(
-        kind: &str,
-        items: Vec<K>,
-        spec: impl Fn(&K) -> Option<&PodSpec>,
-        out: &mut Vec<ImageUse>,
-    ) {
-        for item in &items {
-            if let Some(s) = spec(item) {
-                let workload = format!("{kind} {}/{}", item.namespace().unwrap_or_default(), item.name_any());
-                out.extend(pod_spec_images(s).map(|i| ImageUse { workload: workload.clone(), image: i.to_string() }));
-            }
+/// The images a Pod runs, as its status reports them (`imageID`, by digest): what runs may differ
+/// from the spec (a tag moved since the pull). `docker-pullable://` and similar prefixes go.
+pub fn pod_running_images(pod: &Pod) -> impl Iterator<Item = String> + '_ {
+    let status = pod.status.as_ref();
+    let statuses = status.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten();
+    let init = status.and_then(|s| s.init_container_statuses.as_ref()).into_iter().flatten();
+    let ephemeral = status.and_then(|s| s.ephemeral_container_statuses.as_ref()).into_iter().flatten();
+    statuses.chain(init).chain(ephemeral).filter_map(|c| running_image(&c.image_id))
+}
+
+/// `host/path@sha256:...` from a container status's `imageID`, if it names a digest.
+pub fn running_image(image_id: &str) -> Option<String> {
+    let id = image_id.split_once("://").map(|(_, rest)| rest).unwrap_or(image_id);
+    (id.contains("@sha256:") && !id.starts_with("sha256:")).then(|| id.to_string())
+}
+
+/// Objects listed per page: a cluster with 100,000 Pods is read in pieces, not one response.
+const PAGE: u32 = 500;
+
+/// Every object of a kind, page by page, reduced by `keep` as each page arrives.
+async fn list_paged<K, T>(api: Api<K>, mut keep: impl FnMut(&K, &mut Vec<T>)) -> Result<Vec<T>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut lp = ListParams::default().limit(PAGE);
+    loop {
+        let page = api.list(&lp).await?;
+        for item in &page.items {
+            keep(item, &mut out);
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
         }
     }
-    collect("Pod", Api::<Pod>::all(client.clone()).list(&lp).await?.items, |p| p.spec.as_ref(), &mut uses);
-    collect(
-        "Deployment",
-        Api::<Deployment>::all(client.clone()).list(&lp).await?.items,
-        |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-        &mut uses,
+}
+
+async fn collect<K: ResourceExt + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
+    client: &Client,
+    kind: &'static str,
+    spec: impl Fn(&K) -> Option<&PodSpec>,
+) -> Result<Vec<ImageUse>, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    list_paged(Api::<K>::all(client.clone()), |item: &K, out: &mut Vec<ImageUse>| {
+        if let Some(s) = spec(item) {
+            let workload = format!("{kind} {}/{}", item.namespace().unwrap_or_default(), item.name_any());
+            out.extend(pod_spec_images(s).map(|i| ImageUse { workload: workload.clone(), image: i.to_string() }));
+        }
+    })
+    .await
+}
+
+/// Every image referenced by a Pod (in its spec or running, by digest), Deployment,
+/// StatefulSet, DaemonSet, ReplicaSet, Job or CronJob in the cluster, read page by page.
+pub async fn images_in_use(client: &Client) -> Result<Vec<ImageUse>, kube::Error> {
+    let mut uses = list_paged(Api::<Pod>::all(client.clone()), |p: &Pod, out: &mut Vec<ImageUse>| {
+        let workload = format!("Pod {}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        let spec = p.spec.iter().flat_map(pod_spec_images).map(String::from);
+        out.extend(spec.chain(pod_running_images(p)).map(|image| ImageUse { workload: workload.clone(), image }));
+    })
+    .await?;
+    uses.extend(
+        collect::<Deployment>(client, "Deployment", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref())).await?,
     );
-    collect(
-        "StatefulSet",
-        Api::<StatefulSet>::all(client.clone()).list(&lp).await?.items,
-        |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-        &mut uses,
+    uses.extend(
+        collect::<StatefulSet>(client, "StatefulSet", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
+            .await?,
     );
-    collect(
-        "DaemonSet",
-        Api::<DaemonSet>::all(client.clone()).list(&lp).await?.items,
-        |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-        &mut uses,
+    uses.extend(
+        collect::<DaemonSet>(client, "DaemonSet", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref())).await?,
     );
-    collect(
-        "ReplicaSet",
-        Api::<ReplicaSet>::all(client.clone()).list(&lp).await?.items,
-        |d| d.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref()),
-        &mut uses,
+    uses.extend(
+        collect::<ReplicaSet>(client, "ReplicaSet", |d| {
+            d.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref())
+        })
+        .await?,
     );
-    collect(
-        "Job",
-        Api::<Job>::all(client.clone()).list(&lp).await?.items,
-        |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-        &mut uses,
-    );
-    collect(
-        "CronJob",
-        Api::<CronJob>::all(client.clone()).list(&lp).await?.items,
-        |d| d.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).and_then(|s| s.template.spec.as_ref()),
-        &mut uses,
+    uses.extend(collect::<Job>(client, "Job", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref())).await?);
+    uses.extend(
+        collect::<CronJob>(client, "CronJob", |d| {
+            d.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).and_then(|s| s.template.spec.as_ref())
+        })
+        .await?,
     );
     Ok(uses)
 }
@@ -102,5 +134,18 @@ mod tests {
         assert!(!in_repository("registry.example:5000/team-a/app2:v1", uri));
         assert!(!in_repository("registry.example:5000/team-a/app/sub:v1", uri));
         assert!(!in_repository("other:5000/team-a/app:v1", uri));
+    }
+
+    #[test]
+    fn running_images_come_from_image_ids_with_a_digest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(running_image(&format!("r:5000/team/app@{d}")), Some(format!("r:5000/team/app@{d}")));
+        assert_eq!(
+            running_image(&format!("docker-pullable://r:5000/team/app@{d}")),
+            Some(format!("r:5000/team/app@{d}"))
+        );
+        assert_eq!(running_image(&d), None, "an image id alone names no repository");
+        assert_eq!(running_image(""), None);
+        assert_eq!(running_image("r:5000/team/app:v1"), None);
     }
 }

@@ -33,10 +33,11 @@ use super::{
 };
 use crate::{
     api::{LifecyclePolicy, LifecyclePolicyStatus, Repository},
-    conditions, duration, ledger,
+    conditions, duration,
     lifecycle::{self, Decision, Image},
     metrics::{ControllerLabels, ErrorLabels, ExpiredLabels},
     registry::{Backend, Deleted, Descriptor, is_index},
+    repository::ledger,
     workloads,
 };
 
@@ -55,6 +56,9 @@ pub struct RepositoryRun {
     pub kept: usize,
     /// Expired images left for the next run (over `maxDeletionsPerRun`).
     pub deferred: usize,
+    /// Expired images not deleted because they changed after the listing (a tag pushed onto
+    /// them, a tag moved away, a workload started using them): the next run decides again.
+    pub changed: usize,
 }
 
 /// Which digests workloads pin in repository `uri`: by digest, or through a tag resolved now.
@@ -192,6 +196,7 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
                 totals.protected += run.protected;
                 totals.kept += run.kept;
                 totals.deferred += run.deferred;
+                totals.changed += run.changed;
             }
             Err(e) => failures.push((repo.name_any(), e)),
         }
@@ -211,11 +216,14 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
     let ready = match failures.first() {
         None => {
             let mode = if policy.spec.dry_run { "dry run: nothing deleted; " } else { "" };
-            let deferred = if totals.deferred > 0 {
+            let mut deferred = if totals.deferred > 0 {
                 format!(", {} left for the next run", totals.deferred)
             } else {
                 String::new()
             };
+            if totals.changed > 0 {
+                deferred.push_str(&format!(", {} changed since the listing and kept for now", totals.changed));
+            }
             conditions::ready(
                 true,
                 if policy.spec.dry_run { "DryRun" } else { "Succeeded" },
@@ -263,7 +271,8 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
     }
     write_status(&ctx, &policy, &previous, status).await?;
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    let requeue = if totals.deferred > 0 { interval.min(Duration::from_secs(60)) } else { interval };
+    let requeue =
+        if totals.deferred > 0 || totals.changed > 0 { interval.min(Duration::from_secs(60)) } else { interval };
     Ok(Action::requeue(requeue))
 }
 
@@ -331,16 +340,16 @@ async fn run_in(
     backend: &dyn Backend,
 ) -> Result<RepositoryRun, NotReady> {
     let kube_err = |e: kube::Error| NotReady::from(&Error::Kube(e));
+    let started = std::time::Instant::now();
     let tags = repository::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
         .await
         .map_err(|e| NotReady::new("ListFailed", format!("listing the repository failed: {e}")))?;
     let children = index_children(backend, &target.path, &tags)
         .await
         .map_err(|e| NotReady::new("ListFailed", format!("reading an index failed: {e}")))?;
-    let mut stored = ledger::load(&ctx.client, repo).await.map_err(kube_err)?;
-    let mut book = stored.ledger.clone();
+    let stored = ledger::load(&ctx.client, repo).await.map_err(kube_err)?;
     let now = Timestamp::now().as_millisecond();
-    let images = images_for_evaluation(&tags, &children, &book.pushed, now);
+    let images = images_for_evaluation(&tags, &children, &stored.ledger.pushed, now);
     let decisions = lifecycle::evaluate(parsed, &images, now);
     let protected = protected_digests(in_use, &target.uri, &tags, &children);
 
@@ -359,8 +368,39 @@ async fn run_in(
         run.deferred = expire.len() - max;
         expire.truncate(max);
     }
-    run.expired = expire.iter().map(|i| format!("{}@{}", target.path, i.digest)).collect();
     if policy.spec.dry_run || expire.is_empty() {
+        run.expired = expire.iter().map(|i| format!("{}@{}", target.path, i.digest)).collect();
+        return Ok(run);
+    }
+    // Look again right before deleting: Distribution deletes every tag of a digest, so a tag
+    // pushed onto an expiring image meanwhile would go with it. A candidate whose tags changed,
+    // that a registry event says was pushed since the listing, or that a workload uses now,
+    // stays for the next run to decide.
+    let fresh = repository::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
+        .await
+        .map_err(|e| NotReady::new("ListFailed", format!("listing the repository again failed: {e}")))?;
+    let fresh_protected = if policy.spec.protect_in_use {
+        let uses = workloads::images_in_use(&ctx.client).await.map_err(|e| {
+            NotReady::new("WorkloadsUnavailable", format!("cannot list workloads, so nothing was deleted: {e}"))
+        })?;
+        let uses: Vec<&str> = uses.iter().map(|u| u.image.as_str()).collect();
+        protected_digests(&uses, &target.uri, &fresh, &children)
+    } else {
+        BTreeSet::new()
+    };
+    let tags_of = |tags: &BTreeMap<String, Descriptor>, digest: &str| -> BTreeSet<String> {
+        tags.iter().filter(|(_, d)| d.digest == digest).map(|(t, _)| t.clone()).collect()
+    };
+    let registry = target.registry.name_any();
+    let before = expire.len();
+    expire.retain(|image| {
+        tags_of(&tags, &image.digest) == tags_of(&fresh, &image.digest)
+            && !fresh_protected.contains(&image.digest)
+            && !ctx.pushes.pushed_since(&registry, &target.path, &image.digest, started)
+    });
+    run.changed = before - expire.len();
+    run.expired = expire.iter().map(|i| format!("{}@{}", target.path, i.digest)).collect();
+    if expire.is_empty() {
         return Ok(run);
     }
     // Children still referenced by a kept index stay.
@@ -386,16 +426,45 @@ async fn run_in(
         })
         .collect();
     let path = target.path.as_str();
-    let deleted: Vec<Vec<String>> = stream::iter(jobs)
-        .map(|(digest, kids)| delete_image(backend, path, digest, kids))
+    let deleted: Vec<Option<Vec<String>>> = stream::iter(jobs)
+        .map(|(digest, kids)| {
+            let tags = tags_of(&fresh, &digest);
+            let registry = registry.as_str();
+            async move {
+                // The last look, just before the DELETE: the tags still point here and no push
+                // of this digest was heard since the run began.
+                for tag in &tags {
+                    match backend.resolve(path, tag).await {
+                        Ok(Some(d)) if d.digest == digest => {}
+                        Ok(_) => return Ok(None),
+                        Err(e) => return Err(NotReady::new("ListFailed", format!("resolving {path}:{tag}: {e}"))),
+                    }
+                }
+                if ctx.pushes.pushed_since(registry, path, &digest, started) {
+                    return Ok(None);
+                }
+                delete_image(backend, path, digest, kids).await.map(Some)
+            }
+        })
         .buffer_unordered(ctx.settings.registry_concurrency.max(1))
         .try_collect()
         .await?;
-    for digest in deleted.iter().flatten() {
-        book.forget(digest);
+    let skipped = deleted.iter().filter(|d| d.is_none()).count();
+    if skipped > 0 {
+        run.changed += skipped;
+        let gone: BTreeSet<String> =
+            deleted.iter().flatten().filter_map(|d| d.first()).map(|d| format!("{path}@{d}")).collect();
+        run.expired.retain(|e| gone.contains(e));
     }
-    if book != stored.ledger {
-        ledger::save(&ctx.client, repo, &mut stored, &book).await.map_err(kube_err)?;
+    let forgotten: Vec<String> = deleted.into_iter().flatten().flatten().collect();
+    if !forgotten.is_empty() {
+        ledger::update(&ctx.client, repo, stored, |book| {
+            for digest in &forgotten {
+                book.forget(digest);
+            }
+        })
+        .await
+        .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
     }
     Ok(run)
 }

@@ -26,7 +26,7 @@ use crate::{
     leader::Leadership,
     metrics::Metrics,
     registry::{Backend, Distribution, DistributionConfig, RegistryError},
-    tenancy,
+    repository::tenancy,
 };
 
 /// Operator settings from the command line.
@@ -82,12 +82,51 @@ pub struct PendingEvents {
     pub deleted: Vec<String>,
 }
 
-/// Channels from the registry events endpoint to the controllers.
+/// Channels from the registry events endpoint to the controllers. Bounded: when a burst fills
+/// one, the event is dropped there (counted) and polling catches up, instead of memory growing.
 pub struct Triggers {
     /// Reconciles a Repository at once.
-    pub repositories: mpsc::UnboundedSender<ObjectRef<Repository>>,
-    /// Moves a watched tag in the rollout controller at once.
-    pub tags: mpsc::UnboundedSender<rollout::TagMoved>,
+    pub repositories: mpsc::Sender<ObjectRef<Repository>>,
+    /// Asks the rollout controller to check a watched tag at once.
+    pub tags: mpsc::Sender<rollout::TagMoved>,
+}
+
+/// Room in each trigger channel.
+pub const TRIGGER_CAPACITY: usize = 4096;
+
+/// Which digests registry events said were pushed, and when the events arrived, per registry
+/// and repository path: a lifecycle run leaves alone a candidate pushed (or tagged again) after
+/// it listed the repository. Bounded in size and age.
+#[derive(Default)]
+pub struct PushJournal {
+    heard: Mutex<HashMap<(String, String, String), std::time::Instant>>,
+}
+
+impl PushJournal {
+    const MAX_ENTRIES: usize = 100_000;
+    const KEEP: Duration = Duration::from_secs(6 * 3600);
+
+    pub fn note(&self, registry: &str, path: &str, digest: &str) {
+        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if heard.len() >= Self::MAX_ENTRIES {
+            heard.retain(|_, at| now.duration_since(*at) < Self::KEEP);
+            if heard.len() >= Self::MAX_ENTRIES {
+                // Still full of recent pushes: forget the older half.
+                let mut times: Vec<std::time::Instant> = heard.values().copied().collect();
+                times.sort();
+                let cut = times[times.len() / 2];
+                heard.retain(|_, at| *at > cut);
+            }
+        }
+        heard.insert((registry.to_string(), path.to_string(), digest.to_string()), now);
+    }
+
+    /// Whether a push of `digest` was heard at or after `since`.
+    pub fn pushed_since(&self, registry: &str, path: &str, digest: &str, since: std::time::Instant) -> bool {
+        let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        heard.get(&(registry.to_string(), path.to_string(), digest.to_string())).is_some_and(|at| *at >= since)
+    }
 }
 
 /// A built backend and the fingerprint (generation and Secret version) it was built from.
@@ -108,6 +147,10 @@ pub struct Context {
     pub settings: Settings,
     pub backends: Backends,
     pub pending: Mutex<HashMap<ObjectRef<Repository>, PendingEvents>>,
+    /// Pushes heard from registry events, for the lifecycle's last look before deleting.
+    pub pushes: PushJournal,
+    /// Rebuilds of the access indexes, to wait for one that includes a policy.
+    pub index_rebuilds: access::Rebuilds,
     /// What registry events set in motion at once.
     pub triggers: Triggers,
     /// berth as the token service of the Registries that use `tokenAuth`.
@@ -136,6 +179,8 @@ impl Context {
             settings,
             backends: Backends::default(),
             pending: Mutex::new(HashMap::new()),
+            pushes: PushJournal::default(),
+            index_rebuilds: access::Rebuilds::default(),
             triggers,
             tokens: Arc::new(TokenService::new()),
             leader,

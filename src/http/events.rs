@@ -34,6 +34,11 @@ const RECENT_IDS: usize = 50_000;
 const SECRET_TTL: Duration = Duration::from_secs(10);
 /// Above this many Repositories with pending events, forget those of deleted Repositories.
 const PENDING_SWEEP_AT: usize = 1024;
+/// An event's own time is believed only this close before its arrival: a forged or replayed
+/// event from 2001 must not make an image look 25 years old to `sinceImagePushed` rules.
+/// (The registry retries undelivered events; one that arrives later counts as pushed on
+/// arrival, which can only make an image look newer, never older.)
+pub const EVENT_TIME_WINDOW_MS: i64 = 5 * 60 * 1000;
 
 /// What one registry event means to berth.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,12 +115,14 @@ pub fn parse_envelope(body: &[u8], now: i64) -> Result<Vec<RegistryEvent>, Strin
                         .digest
                         .filter(|d| d.starts_with("sha256:"))
                         .ok_or("a manifest push without a digest")?;
-                    // The registry's clock, never in the future of ours.
+                    // The registry's clock, never in the future of ours, and believed only
+                    // close to the event's arrival.
                     let at = e
                         .timestamp
                         .as_deref()
                         .and_then(|t| t.parse::<Timestamp>().ok())
                         .map(|t| t.as_millisecond().min(now))
+                        .filter(|t| *t >= now - EVENT_TIME_WINDOW_MS)
                         .unwrap_or(now);
                     RegistryEvent::ManifestPushed {
                         id: e.id,
@@ -304,7 +311,12 @@ pub async fn registry_events(
             && let Some(host) = crate::controllers::registry_host(&registry.spec.url)
         {
             let moved = TagMoved { host, path: repository.clone(), tag: tag.clone(), digest: digest.clone(), at: *at };
-            let _ = ctx.triggers.tags.send(moved);
+            if ctx.triggers.tags.try_send(moved).is_err() {
+                count("trigger_dropped"); // polling catches up
+            }
+        }
+        if let RegistryEvent::ManifestPushed { repository, digest, .. } = &event {
+            ctx.pushes.note(&registry_name, repository, digest);
         }
         let (repository, push, deleted) = match &event {
             RegistryEvent::ManifestPushed { repository, digest, at, .. } => {
@@ -332,7 +344,9 @@ pub async fn registry_events(
                 pending.retain(|r, _| ctx.repositories.get(r).is_some());
             }
         }
-        let _ = ctx.triggers.repositories.send(obj);
+        if ctx.triggers.repositories.try_send(obj).is_err() {
+            count("trigger_dropped"); // the pending entry stays; the next reconcile takes it
+        }
     }
     (StatusCode::OK, "ok\n")
 }
@@ -355,12 +369,12 @@ mod tests {
 
     #[test]
     fn a_manifest_push_carries_its_digest_tag_and_time() {
+        let expected_at = "2026-11-26T10:00:00.123Z".parse::<Timestamp>().unwrap().as_millisecond();
         let events = parse_envelope(
             envelope("push", "application/vnd.oci.image.manifest.v1+json", r#","tag":"v1""#).as_bytes(),
-            NOW,
+            expected_at + 2_000,
         )
         .unwrap();
-        let expected_at = "2026-11-26T10:00:00.123Z".parse::<Timestamp>().unwrap().as_millisecond();
         assert_eq!(
             events,
             vec![RegistryEvent::ManifestPushed {
@@ -390,6 +404,26 @@ mod tests {
             .replace("2026-11-26T10:00:00.123456789Z", "2099-01-01T00:00:00Z");
         match &parse_envelope(body.as_bytes(), NOW).unwrap()[0] {
             RegistryEvent::ManifestPushed { at, .. } => assert_eq!(*at, NOW),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_timestamp_long_before_its_arrival_is_not_believed() {
+        for old in ["2001-01-01T00:00:00Z", "2026-11-26T09:54:00Z"] {
+            let body = envelope("push", "application/vnd.oci.image.manifest.v1+json", "")
+                .replace("2026-11-26T10:00:00.123456789Z", old);
+            let now = "2026-11-26T10:00:00Z".parse::<Timestamp>().unwrap().as_millisecond();
+            match &parse_envelope(body.as_bytes(), now).unwrap()[0] {
+                RegistryEvent::ManifestPushed { at, .. } => assert_eq!(*at, now, "{old}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let recent = envelope("push", "application/vnd.oci.image.manifest.v1+json", "")
+            .replace("2026-11-26T10:00:00.123456789Z", "2026-11-26T09:56:00Z");
+        let now = "2026-11-26T10:00:00Z".parse::<Timestamp>().unwrap().as_millisecond();
+        match &parse_envelope(recent.as_bytes(), now).unwrap()[0] {
+            RegistryEvent::ManifestPushed { at, .. } => assert_eq!(*at, now - 4 * 60 * 1000),
             other => panic!("{other:?}"),
         }
     }
