@@ -94,6 +94,26 @@ impl std::fmt::Debug for Distribution {
 const CATALOG_PAGE: u32 = 1000;
 const TAGS_PAGE: u32 = 1000;
 const MAX_ERROR_BODY: usize = 300;
+/// Distribution refuses manifests over 4 MiB; berth reads no more than that.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Blobs berth reads (image configs) are small; a bigger one is refused, not buffered.
+pub const MAX_BLOB_BYTES: usize = 16 << 20;
+
+/// Reads a body of at most `max` bytes: a larger one (by Content-Length, or as it streams in)
+/// is an error, so a hostile or broken registry cannot make berth buffer without bound.
+async fn read_capped(mut resp: reqwest::Response, max: usize, what: &str) -> Result<Vec<u8>, RegistryError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(RegistryError::Protocol(format!("{what} larger than {max} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(RegistryError::Protocol(format!("{what} larger than {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 impl Distribution {
     pub fn new(config: DistributionConfig) -> Result<Distribution, RegistryError> {
@@ -417,7 +437,7 @@ impl Backend for Distribution {
         let resp = self.send(Method::GET, &path, &repo_scope(repository, "pull"), &[accept_manifests()], None).await?;
         let resp = check_status(resp).await?;
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| classify(&e))?.to_vec();
+        let body = read_capped(resp, MAX_MANIFEST_BYTES, "manifest").await?;
         let mut descriptor = descriptor_from(&headers, Some(&body))?;
         let computed = sha256_digest(&body);
         if reference.starts_with("sha256:") && computed != reference {
@@ -431,7 +451,7 @@ impl Backend for Distribution {
         let path = format!("/v2/{repository}/blobs/{digest}");
         let resp = self.send(Method::GET, &path, &repo_scope(repository, "pull"), &[], None).await?;
         let resp = check_status(resp).await?;
-        let body = resp.bytes().await.map_err(|e| classify(&e))?.to_vec();
+        let body = read_capped(resp, MAX_BLOB_BYTES, "blob").await?;
         if digest.starts_with("sha256:") && sha256_digest(&body) != digest {
             return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest")));
         }
