@@ -42,7 +42,7 @@ use crate::{
     auth::{AccessIndex, RepoInput, StoredCredential, keys::now_unix, robot},
     conditions, duration,
     metrics::{ControllerLabels, ErrorLabels},
-    tenancy,
+    repository::tenancy,
 };
 
 pub const CONTROLLER: &str = "accesspolicy";
@@ -182,13 +182,63 @@ fn rebuild(ctx: &Context, policies: &Store<AccessPolicy>) {
     }
 }
 
+/// Counts rebuilds of the access indexes, so that a reconcile can wait for one that began after
+/// it asked (and so saw the policy it reconciles) instead of sleeping and hoping.
+#[derive(Default)]
+pub struct Rebuilds {
+    /// (rebuilds begun, the highest rebuild finished)
+    counts: std::sync::Mutex<(u64, u64)>,
+    finished: tokio::sync::Notify,
+}
+
+impl Rebuilds {
+    fn counts(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A rebuild begins; its number.
+    fn begin(&self) -> u64 {
+        let mut c = self.counts();
+        c.0 += 1;
+        c.0
+    }
+
+    fn end(&self, n: u64) {
+        let mut c = self.counts();
+        c.1 = c.1.max(n);
+        drop(c);
+        self.finished.notify_waiters();
+    }
+
+    /// How many rebuilds have begun so far.
+    pub fn begun(&self) -> u64 {
+        self.counts().0
+    }
+
+    /// Waits until a rebuild numbered above `n` finished (one that began after `begun()`
+    /// returned `n`).
+    pub async fn wait_past(&self, n: u64) {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.counts().1 > n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Keeps the access indexes current until shutdown.
 pub async fn run_indexes(ctx: Arc<Context>, policies: Store<AccessPolicy>, shutdown: watch::Receiver<bool>) {
     let _ = policies.wait_until_ready().await;
     let stop = super::stopped(shutdown);
     tokio::pin!(stop);
     loop {
+        let n = ctx.index_rebuilds.begin();
         rebuild(&ctx, &policies);
+        ctx.index_rebuilds.end(n);
         tokio::select! {
             _ = ctx.tokens.rebuild.notified() => {
                 // Changes come in bursts (a policy and its Repositories applied together).
@@ -502,10 +552,12 @@ async fn remove_pull_secrets(policy: &AccessPolicy, ctx: &Context, keep: &BTreeS
             service_account_reference(ctx, &target, &sa.name_any(), &secret_name, false).await?;
         }
         match secret_api(ctx, &target).delete(&secret_name, &DeleteParams::default()).await {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Ok(_) => tracing::info!(namespace = %target, secret = %secret_name, "pull secret removed"),
+            // Gone already: what deleting wanted.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            // 403, 409, 5xx...: the Secret is still there; the caller retries.
             Err(e) => return Err(e),
         }
-        tracing::info!(namespace = %target, secret = %secret_name, "pull secret removed");
     }
     Ok(())
 }
@@ -541,9 +593,13 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     let _ = ctx.registries.wait_until_ready().await;
     let unindexed =
         ctx.registries.state().iter().any(|r| r.spec.token_auth.is_some() && ctx.tokens.index(&r.name_any()).is_none());
-    // The index must already include this generation of the policy.
+    // The index must already include this generation of the policy: wait for a rebuild that
+    // began after this reconcile did (bounded: the index loop may be stopping).
+    let begun = ctx.index_rebuilds.begun();
     ctx.tokens.rebuild.notify_one();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    if tokio::time::timeout(Duration::from_secs(10), ctx.index_rebuilds.wait_past(begun)).await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     if unindexed {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
