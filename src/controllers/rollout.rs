@@ -2,9 +2,15 @@
 //!
 //! One task owns the state: the opted-in workloads (only those are kept in memory; the watches
 //! see every workload but keep nothing of the others), the tags they follow with where each
-//! points now, and the poll schedule. Push events from the registry events endpoint move a tag
-//! at once; polling is the fallback, one request per distinct tag per interval. Decisions are
-//! the pure functions of `crate::rollout`; this file reads, calls them and applies.
+//! points now, and the poll schedule. A push event from the registry events endpoint is a hint:
+//! it makes berth ask the registry at once (one HEAD), and only the registry's answer moves a
+//! tag, so a forged or replayed event cannot pin anything. Polling is the fallback, one request
+//! per distinct tag per interval, and every answer is checked against every follower, so a pin
+//! that disagrees with the registry is repaired. What a decision needs beyond the registry is
+//! stored, not remembered: berth's record on the workload (its annotations) and the push times
+//! in the repository's ledger, so a restarted or new leader decides the same way. A pin that
+//! fails is tried again with backoff. Decisions are the pure functions of `crate::rollout`;
+//! this file reads, calls them and applies.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -22,7 +28,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Resource,
+    Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::NamespaceResourceScope,
     runtime::{
@@ -43,17 +49,20 @@ use crate::{
     api::Registry,
     metrics::{ControllerLabels, RolloutLabels},
     registry::{RegistryError, count_requests},
+    repository::ledger,
     rollout::{self, Container, Digests, ImageRef, Kind, PollOutcome, Record, Schedule, Settings},
 };
 
 /// The field manager of every rollout patch: it owns the pinned image fields and berth's
 /// annotations, nothing else.
 pub const FIELD_MANAGER: &str = "berth-rollout";
-/// Digests remembered per tag (to refuse going back to an older one).
-const SEEN_PER_TAG: usize = 64;
 const APPLY_CONCURRENCY: usize = 8;
+/// A failed pin is tried again after 2 s, doubling to 5 min.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// A registry event: `host/path:tag` now points at `digest`, pushed at `at` (unix ms).
+/// A registry event's claim: `host/path:tag` now points at `digest`, pushed at `at` (unix ms).
+/// berth asks the registry before it believes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagMoved {
     pub host: String,
@@ -160,13 +169,13 @@ struct Tracked {
     resource_version: Option<String>,
     settings: Settings,
     containers: Vec<Container>,
+    /// berth's record, from the workload's annotations (with the generation its last pin made:
+    /// only a rollout berth started is rolled back).
     record: Record,
+    generation: Option<i64>,
     paused: bool,
     stuck: bool,
     observed_generation: Option<i64>,
-    /// The generation berth's last pin made: only a rollout berth started is rolled back (kept
-    /// in memory: after a restart, earlier pins are not rolled back automatically).
-    pinned_generation: Option<i64>,
     follows: Vec<TagKey>,
     /// The digest a "paused" event was last published for, so it is said once.
     paused_noted: Option<String>,
@@ -174,40 +183,44 @@ struct Tracked {
 
 #[derive(Default)]
 struct TagState {
+    /// Where the registry last said the tag points.
     digest: Option<String>,
-    /// digest -> when berth first saw the tag point at it (unix ms).
-    seen: HashMap<String, i64>,
     /// The last push event, so a poll sent before it cannot move the tag back.
     heard_at: Option<Instant>,
+    /// The last event's claim (digest, push time): when the registry confirms it, its time
+    /// measures push-to-patch latency.
+    hint: Option<(String, i64)>,
+    /// A poll is under way; `true` when another must follow it (an event came meanwhile).
+    in_flight: Option<bool>,
 }
 
 #[derive(Default)]
 struct Tags(HashMap<TagKey, TagState>);
 
 impl Tags {
-    fn moved(&mut self, key: &TagKey, digest: &str, at: i64) -> bool {
+    /// The registry said `key` points at `digest`; whether that is news.
+    fn moved(&mut self, key: &TagKey, digest: &str) -> bool {
         let t = self.0.entry(key.clone()).or_default();
-        if t.seen.len() >= SEEN_PER_TAG && !t.seen.contains_key(digest) {
-            let oldest = t.seen.iter().min_by_key(|(_, at)| **at).map(|(d, _)| d.clone());
-            if let Some(d) = oldest {
-                t.seen.remove(&d);
-            }
-        }
-        let first = t.seen.entry(digest.to_string()).or_insert(at);
-        *first = (*first).min(at);
         let changed = t.digest.as_deref() != Some(digest);
         t.digest = Some(digest.to_string());
         changed
     }
 }
 
-impl Digests for Tags {
+/// What `rollout::plan` reads: the registry's answers, and push times from the ledgers of the
+/// repositories berth declares (`host`, `path` -> digest -> unix ms).
+struct Known<'a> {
+    tags: &'a Tags,
+    pushed: &'a HashMap<(String, String), BTreeMap<String, i64>>,
+}
+
+impl Digests for Known<'_> {
     fn current(&self, image: &ImageRef) -> Option<&str> {
-        self.0.get(&tag_key(image)).and_then(|t| t.digest.as_deref())
+        self.tags.0.get(&tag_key(image)).and_then(|t| t.digest.as_deref())
     }
 
     fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64> {
-        self.0.get(&tag_key(image)).and_then(|t| t.seen.get(digest).copied())
+        self.pushed.get(&(image.host.clone(), image.path.clone())).and_then(|m| m.get(digest).copied())
     }
 }
 
@@ -237,6 +250,8 @@ struct Rollouts {
     schedule: Schedule<TagKey>,
     /// Workload generations a Warning about malformed annotations was published for.
     warned: HashMap<WorkloadKey, Option<i64>>,
+    /// Workloads whose pin failed: when to try again, and how many times it failed.
+    retries: HashMap<WorkloadKey, (Instant, u32)>,
 }
 
 fn now_rfc3339() -> String {
@@ -342,21 +357,20 @@ impl Rollouts {
             .collect();
         follows.sort();
         follows.dedup();
-        let previous =
-            self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.paused_noted.clone(), t.pinned_generation));
-        let (old_follows, paused_noted, pinned_generation) = previous.unwrap_or_default();
+        let previous = self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.paused_noted.clone()));
+        let (old_follows, paused_noted) = previous.unwrap_or_default();
         self.tracked.insert(
             v.key.clone(),
             Tracked {
                 uid: v.uid,
                 resource_version: v.resource_version,
                 record: Record::from_annotations(&v.annotations),
+                generation: v.generation,
                 settings,
                 containers: v.containers,
                 paused: v.paused,
                 stuck: v.stuck,
                 observed_generation: v.observed_generation,
-                pinned_generation,
                 follows: follows.clone(),
                 paused_noted,
             },
@@ -377,7 +391,7 @@ impl Rollouts {
     /// The rollback of a stuck Deployment that asked for `berth.dev/rollback: auto`.
     fn rollback(&self, key: &WorkloadKey) -> Option<Apply> {
         let t = self.tracked.get(key)?;
-        let ours = t.pinned_generation.is_some() && t.pinned_generation == t.observed_generation;
+        let ours = t.record.pinned_generation.is_some() && t.record.pinned_generation == t.observed_generation;
         if key.0 != Kind::Deployment || !t.settings.auto_rollback || !t.stuck || !ours {
             return None;
         }
@@ -387,11 +401,49 @@ impl Rollouts {
         Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: true, pushed_at: None })
     }
 
+    /// Push times of a repository berth declares, from its ledger (empty for others, or when
+    /// the ledger cannot be read: then the registry's tag alone decides).
+    async fn pushed_times(
+        &self,
+        registries: &HashMap<String, Arc<Registry>>,
+        host: &str,
+        path: &str,
+    ) -> BTreeMap<String, i64> {
+        let Some(registry) = registries.get(host) else { return BTreeMap::new() };
+        let Some(repo) = self.ctx.repository_for_path(&registry.name_any(), path) else {
+            return BTreeMap::new();
+        };
+        match ledger::load(&self.ctx.client, &repo).await {
+            Ok(stored) => stored.ledger.pushed,
+            Err(e) => {
+                tracing::warn!(repository = %format!("{host}/{path}"), error = %e, "cannot read the ledger");
+                BTreeMap::new()
+            }
+        }
+    }
+
     /// The pins a workload needs now, if any; a paused Deployment gets an event instead.
     async fn plan(&mut self, key: &WorkloadKey, pushed_at: Option<i64>) -> Option<Apply> {
         let registries = self.registries();
         let t = self.tracked.get(key)?;
-        let pins = rollout::plan(&t.containers, &t.settings, |h| registries.contains_key(h), &self.tags, &t.record.bad);
+        let none = HashMap::new();
+        let known = Known { tags: &self.tags, pushed: &none };
+        let mut pins = rollout::plan(&t.containers, &t.settings, |h| registries.contains_key(h), &known, &t.record.bad);
+        if pins.iter().any(|p| p.previous_digest.is_some()) {
+            // Never back to an older image: the ledgers say which is older (read only when a
+            // pin would replace a digest, which is rare).
+            let mut pushed = HashMap::new();
+            for p in &pins {
+                if let Ok(image) = rollout::parse_image(&p.image) {
+                    let times = self.pushed_times(&registries, &image.host, &image.path).await;
+                    pushed.insert((image.host, image.path), times);
+                }
+            }
+            let t = self.tracked.get(key)?;
+            let known = Known { tags: &self.tags, pushed: &pushed };
+            pins = rollout::plan(&t.containers, &t.settings, |h| registries.contains_key(h), &known, &t.record.bad);
+        }
+        let t = self.tracked.get(key)?;
         if pins.is_empty() {
             return None;
         }
@@ -409,7 +461,7 @@ impl Rollouts {
             }
             return None;
         }
-        let record = t.record.pinned(&pins, &now_rfc3339());
+        let record = t.record.pinned(&pins, &now_rfc3339(), t.generation);
         let mut body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
         body["metadata"]["resourceVersion"] = serde_json::json!(t.resource_version);
         Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: false, pushed_at })
@@ -456,10 +508,10 @@ impl Rollouts {
                 .join(", ");
             match result {
                 Ok((generation, resource_version)) => {
+                    self.retries.remove(&a.key);
                     if let Some(t) = self.tracked.get_mut(&a.key) {
                         t.resource_version = resource_version;
-                        // A rollback is not a rollout of berth's to roll back again.
-                        t.pinned_generation = if a.rollback { None } else { generation };
+                        t.generation = generation;
                         for p in &a.pins {
                             if let Some(c) = t.containers.iter_mut().find(|c| c.name == p.container && c.init == p.init)
                             {
@@ -486,13 +538,19 @@ impl Rollouts {
                     self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result }).inc();
                     self.publish(&a.key, a.uid.clone(), type_, reason, note).await;
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 => self.untrack(&a.key),
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.retries.remove(&a.key);
+                    self.untrack(&a.key);
+                }
                 // Someone changed the workload since berth read it: the watch brings the new
-                // version, and berth decides again on that.
+                // version, and berth decides again on that (and once more shortly, in case the
+                // new version arrived before this answer).
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     tracing::debug!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), "changed meanwhile; deciding again");
+                    self.retry_later(&a.key);
                 }
                 Err(e) => {
+                    self.retry_later(&a.key);
                     self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: "failed" }).inc();
                     tracing::warn!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), error = %e, "cannot pin");
                     let note = format!("cannot pin {what}: {e}");
@@ -502,39 +560,71 @@ impl Rollouts {
         }
     }
 
+    /// A failed pin is decided again later, with backoff.
+    fn retry_later(&mut self, key: &WorkloadKey) {
+        let failures = self.retries.get(key).map(|(_, n)| *n).unwrap_or(0) + 1;
+        let delay = RETRY_FIRST.saturating_mul(1 << (failures - 1).min(8)).min(RETRY_MAX);
+        self.retries.insert(key.clone(), (Instant::now() + delay, failures));
+    }
+
+    /// The workloads whose retry is due, decided again.
+    async fn retry_due(&mut self) -> Vec<Apply> {
+        let now = Instant::now();
+        let due: Vec<WorkloadKey> =
+            self.retries.iter().filter(|(_, (at, _))| *at <= now).map(|(k, _)| k.clone()).collect();
+        let mut applies = Vec::new();
+        for key in due {
+            // Stays in `retries` (for its count) until a pin succeeds; pushed out meanwhile.
+            if let Some((at, _)) = self.retries.get_mut(&key) {
+                *at = now + RETRY_MAX;
+            }
+            match self.plan(&key, None).await {
+                Some(a) => applies.push(a),
+                None => {
+                    self.retries.remove(&key);
+                }
+            }
+        }
+        applies
+    }
+
     /// Starts the polls that are due (only the leader polls: followers keep their state warm).
     fn poll_due(&mut self, polls: &mut JoinSet<PollResult>) {
         if !self.ctx.leader.is_leader() {
             return;
         }
-        let due = self.schedule.due(Instant::now());
-        if due.is_empty() {
-            return;
-        }
-        let registries = self.registries();
-        for key in due {
-            let ctx = self.ctx.clone();
-            let registry = registries.get(&key.0).cloned();
-            polls.spawn(async move {
-                let started = Instant::now();
-                let work = async {
-                    let Some(registry) = registry else {
-                        return Err(RegistryError::Config(format!("no Registry for {}", key.0)));
-                    };
-                    let backend = ctx.backend(&registry).await.map_err(|e| RegistryError::Config(e.to_string()))?;
-                    Ok(backend.resolve(&key.1, &key.2).await?.map(|d| d.digest))
-                };
-                let (result, requests) = count_requests(work).await;
-                ctx.metrics
-                    .registry_requests
-                    .get_or_create(&ControllerLabels { controller: "rollout" })
-                    .inc_by(requests);
-                PollResult { key, started, result }
-            });
+        for key in self.schedule.due(Instant::now()) {
+            self.spawn_poll(key, polls);
         }
     }
 
-    async fn on_poll(&mut self, p: PollResult) -> Vec<Apply> {
+    /// Asks the registry where a tag points (one HEAD). One poll per tag at a time: a request
+    /// for another while one is under way runs once that one is done.
+    fn spawn_poll(&mut self, key: TagKey, polls: &mut JoinSet<PollResult>) {
+        let state = self.tags.0.entry(key.clone()).or_default();
+        if state.in_flight.is_some() {
+            state.in_flight = Some(true);
+            return;
+        }
+        state.in_flight = Some(false);
+        let ctx = self.ctx.clone();
+        let registry = self.registries().get(&key.0).cloned();
+        polls.spawn(async move {
+            let started = Instant::now();
+            let work = async {
+                let Some(registry) = registry else {
+                    return Err(RegistryError::Config(format!("no Registry for {}", key.0)));
+                };
+                let backend = ctx.backend(&registry).await.map_err(|e| RegistryError::Config(e.to_string()))?;
+                Ok(backend.resolve(&key.1, &key.2).await?.map(|d| d.digest))
+            };
+            let (result, requests) = count_requests(work).await;
+            ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: "rollout" }).inc_by(requests);
+            PollResult { key, started, result }
+        });
+    }
+
+    async fn on_poll(&mut self, p: PollResult, polls: &mut JoinSet<PollResult>) -> Vec<Apply> {
         let jitter = rand::rng().random::<f64>();
         let outcome = match &p.result {
             Ok(_) => PollOutcome::Answered,
@@ -542,18 +632,27 @@ impl Rollouts {
             Err(_) => PollOutcome::Failed,
         };
         self.schedule.done(&p.key, outcome, Instant::now(), jitter);
+        let again = self.tags.0.get_mut(&p.key).and_then(|t| t.in_flight.take()).unwrap_or(false);
+        if again && self.followers.contains_key(&p.key) {
+            self.spawn_poll(p.key.clone(), polls);
+        }
         match p.result {
             Ok(Some(digest)) => {
-                // A push event newer than this poll's request knows better.
+                // A push event heard after this poll's request was sent: its own poll answers.
                 if self.tags.0.get(&p.key).and_then(|t| t.heard_at).is_some_and(|h| h > p.started) {
                     return Vec::new();
                 }
-                if self.followers.contains_key(&p.key)
-                    && self.tags.moved(&p.key, &digest, Timestamp::now().as_millisecond())
-                {
-                    return self.on_tag(&p.key, None).await;
+                if !self.followers.contains_key(&p.key) {
+                    return Vec::new();
                 }
-                Vec::new()
+                self.tags.moved(&p.key, &digest);
+                let pushed_at = match self.tags.0.get_mut(&p.key) {
+                    Some(t) if t.hint.as_ref().is_some_and(|(d, _)| *d == digest) => t.hint.take().map(|(_, at)| at),
+                    _ => None,
+                };
+                // Every answer is checked against every follower: a pin that disagrees with the
+                // registry (a failed patch, an edit, an old forged event) is repaired.
+                self.on_tag(&p.key, pushed_at).await
             }
             Ok(None) => Vec::new(),
             Err(e) => {
@@ -563,17 +662,19 @@ impl Rollouts {
         }
     }
 
-    async fn on_moved(&mut self, m: TagMoved) -> Vec<Apply> {
+    /// A registry event says a followed tag moved: ask the registry now.
+    fn on_moved(&mut self, m: TagMoved, polls: &mut JoinSet<PollResult>) {
         let key = (m.host, m.path, m.tag);
         if !self.followers.contains_key(&key) {
-            return Vec::new();
+            return;
         }
         self.schedule.heard(&key, Instant::now(), rand::rng().random::<f64>());
-        let changed = self.tags.moved(&key, &m.digest, m.at);
-        if let Some(t) = self.tags.0.get_mut(&key) {
-            t.heard_at = Some(Instant::now());
+        let t = self.tags.0.entry(key.clone()).or_default();
+        t.heard_at = Some(Instant::now());
+        t.hint = Some((m.digest, m.at));
+        if self.ctx.leader.is_leader() {
+            self.spawn_poll(key, polls);
         }
-        if changed { self.on_tag(&key, Some(m.at)).await } else { Vec::new() }
     }
 }
 
@@ -612,7 +713,7 @@ async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Valu
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
-    mut moved: mpsc::UnboundedReceiver<TagMoved>,
+    mut moved: mpsc::Receiver<TagMoved>,
     shutdown: watch::Receiver<bool>,
 ) {
     let client = ctx.client.clone();
@@ -638,6 +739,7 @@ pub async fn run(
         tags: Tags::default(),
         schedule: Schedule::default(),
         warned: HashMap::new(),
+        retries: HashMap::new(),
     };
     let mut polls = JoinSet::new();
     let mut leadership = state.ctx.leader.subscribe();
@@ -646,7 +748,12 @@ pub async fn run(
     loop {
         // Followers do not poll: their due tags would otherwise wake this loop at once, forever.
         let idle = Instant::now() + Duration::from_secs(60);
-        let wake = if state.ctx.leader.is_leader() { state.schedule.next_due().unwrap_or(idle) } else { idle };
+        let wake = if state.ctx.leader.is_leader() {
+            let retry = state.retries.values().map(|(at, _)| *at).min();
+            state.schedule.next_due().into_iter().chain(retry).min().unwrap_or(idle)
+        } else {
+            idle
+        };
         let applies = tokio::select! {
             Some(input) = inputs.next() => match input {
                 Input::Applied(v) => state.on_workload(v).await,
@@ -656,8 +763,11 @@ pub async fn run(
                     Vec::new()
                 }
             },
-            Some(m) = moved.recv() => state.on_moved(m).await,
-            Some(Ok(p)) = polls.join_next(), if !polls.is_empty() => state.on_poll(p).await,
+            Some(m) = moved.recv() => {
+                state.on_moved(m, &mut polls);
+                Vec::new()
+            }
+            Some(Ok(p)) = polls.join_next(), if !polls.is_empty() => state.on_poll(p, &mut polls).await,
             Ok(()) = leadership.changed() => {
                 let leading = *leadership.borrow_and_update();
                 if leading {
@@ -675,7 +785,7 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(wake.into()) => {
                 state.poll_due(&mut polls);
-                Vec::new()
+                state.retry_due().await
             }
             _ = &mut stop => return,
         };

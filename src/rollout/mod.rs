@@ -7,8 +7,8 @@ mod record;
 mod schedule;
 
 pub use record::{
-    BAD_DIGESTS_ANNOTATION, DIGEST_ANNOTATION, Kind, PINNED_AT_ANNOTATION, PREVIOUS_DIGEST_ANNOTATION, Record,
-    apply_body, rollback,
+    BAD_DIGESTS_ANNOTATION, DIGEST_ANNOTATION, Kind, PINNED_AT_ANNOTATION, PINNED_GENERATION_ANNOTATION,
+    PREVIOUS_DIGEST_ANNOTATION, Record, apply_body, rollback,
 };
 pub use schedule::{PollOutcome, Schedule};
 
@@ -179,7 +179,8 @@ pub struct Pin {
 pub trait Digests {
     /// The digest `host/path:tag` points at now, if known.
     fn current(&self, image: &ImageRef) -> Option<&str>;
-    /// When a digest was pushed (unix ms), if the ledger knows.
+    /// When a digest was pushed (unix ms), if the repository's ledger knows: the same answer
+    /// after a restart or a failover.
     fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64>;
 }
 

@@ -15,6 +15,9 @@ pub const PREVIOUS_DIGEST_ANNOTATION: &str = "berth.dev/previous-digest";
 pub const PINNED_AT_ANNOTATION: &str = "berth.dev/pinned-at";
 /// Comma-separated digests rolled back from: not applied again to this workload.
 pub const BAD_DIGESTS_ANNOTATION: &str = "berth.dev/bad-digests";
+/// The generation of the workload that berth's last pin produced: only a rollout berth started
+/// is rolled back. Kept on the workload so a restarted or new leader decides the same way.
+pub const PINNED_GENERATION_ANNOTATION: &str = "berth.dev/pinned-generation";
 /// At most this many bad digests are remembered (oldest forgotten first).
 pub const MAX_BAD_DIGESTS: usize = 16;
 
@@ -26,6 +29,7 @@ pub struct Record {
     pub previous: BTreeMap<String, String>,
     pub pinned_at: Option<String>,
     pub bad: Vec<String>,
+    pub pinned_generation: Option<i64>,
 }
 
 fn is_digest(d: &str) -> bool {
@@ -57,6 +61,7 @@ impl Record {
                 .get(BAD_DIGESTS_ANNOTATION)
                 .map(|t| t.split(',').map(str::trim).filter(|d| is_digest(d)).map(String::from).collect())
                 .unwrap_or_default(),
+            pinned_generation: annotations.get(PINNED_GENERATION_ANNOTATION).and_then(|g| g.trim().parse().ok()),
         }
     }
 
@@ -75,12 +80,17 @@ impl Record {
         if !self.bad.is_empty() {
             a.insert(BAD_DIGESTS_ANNOTATION.to_string(), self.bad.join(","));
         }
+        if let Some(g) = self.pinned_generation {
+            a.insert(PINNED_GENERATION_ANNOTATION.to_string(), g.to_string());
+        }
         a
     }
 
-    /// The record after applying `pins` at time `now`.
-    pub fn pinned(&self, pins: &[Pin], now: &str) -> Record {
+    /// The record after applying `pins` at time `now` to a workload at `generation` (the pin
+    /// changes the pod template, so the workload's next generation is berth's rollout).
+    pub fn pinned(&self, pins: &[Pin], now: &str, generation: Option<i64>) -> Record {
         let mut next = self.clone();
+        next.pinned_generation = generation.map(|g| g + 1);
         for p in pins {
             next.digests.insert(p.container.clone(), p.digest.clone());
             match &p.previous_digest {
@@ -126,6 +136,8 @@ pub fn rollback(containers: &[Container], record: &Record, now: &str) -> Option<
     }
     let overflow = next.bad.len().saturating_sub(MAX_BAD_DIGESTS);
     next.bad.drain(..overflow);
+    // A rollback is not a rollout of berth's to roll back again.
+    next.pinned_generation = None;
     next.pinned_at = Some(now.to_string());
     Some((pins, next))
 }

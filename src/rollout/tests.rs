@@ -167,7 +167,7 @@ fn pin(container: &str, digest: &str, previous: Option<&str>) -> Pin {
 
 #[test]
 fn the_record_round_trips_through_annotations_and_ignores_garbage() {
-    let r = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a'))), pin("side", &d('c'), None)], "T1");
+    let r = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a'))), pin("side", &d('c'), None)], "T1", None);
     assert_eq!(r.digests.get("app"), Some(&d('b')));
     assert_eq!(r.previous.get("app"), Some(&d('a')));
     assert!(!r.previous.contains_key("side"));
@@ -186,7 +186,7 @@ fn rollback_returns_to_the_previous_digest_and_marks_the_bad_one() {
         container("app", &format!("r:5000/team/app:stable@{}", d('b')), false),
         container("side", "r:5000/team/side:v1", false),
     ];
-    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1");
+    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1", None);
     let (pins, next) = rollback(&running, &record, "T2").expect("a rollback");
     assert_eq!(pins.len(), 1);
     assert_eq!(pins[0].image, format!("r:5000/team/app:stable@{}", d('a')));
@@ -205,10 +205,10 @@ fn rollback_returns_to_the_previous_digest_and_marks_the_bad_one() {
 
 #[test]
 fn no_rollback_without_a_previous_digest_or_when_someone_else_changed_the_image() {
-    let record = Record::default().pinned(&[pin("app", &d('b'), None)], "T1");
+    let record = Record::default().pinned(&[pin("app", &d('b'), None)], "T1", None);
     let running = vec![container("app", &format!("r:5000/team/app:stable@{}", d('b')), false)];
     assert!(rollback(&running, &record, "T2").is_none(), "adopted at b: nothing earlier to go back to");
-    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1");
+    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1", None);
     let changed = vec![container("app", "r:5000/team/app:v9", false)];
     assert!(rollback(&changed, &record, "T2").is_none(), "a person changed the image: leave it");
 }
@@ -219,7 +219,7 @@ fn bad_digests_stay_bounded() {
     for i in 0..40u32 {
         let cur = format!("sha256:{:064x}", i + 1);
         let prev = format!("sha256:{:064x}", i + 1000);
-        record = record.pinned(&[pin("app", &cur, Some(&prev))], "T");
+        record = record.pinned(&[pin("app", &cur, Some(&prev))], "T", None);
         let running = vec![container("app", &format!("r:5000/team/app:stable@{cur}"), false)];
         record = rollback(&running, &record, "T").unwrap().1;
     }
@@ -236,7 +236,7 @@ fn the_apply_body_touches_only_followed_images_and_berths_annotations() {
     ];
     let pins = vec![Pin { init: true, ..pin("migrate", &d('c'), None) }];
     // app was pinned before: it stays in the body so the apply does not drop berth's ownership.
-    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1").pinned(&pins, "T2");
+    let record = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1", None).pinned(&pins, "T2", None);
     let body = apply_body(Kind::Deployment, "ns", "web", &containers, &pins, &record);
     assert_eq!(body["apiVersion"], "apps/v1");
     assert_eq!(body["kind"], "Deployment");
@@ -252,4 +252,17 @@ fn the_apply_body_touches_only_followed_images_and_berths_annotations() {
     let cron = apply_body(Kind::CronJob, "ns", "nightly", &containers, &pins, &record);
     assert_eq!(cron["apiVersion"], "batch/v1");
     assert!(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"].is_array());
+}
+
+#[test]
+fn the_generation_of_berths_rollout_is_kept_on_the_workload() {
+    let r = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1", Some(7));
+    assert_eq!(r.pinned_generation, Some(8), "the pin changes the template: the next generation is berth's");
+    let read = Record::from_annotations(&r.to_annotations());
+    assert_eq!(read, r, "a restarted berth reads the same record");
+    let running = vec![container("app", &format!("r:5000/team/app:stable@{}", d('b')), false)];
+    let (_, after) = rollback(&running, &read, "T2").expect("a rollback");
+    assert_eq!(after.pinned_generation, None, "a rollback is not a rollout to roll back");
+    let garbage = ann(&[(PINNED_GENERATION_ANNOTATION, "x")]);
+    assert_eq!(Record::from_annotations(&garbage).pinned_generation, None);
 }
