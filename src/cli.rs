@@ -93,6 +93,13 @@ pub struct RunArgs {
     /// the port of `--http-addr`, or `--http-addr` itself when it names an address).
     #[arg(long, env = "BERTH_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
+    /// Proxies (CIDR ranges or addresses, comma-separated) whose `X-Forwarded-For` header names
+    /// the client of the token endpoint, whose failed logins are limited per client: the
+    /// addresses of the ingress controller in front of berth. Anyone connecting from these can
+    /// claim any client address, so name the proxies only. Default: none, the TCP peer is the
+    /// client.
+    #[arg(long, value_delimiter = ',', value_parser = crate::http::client::parse_range, env = "BERTH_TRUSTED_PROXIES")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -199,4 +206,26 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init(),
     };
     let _ = result; // Already initialised (tests): keep the first subscriber.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted_proxies(extra: &[&str]) -> Result<Vec<String>, clap::Error> {
+        let cli = Cli::try_parse_from(["berth", "run"].iter().chain(extra))?;
+        let Command::Run(args) = cli.command else { unreachable!() };
+        Ok(args.trusted_proxies.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_comma_separated_list_of_ranges_or_addresses() {
+        assert_eq!(trusted_proxies(&[]).unwrap(), Vec::<String>::new(), "nobody by default");
+        assert_eq!(
+            trusted_proxies(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.7,fd00::/8"]).unwrap(),
+            ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]
+        );
+        let bad = trusted_proxies(&["--trusted-proxies", "10.0.0.0/8,ingress-nginx"]).unwrap_err();
+        assert!(bad.to_string().contains("\"ingress-nginx\" is neither a CIDR range nor an IP address"), "{bad}");
+    }
 }

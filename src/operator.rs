@@ -61,6 +61,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         repository_poll_interval: args.repository_poll_interval,
         registry_concurrency: args.registry_concurrency.max(1),
         namespace: args.namespace.clone(),
+        trusted_proxies: http::client::TrustedProxies::new(args.trusted_proxies.clone()),
     };
 
     let leader = match &args.leader_elect_namespace {

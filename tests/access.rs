@@ -323,7 +323,8 @@ async fn pull_secrets_pull_but_never_push_and_survive_rotation() {
 
 #[tokio::test]
 async fn the_token_endpoint_speaks_get_and_oauth2_post_and_refuses_bad_input() {
-    let env = TokenEnv::new("access-endpoint").await;
+    // 127.0.0.2 plays the ingress in front of berth; the test's own 127.0.0.1 is not trusted.
+    let env = TokenEnv::with_options("access-endpoint", &["--trusted-proxies", "127.0.0.2"], false).await;
     env.repository("app", "Public").await;
     let ci = env.service_account("ci").await;
     let Creds::Basic { username, password } = &ci else { unreachable!() };
@@ -389,6 +390,25 @@ async fn the_token_endpoint_speaks_get_and_oauth2_post_and_refuses_bad_input() {
     let retry: u64 = limited.expect("no 429 after 30 failed logins").parse().unwrap();
     assert!((1..=60).contains(&retry));
     assert!(env.berth.metric("berth_token_requests_total{result=\"rate_limited\"}").await >= 1.0);
+    // X-Forwarded-For from a peer that is not a trusted proxy is ignored: still the same client.
+    let r = http.get(&url).header("x-forwarded-for", "198.51.100.9").basic_auth("robot$x+y", Some("wrong"));
+    assert_eq!(r.send().await.unwrap().status(), 429, "an untrusted peer cannot pick its client address");
+
+    // Behind the trusted proxy, each forwarded client has its own limit per username.
+    let proxy = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    let fail = |client: &'static str, user: &'static str| {
+        let r = proxy.get(&url).header("x-forwarded-for", format!("203.0.113.66, {client}"));
+        async move { r.basic_auth(user, Some("wrong")).send().await.unwrap().status() }
+    };
+    let mut statuses = Vec::new();
+    while statuses.len() < 30 && statuses.last() != Some(&429) {
+        statuses.push(fail("198.51.100.1", "robot$x+y").await.as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(fail("198.51.100.1", "robot$x+y").await, 429);
+    assert_eq!(fail("198.51.100.1", "robot$x+z").await, 401, "the same client's other usernames are not limited");
+    assert_eq!(fail("198.51.100.2", "robot$x+y").await, 401, "nor other clients behind the proxy");
     // Secrets never reach the log.
     assert!(!env.berth.log_tail().contains(password.as_str()));
 }

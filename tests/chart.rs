@@ -139,12 +139,13 @@ fn helm_lint_passes_and_the_values_schema_rejects_bad_values() {
         let out = ok(helm().args(["lint", "--strict", CHART]).args(&extra));
         assert!(out.contains("0 chart(s) failed"), "helm lint {extra:?}:\n{out}");
     }
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--set-string", "replicas=two"], "at '/replicas': got string, want integer"),
         (&["--set", "logFormat=xml"], "at '/logFormat'"),
         (&["--set", "repositoryPollInterval=5 minutes"], "at '/repositoryPollInterval'"),
         (&["--set", "registry.storage.type=nfs"], "at '/registry/storage/type'"),
         (&["--set", "replicaCount=2"], "additional properties 'replicaCount' not allowed"),
+        (&["--set", "tokenService.trustedProxies={ingress}"], "at '/tokenService/trustedProxies/0'"),
     ];
     for (args, message) in cases {
         let lint = run(helm().args(["lint", CHART]).args(args));
@@ -222,6 +223,22 @@ fn the_rendered_deployment_and_rbac_are_what_berth_needs() {
         "berth",
     ];
     assert_eq!(args, expected_start);
+    let proxied = documents(&ok(helm().args([
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "tokenService.trustedProxies={10.0.0.0/8,fd00::/8}",
+    ])));
+    let proxied_args = &find(&proxied, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        proxied_args
+            .as_array()
+            .unwrap()
+            .windows(2)
+            .any(|w| w[0] == "--trusted-proxies" && w[1] == "10.0.0.0/8,fd00::/8"),
+        "{proxied_args}"
+    );
     let env: Vec<(&str, &str)> = container["env"]
         .as_array()
         .unwrap()

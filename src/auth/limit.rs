@@ -1,5 +1,5 @@
-//! Slowing down password guessing: failed logins per key (client address or username) are
-//! limited to a rate, with a burst.
+//! Slowing down password guessing: failed logins are limited to a rate, with a burst, per
+//! credential name and client address, and per client address whatever the name.
 //!
 //! Robot and pull-secret passwords are 256 random bits and cannot be guessed; the limit is there
 //! so a misconfigured client or a scanner cannot make the token endpoint spend its CPU on failed
@@ -11,13 +11,40 @@
 //! at a window boundary, and it needs one instant per key rather than a log of failures. Time is
 //! a parameter, so tests need no sleeps.
 //!
-//! Success does not reset a key: an attacker holding one valid credential could otherwise
-//! interleave it to keep guessing others from the same address.
+//! [`LoginLimits`] keeps two such limits. The client is the address the HTTP layer decided on
+//! (the TCP peer, or what a trusted proxy forwarded: `crate::http::client`).
+//! - Per (client, name), `limit` a window: a client that keeps failing with one name is held
+//!   back for that name only. Another client, or the same client with its other credentials
+//!   (a CI runner holding several robots), is not affected; keyed by the address alone, one
+//!   broken client behind an ingress used to get every client 429s.
+//! - Per client, [`CLIENT_BUDGET_FACTOR`] times that: a client trying many names (or many
+//!   ServiceAccount tokens, whose username is not checked and can change on every try) is slowed
+//!   too, at five times the rate, which no honest client reaches.
+//!
+//! What an attacker can still do, and why it is accepted:
+//! - Lock a name out for others: only from its own address (or one it shares with the victim,
+//!   behind a NAT berth does not know about). A global per-name limit would let anyone lock any
+//!   robot out from everywhere, which is worse than the guessing it slows.
+//! - Use many addresses (a botnet, an IPv6 prefix): each gets its own budgets, so guesses add up
+//!   across addresses. IPv6 is not grouped by /64: Kubernetes pod networks give every pod of a
+//!   node one /64, and grouping would bring back the shared lockout. The 256-bit passwords are
+//!   what defeats guessing; this limit bounds the work per address.
+//! - Choose its address by a forged `X-Forwarded-For`: only if it connects from inside
+//!   `--trusted-proxies`, which must therefore name only the proxies.
+//! - Flood new keys to push others out: memory stays bounded (`max_keys` per map), and eviction
+//!   drops the keys with the fewest recent failures first, so the flooding client's own key
+//!   stays; a forgotten key starts over with a fresh budget (limits less, never locks out).
+//! - Keep guessing between successes: success does not reset a key, so an attacker holding one
+//!   valid credential cannot interleave it to keep guessing others from the same address.
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     time::{Duration, Instant},
 };
+
+/// How many more failures a client may have over all names than with one name.
+pub const CLIENT_BUDGET_FACTOR: u32 = 5;
 
 /// Longest key kept; longer ones are cut (at a character boundary). Cutting can only merge keys,
 /// which limits more, never less.
@@ -115,6 +142,65 @@ impl FailedLogins {
             }
             !drop
         });
+    }
+}
+
+/// Failed logins per (client, name) and per client; see the module doc. Not thread-safe by
+/// itself, like [`FailedLogins`].
+#[derive(Debug)]
+pub struct LoginLimits {
+    by_name: FailedLogins,
+    by_client: FailedLogins,
+}
+
+impl LoginLimits {
+    /// A burst of `limit` failures, then `limit` per `window`, per (client, name); the per-client
+    /// limit is [`CLIENT_BUDGET_FACTOR`] times that. Each tracks at most `max_keys` keys.
+    pub fn new(limit: u32, window: Duration, max_keys: usize) -> LoginLimits {
+        let limit = limit.max(1);
+        LoginLimits {
+            by_name: FailedLogins::new(limit, window, max_keys),
+            by_client: FailedLogins::new(limit.saturating_mul(CLIENT_BUDGET_FACTOR), window, max_keys),
+        }
+    }
+
+    /// 10 failures at once, then 10 a minute, per (client, name); 50 per client; 10,000 keys each.
+    pub fn default_limits() -> LoginLimits {
+        LoginLimits::new(10, Duration::from_secs(60), 10_000)
+    }
+
+    /// Whether `client` may try to log in as `name` at `now`. Call before checking credentials.
+    pub fn check(&self, name: &str, client: IpAddr, now: Instant) -> Verdict {
+        let by_name = self.by_name.check(&name_key(client, name), now);
+        both(by_name, self.by_client.check(&client.to_string(), now))
+    }
+
+    /// Records a failed login of `client` as `name` at `now` and returns whether its next
+    /// attempt with that name is allowed.
+    pub fn record_failure(&mut self, name: &str, client: IpAddr, now: Instant) -> Verdict {
+        let by_name = self.by_name.record_failure(&name_key(client, name), now);
+        both(by_name, self.by_client.record_failure(&client.to_string(), now))
+    }
+
+    /// Keys tracked: (per (client, name), per client).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.by_name.len(), self.by_client.len())
+    }
+}
+
+/// The client first, so that cutting a long name never cuts the client off; an address has no
+/// space, so no two (client, name) pairs share a key.
+fn name_key(client: IpAddr, name: &str) -> String {
+    format!("{client} {name}")
+}
+
+/// Limited when either is, for the longer wait.
+fn both(a: Verdict, b: Verdict) -> Verdict {
+    match (a, b) {
+        (Verdict::Allowed, v) | (v, Verdict::Allowed) => v,
+        (Verdict::Limited { retry_after: a }, Verdict::Limited { retry_after: b }) => {
+            Verdict::Limited { retry_after: a.max(b) }
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! signs without any I/O.
 //!
 //! A token request flows through it like this:
-//! 1. [`limit`] refuses clients that failed to log in too often.
+//! 1. [`limit`] refuses a client that failed to log in too often, with that name or any.
 //! 2. The HTTP layer authenticates the caller into a [`Principal`]: a ServiceAccount token (by
 //!    TokenReview), a robot or pull-secret password ([`robot::check`] against the stored
 //!    hashes), berth itself, or nobody.
@@ -26,7 +26,7 @@ pub mod service;
 pub use decide::{AccessIndex, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
 pub use keys::{Claims, KeyValidity, RotationPlan, RotationPolicy, Signer, SigningKey, bundle, rotation_plan};
 pub use keystore::keys_from_secret;
-pub use limit::{FailedLogins, Verdict};
+pub use limit::{FailedLogins, LoginLimits, Verdict};
 pub use robot::StoredCredential;
 pub use scope::{Access, Resource, Scope, ScopeError, parse_scope, parse_scopes};
 pub use service::TokenService;

@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::{
-    AccessIndex, Claims, FailedLogins, Principal, Signer, StoredCredential, Verdict, authorize, keys::now_unix,
+    AccessIndex, Claims, LoginLimits, Principal, Signer, StoredCredential, Verdict, authorize, keys::now_unix,
     parse_scopes, robot,
 };
 
@@ -51,7 +52,7 @@ pub struct Issued {
 pub enum Refusal {
     /// Wrong or unknown credentials: 401.
     BadCredentials,
-    /// Too many failed logins from this client: 429 with Retry-After.
+    /// Too many failed logins from this client, with this name or any: 429 with Retry-After.
     Limited(Duration),
     /// The Kubernetes API could not review a token: 503, the client may retry.
     ReviewUnavailable,
@@ -67,7 +68,7 @@ pub struct TokenService {
     /// username -> stored hashes (robots and pull secrets), from berth's credential Secrets.
     credentials: RwLock<HashMap<String, Vec<StoredCredential>>>,
     reviews: Mutex<HashMap<[u8; 32], Review>>,
-    failed: Mutex<Option<FailedLogins>>,
+    failed: Mutex<Option<LoginLimits>>,
     /// Asks for the access indexes to be rebuilt (a Registry's tenancy settings changed, ...).
     pub rebuild: Notify,
     /// Bounds TokenReviews in flight: a flood of made-up tokens cannot flood the API server.
@@ -120,7 +121,7 @@ fn looks_like_jwt(s: &str) -> bool {
 impl TokenService {
     pub fn new() -> TokenService {
         TokenService {
-            failed: Mutex::new(Some(FailedLogins::default_limits())),
+            failed: Mutex::new(Some(LoginLimits::default_limits())),
             reviews_in_flight: Some(tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT)),
             ..Default::default()
         }
@@ -151,19 +152,19 @@ impl TokenService {
         *write(&self.credentials) = credentials;
     }
 
-    /// Refused before any work when this client failed too often.
-    pub fn limited(&self, client: &str) -> Option<Duration> {
+    /// Refused before any work when this client failed too often, with `name` or with any.
+    pub fn limited(&self, name: &str, client: IpAddr) -> Option<Duration> {
         let guard = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref().map(|f| f.check(client, Instant::now())) {
+        match guard.as_ref().map(|f| f.check(name, client, Instant::now())) {
             Some(Verdict::Limited { retry_after }) => Some(retry_after),
             _ => None,
         }
     }
 
-    fn failure(&self, client: &str) -> Refusal {
+    fn failure(&self, name: &str, client: IpAddr) -> Refusal {
         let mut guard = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        let failed = guard.get_or_insert_with(FailedLogins::default_limits);
-        match failed.record_failure(client, Instant::now()) {
+        let failed = guard.get_or_insert_with(LoginLimits::default_limits);
+        match failed.record_failure(name, client, Instant::now()) {
             Verdict::Limited { retry_after } => Refusal::Limited(retry_after),
             Verdict::Allowed => Refusal::BadCredentials,
         }
@@ -171,37 +172,38 @@ impl TokenService {
 
     /// Who is asking: anonymous without credentials; a robot or pull-secret password checked
     /// against stored hashes (constant time); otherwise the password must be a Kubernetes token
-    /// that TokenReview accepts as a ServiceAccount. `client` keys the failed-login limit.
+    /// that TokenReview accepts as a ServiceAccount. Failed logins are limited per `client` and
+    /// username, and per `client`.
     pub async fn authenticate(
         &self,
         kube: &Client,
         credentials: Option<(String, String)>,
-        client: &str,
+        client: IpAddr,
     ) -> Result<Principal, Refusal> {
         let Some((user, password)) = credentials else { return Ok(Principal::Anonymous) };
-        if let Some(retry) = self.limited(client) {
+        if let Some(retry) = self.limited(&user, client) {
             return Err(Refusal::Limited(retry));
         }
         if let Some((namespace, name)) = robot::parse_robot_username(&user) {
             return if self.check_stored(&user, &password) {
                 Ok(Principal::Robot { namespace: namespace.into(), name: name.into() })
             } else {
-                Err(self.failure(client))
+                Err(self.failure(&user, client))
             };
         }
         if let Some((namespace, policy)) = robot::parse_pull_username(&user) {
             return if self.check_stored(&user, &password) {
                 Ok(Principal::PullSecret { namespace: namespace.into(), policy: policy.into() })
             } else {
-                Err(self.failure(client))
+                Err(self.failure(&user, client))
             };
         }
         if !looks_like_jwt(&password) {
-            return Err(self.failure(client));
+            return Err(self.failure(&user, client));
         }
         match self.review(kube, &password).await? {
             Some(p) => Ok(p),
-            None => Err(self.failure(client)),
+            None => Err(self.failure(&user, client)),
         }
     }
 
@@ -365,17 +367,19 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_limited_per_client() {
+    fn failed_logins_are_limited_per_name_and_client() {
         let s = TokenService::new();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut limited = false;
         for _ in 0..100 {
-            if let Refusal::Limited(_) = s.failure("10.0.0.1") {
+            if let Refusal::Limited(_) = s.failure("robot$ns+ci", a) {
                 limited = true;
                 break;
             }
         }
         assert!(limited, "repeated failures must be rate-limited");
-        assert!(s.limited("10.0.0.1").is_some());
-        assert!(s.limited("10.0.0.2").is_none(), "other clients are not affected");
+        assert!(s.limited("robot$ns+ci", a).is_some());
+        assert!(s.limited("robot$ns+other", a).is_none(), "the client's other names are not affected");
+        assert!(s.limited("robot$ns+ci", b).is_none(), "other clients are not affected");
     }
 }

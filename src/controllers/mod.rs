@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::{
     api::{Registry, RegistryType, Repository},
     auth::TokenService,
+    http::client::TrustedProxies,
     leader::Leadership,
     metrics::Metrics,
     registry::{Backend, Distribution, DistributionConfig, RegistryError},
@@ -38,11 +39,18 @@ pub struct Settings {
     pub registry_concurrency: usize,
     /// The one namespace this instance manages, if it was limited to one.
     pub namespace: Option<String>,
+    /// Proxies whose `X-Forwarded-For` names the token endpoint's client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { repository_poll_interval: Duration::from_secs(300), registry_concurrency: 8, namespace: None }
+        Settings {
+            repository_poll_interval: Duration::from_secs(300),
+            registry_concurrency: 8,
+            namespace: None,
+            trusted_proxies: TrustedProxies::default(),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The operator's HTTP surface: health, readiness, metrics, registry events and the registry
 //! token service. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
-//! token endpoint limits failed logins per client address.
+//! token endpoint limits failed logins per client address ([`client`] decides which).
 
+pub mod client;
 pub mod events;
 pub mod token;
 

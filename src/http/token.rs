@@ -2,9 +2,13 @@
 //! `auth.token.realm`). GET takes Basic credentials and repeated `scope` parameters; POST is the
 //! OAuth2 password grant (form-encoded `username`, `password`, `scope`, `service`). An empty or
 //! partial grant is not an error; only bad credentials are (401), and too many of those from
-//! one client are refused without checking (429).
+//! one client, with one username or over all, are refused without checking (429). The client is
+//! the TCP peer, or the address a trusted proxy forwarded ([`super::client`]).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     Json,
@@ -44,7 +48,7 @@ struct TokenRequest {
     credentials: Option<(String, String)>,
 }
 
-async fn answer(ctx: &Context, registry: &str, request: TokenRequest, client: &str) -> Response {
+async fn answer(ctx: &Context, registry: &str, request: TokenRequest, client: IpAddr) -> Response {
     let count = |result: &'static str| ctx.metrics.token_requests.get_or_create(&TokenLabels { result }).inc();
     let Some(tokens) = ctx.tokens.registry(registry) else {
         count("unknown_registry");
@@ -114,7 +118,8 @@ pub async fn get_token(
         scopes: params.into_iter().filter(|(k, _)| k == "scope").map(|(_, v)| v).collect(),
         credentials,
     };
-    answer(&ctx, &registry, request, &peer.ip().to_string()).await
+    let client = ctx.settings.trusted_proxies.client(peer.ip(), &headers);
+    answer(&ctx, &registry, request, client).await
 }
 
 pub async fn post_token(
@@ -150,5 +155,6 @@ pub async fn post_token(
         scopes: form.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect(),
         credentials,
     };
-    answer(&ctx, &registry, request, &peer.ip().to_string()).await
+    let client = ctx.settings.trusted_proxies.client(peer.ip(), &headers);
+    answer(&ctx, &registry, request, client).await
 }

@@ -112,6 +112,62 @@ fn zero_limits_are_taken_as_one() {
     assert!(FailedLogins::default_limits().is_empty());
 }
 
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn one_client_failing_with_one_name_locks_out_neither_other_clients_nor_its_other_names() {
+    let t0 = Instant::now();
+    let mut logins = LoginLimits::new(3, MINUTE, 100);
+    let (bad, good) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    for _ in 0..3 {
+        logins.record_failure("robot$ns+ci", bad, t0);
+    }
+    assert!(limited(logins.check("robot$ns+ci", bad, t0)).is_some());
+    assert_eq!(logins.check("robot$ns+ci", good, t0), Verdict::Allowed, "another client, the same name");
+    assert_eq!(logins.check("robot$ns+deploy", bad, t0), Verdict::Allowed, "the same client, another name");
+    assert_eq!(logins.tracked(), (1, 1));
+}
+
+#[test]
+fn one_client_spraying_names_is_limited_at_five_times_the_budget() {
+    let t0 = Instant::now();
+    let mut logins = LoginLimits::new(3, MINUTE, 100);
+    let sprayer = ip("2001:db8::1");
+    for i in 0..14 {
+        assert_eq!(logins.record_failure(&format!("user-{i}"), sprayer, t0), Verdict::Allowed, "failure {i}");
+    }
+    // The fifteenth failure empties the client's budget of 15: every name is refused now.
+    assert_eq!(limited(logins.record_failure("user-14", sprayer, t0)), Some(MINUTE / 15));
+    assert!(limited(logins.check("never-tried", sprayer, t0)).is_some());
+    assert_eq!(logins.check("never-tried", ip("2001:db8::2"), t0), Verdict::Allowed, "others are not");
+    assert_eq!(logins.check("never-tried", sprayer, t0 + MINUTE / 15), Verdict::Allowed, "then one per 4 s");
+}
+
+#[test]
+fn both_limits_give_the_longer_wait() {
+    let t0 = Instant::now();
+    let mut logins = LoginLimits::new(1, MINUTE, 100);
+    let client = ip("10.0.0.1");
+    for i in 0..4 {
+        logins.record_failure(&format!("user-{i}"), client, t0);
+    }
+    // Per name: one a minute; per client: five a minute, the fifth just spent.
+    assert_eq!(limited(logins.record_failure("user-4", client, t0)), Some(MINUTE));
+    assert_eq!(limited(logins.check("user-5", client, t0)), Some(MINUTE / 5));
+    assert_eq!(both(Verdict::Allowed, Verdict::Allowed), Verdict::Allowed);
+}
+
+#[test]
+fn a_name_cannot_reach_into_another_clients_key() {
+    // An address has no space: "10.0.0.1" + " x" is never "10.0.0.1 x" of another pair.
+    assert_eq!(name_key(ip("10.0.0.1"), "x"), "10.0.0.1 x");
+    assert_ne!(name_key(ip("10.0.0.1"), "1 x"), name_key(ip("10.0.0.11"), "x"));
+    let long = "n".repeat(1_000);
+    assert!(cut(&name_key(ip("2001:db8::1"), &long)).starts_with("2001:db8::1 "), "the client survives a cut");
+}
+
 proptest! {
     #[test]
     fn never_more_than_the_burst_plus_the_rate(gaps in prop::collection::vec(0u64..20_000, 1..200)) {
@@ -157,5 +213,25 @@ proptest! {
             }
             prop_assert!(logins.len() <= 7);
         }
+    }
+
+    /// Keyed by (client, name), one client's failures never limit another client.
+    #[test]
+    fn clients_never_limit_each_other(attempts in prop::collection::vec((0u8..4, 0u8..6, 0u64..5_000), 1..200)) {
+        let t0 = Instant::now();
+        let mut logins = LoginLimits::new(2, MINUTE, 1_000);
+        let mut alone: Vec<LoginLimits> = (0..4).map(|_| LoginLimits::new(2, MINUTE, 1_000)).collect();
+        let mut now = t0;
+        for (client, name, gap) in attempts {
+            now += Duration::from_millis(gap);
+            let (address, name) = (IpAddr::from([10, 0, 0, client]), format!("user-{name}"));
+            let together = logins.check(&name, address, now);
+            prop_assert_eq!(together, alone[client as usize].check(&name, address, now));
+            if together == Verdict::Allowed {
+                logins.record_failure(&name, address, now);
+                alone[client as usize].record_failure(&name, address, now);
+            }
+        }
+        prop_assert!(logins.tracked().1 <= 4);
     }
 }
