@@ -94,6 +94,24 @@ pub fn protected_digests(
     out
 }
 
+/// The tags of the repository that point at `digest`.
+fn tags_of(tags: &BTreeMap<String, Descriptor>, digest: &str) -> BTreeSet<String> {
+    tags.iter().filter(|(_, d)| d.digest == digest).map(|(t, _)| t.clone()).collect()
+}
+
+/// Whether an expiry candidate is still what the run evaluated: the same tags point at it in
+/// the fresh listing as in the first, no workload uses it now, and no push of it was heard
+/// since the run began. Pure.
+pub fn unchanged(
+    digest: &str,
+    listed: &BTreeMap<String, Descriptor>,
+    fresh: &BTreeMap<String, Descriptor>,
+    protected_now: &BTreeSet<String>,
+    pushed_since: impl Fn(&str) -> bool,
+) -> bool {
+    tags_of(listed, digest) == tags_of(fresh, digest) && !protected_now.contains(digest) && !pushed_since(digest)
+}
+
 /// The images to evaluate: one per tagged digest (an index stands for its children), plus the
 /// untagged digests the ledger knows that are not children of a tagged index. Pure.
 pub fn images_for_evaluation(
@@ -388,15 +406,12 @@ async fn run_in(
     } else {
         BTreeSet::new()
     };
-    let tags_of = |tags: &BTreeMap<String, Descriptor>, digest: &str| -> BTreeSet<String> {
-        tags.iter().filter(|(_, d)| d.digest == digest).map(|(t, _)| t.clone()).collect()
-    };
     let registry = target.registry.name_any();
     let before = expire.len();
     expire.retain(|image| {
-        tags_of(&tags, &image.digest) == tags_of(&fresh, &image.digest)
-            && !fresh_protected.contains(&image.digest)
-            && !ctx.pushes.pushed_since(&registry, &target.path, &image.digest, started)
+        unchanged(&image.digest, &tags, &fresh, &fresh_protected, |d| {
+            ctx.pushes.pushed_since(&registry, &target.path, d, started)
+        })
     });
     run.changed = before - expire.len();
     run.expired = expire.iter().map(|i| format!("{}@{}", target.path, i.digest)).collect();
@@ -532,6 +547,30 @@ mod tests {
         // Look-alike repositories protect nothing here: `app2` and `app/sub` are not `app`.
         let lookalikes = ["r:5000/team/app2:v1", "r:5000/team/app2", "r:5000/team/app/sub:latest"];
         assert!(protected_digests(&lookalikes, uri, &tags, &children).is_empty());
+    }
+
+    #[test]
+    fn a_candidate_that_changed_since_the_listing_is_not_deleted() {
+        let listed: BTreeMap<String, Descriptor> =
+            [("build-1".to_string(), desc("d1", MANIFEST)), ("build-2".to_string(), desc("d2", MANIFEST))].into();
+        let none = BTreeSet::new();
+        assert!(unchanged("d1", &listed, &listed, &none, |_| false), "nothing changed: delete");
+        assert!(unchanged("gone", &listed, &listed, &none, |_| false), "an untagged candidate stays untagged");
+        // A tag pushed onto the candidate meanwhile.
+        let mut tagged = listed.clone();
+        tagged.insert("keep-1".into(), desc("d1", MANIFEST));
+        assert!(!unchanged("d1", &listed, &tagged, &none, |_| false));
+        assert!(unchanged("d2", &listed, &tagged, &none, |_| false), "other candidates are unaffected");
+        // Its tag moved away (and so its image is no longer what was evaluated).
+        let moved: BTreeMap<String, Descriptor> =
+            [("build-1".to_string(), desc("d9", MANIFEST)), ("build-2".to_string(), desc("d2", MANIFEST))].into();
+        assert!(!unchanged("d1", &listed, &moved, &none, |_| false));
+        // An untagged candidate tagged meanwhile.
+        let untagged_then: BTreeMap<String, Descriptor> = BTreeMap::new();
+        assert!(!unchanged("d1", &untagged_then, &listed, &none, |_| false));
+        // In use now, or pushed again since the run began.
+        assert!(!unchanged("d1", &listed, &listed, &["d1".to_string()].into(), |_| false));
+        assert!(!unchanged("d1", &listed, &listed, &none, |d| d == "d1"));
     }
 
     #[test]

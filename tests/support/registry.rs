@@ -114,6 +114,14 @@ impl TestRegistry {
         self.server.stop();
     }
 
+    /// SIGKILL: the registry dies mid-request, as on a node failure.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.server.pid() {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+        self.server.stop();
+    }
+
     /// Starts the registry again on the same port with the same storage.
     pub async fn start_again(&mut self) {
         self.server = serve(&self.config, &self.dir.path().join("registry-again.log"));

@@ -33,6 +33,11 @@ impl Env {
     /// A registry, a Registry object for it, and berth scoped to this test. `events` points the
     /// registry's notifications at berth; `poll` is berth's Repository poll interval.
     pub async fn new(test: &str, events: bool, poll: &str) -> Env {
+        Self::with_args(test, events, &["--repository-poll-interval", poll]).await
+    }
+
+    /// Like `new`, with berth's arguments given whole (`{ns}` stands for the test's namespace).
+    pub async fn with_args(test: &str, events: bool, args: &[&str]) -> Env {
         let cp = control_plane().await;
         cp.install_crds().await;
         let ns = cp.namespace(test).await;
@@ -62,7 +67,9 @@ impl Env {
         }))
         .unwrap();
         Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &reg).await.unwrap();
-        let berth = Berth::start(cp, port, &ns.name, &["--repository-poll-interval", poll]).await;
+        let args: Vec<String> = args.iter().map(|a| a.replace("{ns}", &ns.name)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let berth = Berth::start(cp, port, &ns.name, &args).await;
         Env { ns, registry, berth, name, token, skopeo: Skopeo::default(), layout: OciLayout::default() }
     }
 
