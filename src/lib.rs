@@ -12,6 +12,7 @@ pub mod leader;
 pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
+pub mod namespaces;
 pub mod operator;
 pub mod registry;
 pub mod rollout;
