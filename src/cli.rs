@@ -72,6 +72,12 @@ pub struct RunArgs {
     /// Reconcile only the Repositories of this namespace (default: every namespace).
     #[arg(long, env = "BERTH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// The namespaces berth is installed for, comma-separated (default: every namespace): it
+    /// reads Secrets, writes and rolls out only there, and reports berth objects and references
+    /// elsewhere as `NamespaceNotManaged`. Set by the chart's `rbac.scope: namespaces`, whose
+    /// RBAC grants those rights in these namespaces only.
+    #[arg(long, value_parser = crate::namespaces::Namespaces::parse, env = "BERTH_NAMESPACES")]
+    pub namespaces: Option<crate::namespaces::Namespaces>,
     /// Reconcile only the Registry objects matching this label selector (e.g. `shard=a`), to run
     /// several berth instances side by side.
     #[arg(long, env = "BERTH_REGISTRY_SELECTOR")]

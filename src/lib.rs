@@ -11,6 +11,7 @@ pub mod http;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod namespaces;
 pub mod operator;
 pub mod registry;
 pub mod repository;

@@ -32,6 +32,7 @@ use crate::{
     http,
     leader::Leadership,
     metrics::Metrics,
+    namespaces::Namespaces,
 };
 
 /// How often readiness re-checks that the Kubernetes API answers.
@@ -62,7 +63,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry_concurrency: args.registry_concurrency.max(1),
         namespace: args.namespace.clone(),
         trusted_proxies: http::client::TrustedProxies::new(args.trusted_proxies.clone()),
+        namespaces: args.namespaces.clone().unwrap_or_default(),
     };
+    if let Some(ns) = &args.namespace
+        && !settings.namespaces.allows(ns)
+    {
+        tracing::warn!(namespace = %ns, namespaces = %settings.namespaces, "--namespace is not among --namespaces: every berth object there is reported NamespaceNotManaged");
+    }
 
     let leader = match &args.leader_elect_namespace {
         Some(ns) if args.leader_elect => {
@@ -258,6 +265,14 @@ fn controllers(
         Some(s) => watcher::Config::default().any_semantic().labels(s),
         None => watcher::Config::default().any_semantic(),
     };
+    // Outside the namespaces berth is installed for, berth objects are only reported (below).
+    fn managed_only<K: kube::Resource>(
+        managed: &Namespaces,
+    ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) -> std::future::Ready<bool> + use<K> {
+        let managed = managed.clone();
+        controllers::events_in(move |ns| managed.allows(ns))
+    }
+    let managed = settings.namespaces.clone();
     let (repo_reader, repo_writer) = reflector::store::<Repository>();
     let (reg_reader, reg_writer) = reflector::store::<Registry>();
     let (trigger_tx, trigger_rx) = mpsc::channel::<ObjectRef<Repository>>(controllers::TRIGGER_CAPACITY);
@@ -278,6 +293,7 @@ fn controllers(
         predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting);
     let repo_stream = watcher(repositories.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
+        .filter(managed_only(&managed))
         .modify(|r| r.managed_fields_mut().clear())
         .reflect(repo_writer)
         .inspect(rebuild_access(&ctx))
@@ -299,14 +315,16 @@ fn controllers(
     // Lifecycle policies run when they change, when a Repository starts or stops using them,
     // and every interval.
     let (policy_reader, policy_writer) = reflector::store::<LifecyclePolicy>();
-    let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
+    let policy_stream = watcher(policies.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
+        .filter(managed_only(&managed))
         .modify(|p| p.managed_fields_mut().clear())
         .reflect(policy_writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let repos_for_policies = watcher(repositories.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
+        .filter(managed_only(&managed))
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
 
@@ -314,8 +332,9 @@ fn controllers(
     let access: Api<AccessPolicy> = controllers::scoped(&client, scope.namespace.as_deref());
     let (access_reader, access_writer) = reflector::store::<AccessPolicy>();
     let access_changes = predicates::generation.combine(predicates::annotations).combine(predicates::finalizers);
-    let access_stream = watcher(access, watcher::Config::default().any_semantic())
+    let access_stream = watcher(access.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
+        .filter(managed_only(&managed))
         .modify(|p| p.managed_fields_mut().clear())
         .reflect(access_writer)
         .inspect(rebuild_access(&ctx))
@@ -323,6 +342,7 @@ fn controllers(
         .predicate_filter(access_changes, Default::default());
     let repos_for_access = watcher(repositories.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
+        .filter(managed_only(&managed))
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::labels), Default::default());
 
@@ -381,13 +401,24 @@ fn controllers(
         .run(controllers::access::reconcile, controllers::access::error_policy, ctx.clone())
         .for_each(|_| async {});
     let indexes = controllers::access::run_indexes(ctx.clone(), access_reader.clone(), shutdown.clone());
-    let credentials = controllers::access::run_credentials(
-        ctx.clone(),
-        scope.namespace.clone(),
-        access_reader.clone(),
-        shutdown.clone(),
-    );
-    let rollout_controller = controllers::rollout::run(ctx.clone(), scope.namespace.clone(), moved_rx, shutdown);
+    let watched = ctx.settings.watched();
+    let credentials =
+        controllers::access::run_credentials(ctx.clone(), watched.clone(), access_reader.clone(), shutdown.clone());
+    let rollout_controller = controllers::rollout::run(ctx.clone(), watched, moved_rx, shutdown.clone());
+    // Installed for some namespaces only: the berth objects of the others are told so.
+    let unmanaged = (ctx.settings.namespaces != Namespaces::All).then(|| {
+        let report = |ctx: &Arc<Context>| (ctx.clone(), gained(&scope.leader), shutdown.clone());
+        let (c1, g1, s1) = report(&ctx);
+        let (c2, g2, s2) = report(&ctx);
+        let (c3, g3, s3) = report(&ctx);
+        async move {
+            tokio::join!(
+                controllers::unmanaged::run(c1, repositories, g1, s1),
+                controllers::unmanaged::run(c2, policies, g2, s2),
+                controllers::unmanaged::run(c3, access, g3, s3),
+            );
+        }
+    });
     let both = async move {
         tokio::join!(
             repository_controller,
@@ -396,7 +427,12 @@ fn controllers(
             access_controller,
             indexes,
             credentials,
-            rollout_controller
+            rollout_controller,
+            async move {
+                if let Some(unmanaged) = unmanaged {
+                    unmanaged.await;
+                }
+            }
         );
     };
     (both, ctx)

@@ -139,9 +139,11 @@ fn helm_lint_passes_and_the_values_schema_rejects_bad_values() {
         let out = ok(helm().args(["lint", "--strict", CHART]).args(&extra));
         assert!(out.contains("0 chart(s) failed"), "helm lint {extra:?}:\n{out}");
     }
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--set-string", "replicas=two"], "at '/replicas': got string, want integer"),
         (&["--set", "logFormat=xml"], "at '/logFormat'"),
+        (&["--set", "rbac.scope=namespace"], "at '/rbac/scope'"),
+        (&["--set", "rbac.scope=namespaces", "--set", "rbac.namespaces={Team_A}"], "at '/rbac/namespaces/0'"),
         (&["--set", "repositoryPollInterval=5 minutes"], "at '/repositoryPollInterval'"),
         (&["--set", "registry.storage.type=nfs"], "at '/registry/storage/type'"),
         (&["--set", "replicaCount=2"], "additional properties 'replicaCount' not allowed"),
@@ -195,6 +197,174 @@ fn helm_lint_passes_and_the_values_schema_rejects_bad_values() {
         "{}",
         text(&no_bucket)
     );
+    // A list of namespaces without the namespaced scope would silently grant every namespace.
+    let unscoped = run(helm().args(["template", "x", CHART, "--set", "rbac.namespaces={team-a}"]));
+    assert!(
+        !unscoped.status.success() && text(&unscoped).contains("rbac.namespaces needs rbac.scope namespaces"),
+        "{}",
+        text(&unscoped)
+    );
+    let elsewhere = run(helm().args([
+        "template",
+        "x",
+        CHART,
+        "--set",
+        "rbac.scope=namespaces",
+        "--set",
+        "rbac.namespaces={team-a}",
+        "--set",
+        "namespace=team-b",
+    ]));
+    assert!(
+        !elsewhere.status.success() && text(&elsewhere).contains("namespace must be the release namespace or one of"),
+        "{}",
+        text(&elsewhere)
+    );
+}
+
+/// `group/resource: verbs`, one line per resource, in the order of the role's rules.
+fn granted(role: &Value) -> Vec<String> {
+    role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            let group = r["apiGroups"][0].as_str().unwrap().to_string();
+            let verbs: Vec<&str> = r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let verbs = verbs.join(",");
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |res| format!("{group}/{}: {verbs}", res.as_str().unwrap()))
+        })
+        .collect()
+}
+
+/// No wildcard, nothing that escalates, Leases only in the release namespace.
+fn assert_no_escalation(docs: &[Value]) {
+    let mut rules = Vec::new();
+    for kind in ["ClusterRole", "Role"] {
+        for role in find(docs, kind) {
+            rules.extend(role["rules"].as_array().unwrap().iter().map(|r| (kind, r.clone())));
+        }
+    }
+    assert!(!rules.is_empty());
+    for (kind, rule) in &rules {
+        let strings = |field: &str| -> Vec<String> {
+            rule[field].as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
+        };
+        for field in ["apiGroups", "resources", "verbs"] {
+            assert!(!strings(field).iter().any(|s| s.contains('*')), "{kind}: a wildcard in {rule}");
+        }
+        for verb in ["escalate", "bind", "impersonate", "deletecollection"] {
+            assert!(!strings("verbs").iter().any(|v| v == verb), "{kind}: {verb} in {rule}");
+        }
+        assert!(rule.get("nonResourceURLs").is_none(), "{kind}: nonResourceURLs in {rule}");
+        if strings("resources").iter().any(|r| r == "leases") {
+            assert_eq!(*kind, "Role", "Leases only in the release namespace");
+        }
+    }
+}
+
+/// What berth's own objects, TokenReviews and Namespaces need, in both scopes.
+const CLUSTER_RULES_IN_BOTH_SCOPES: [&str; 12] = [
+    "berth.dev/registries: list,watch",
+    "berth.dev/registries/status: patch",
+    "berth.dev/repositories: list,watch,patch",
+    "berth.dev/accesspolicies: list,watch,patch",
+    "berth.dev/lifecyclepolicies: list,watch",
+    "berth.dev/repositories/status: patch",
+    "berth.dev/lifecyclepolicies/status: patch",
+    "berth.dev/accesspolicies/status: patch",
+    "berth.dev/repositories/finalizers: update",
+    "/namespaces: get,list,watch",
+    "authentication.k8s.io/tokenreviews: create",
+    "/pods: list",
+];
+
+/// Where berth writes: every namespace (scope cluster) or each listed one's Role.
+const WRITE_RULES: [&str; 8] = [
+    "/configmaps: list,create,patch",
+    "/secrets: get,list,watch,create,update,patch,delete",
+    "/serviceaccounts: get,list,patch",
+    "events.k8s.io/events: create,patch",
+    "apps/deployments: list,watch,patch",
+    "apps/statefulsets: list,watch,patch",
+    "apps/daemonsets: list,watch,patch",
+    "batch/cronjobs: list,watch,patch",
+];
+
+fn write_rules() -> Vec<String> {
+    WRITE_RULES.map(String::from).to_vec()
+}
+
+/// scope namespaces: exactly these rules, cluster-wide and in each listed namespace, and berth
+/// told the list.
+#[test]
+fn the_namespaced_scope_writes_only_in_the_listed_namespaces() {
+    let docs = documents(&ok(helm().args([
+        "template",
+        "rel",
+        CHART,
+        "--namespace",
+        "ops",
+        "--set",
+        "rbac.scope=namespaces",
+        "--set",
+        "rbac.namespaces={team-a,ops,team-b}",
+    ])));
+    assert_no_escalation(&docs);
+    let cluster_roles = find(&docs, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    // Cluster-wide: berth's own objects, TokenReviews, and reads (Namespaces; the workloads that
+    // keep images in use, wherever they run). No Secret, no write to anything not berth's.
+    let mut expected: Vec<String> = CLUSTER_RULES_IN_BOTH_SCOPES.iter().map(|r| r.to_string()).collect();
+    expected.extend(
+        [
+            "apps/replicasets: list",
+            "apps/deployments: list",
+            "apps/statefulsets: list",
+            "apps/daemonsets: list",
+            "batch/jobs: list",
+            "batch/cronjobs: list",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(granted(cluster_roles[0]), expected);
+    // Per namespace: the release namespace first, each listed one once.
+    let roles: Vec<&Value> = find(&docs, "Role").into_iter().filter(|r| r["metadata"]["name"] == "rel-berth").collect();
+    let namespaces: Vec<&str> = roles.iter().map(|r| r["metadata"]["namespace"].as_str().unwrap()).collect();
+    assert_eq!(namespaces, ["ops", "team-a", "team-b"]);
+    for role in &roles {
+        assert_eq!(granted(role), write_rules(), "Role in {}", role["metadata"]["namespace"]);
+    }
+    let bindings = find(&docs, "RoleBinding");
+    for ns in ["ops", "team-a", "team-b"] {
+        let binding = bindings
+            .iter()
+            .find(|b| b["metadata"]["namespace"] == ns && b["roleRef"]["name"] == "rel-berth")
+            .unwrap_or_else(|| panic!("no RoleBinding in {ns}"));
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "rel-berth", "namespace": "ops"}]));
+    }
+    let leases: Vec<&Value> =
+        find(&docs, "Role").into_iter().filter(|r| r["metadata"]["name"] != "rel-berth").collect();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(granted(leases[0]), ["coordination.k8s.io/leases: get,list,watch,create,update,patch"]);
+    assert_eq!(leases[0]["metadata"]["namespace"], "ops");
+    let args = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let at = args.iter().position(|a| *a == "--namespaces").expect("--namespaces passed to berth");
+    assert_eq!(args[at + 1], "ops,team-a,team-b");
+
+    // The release namespace alone by default; scope cluster passes no list.
+    let alone = documents(&ok(helm().args(["template", "rel", CHART, "-n", "ops", "--set", "rbac.scope=namespaces"])));
+    let roles: Vec<String> =
+        find(&alone, "Role").iter().map(|r| r["metadata"]["namespace"].as_str().unwrap().to_string()).collect();
+    assert_eq!(roles, ["ops", "ops"], "berth's Role and the Lease's, in the release namespace");
+    let cluster = ok(helm().args(["template", "rel", CHART, "-n", "ops"]));
+    assert!(!cluster.contains("--namespaces"), "scope cluster must not limit berth");
 }
 
 /// What the Deployment runs, and that the RBAC grants nothing that escalates.
@@ -267,69 +437,14 @@ fn the_rendered_deployment_and_rbac_are_what_berth_needs() {
     let one = documents(&ok(helm().args(["template", "rel", CHART, "--set", "replicas=1"])));
     assert!(find(&one, "PodDisruptionBudget").is_empty(), "no PodDisruptionBudget for a single replica");
 
-    let mut rules = Vec::new();
-    for kind in ["ClusterRole", "Role"] {
-        for role in find(&docs, kind) {
-            rules.extend(role["rules"].as_array().unwrap().iter().map(|r| (kind, r.clone())));
-        }
-    }
-    assert!(!rules.is_empty());
-    for (kind, rule) in &rules {
-        let strings = |field: &str| -> Vec<String> {
-            rule[field].as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
-        };
-        for field in ["apiGroups", "resources", "verbs"] {
-            assert!(!strings(field).iter().any(|s| s.contains('*')), "{kind}: a wildcard in {rule}");
-        }
-        for verb in ["escalate", "bind", "impersonate", "deletecollection"] {
-            assert!(!strings("verbs").iter().any(|v| v == verb), "{kind}: {verb} in {rule}");
-        }
-        assert!(rule.get("nonResourceURLs").is_none(), "{kind}: nonResourceURLs in {rule}");
-        if strings("resources").iter().any(|r| r == "leases") {
-            assert_eq!(*kind, "Role", "Leases only in the release namespace");
-        }
-    }
-    // Exactly these: a change to berth's API calls must change this list on purpose.
-    let granted: Vec<String> = find(&docs, "ClusterRole")[0]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            let group = r["apiGroups"][0].as_str().unwrap().to_string();
-            let verbs: Vec<&str> = r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-            let verbs = verbs.join(",");
-            r["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(move |res| format!("{group}/{}: {verbs}", res.as_str().unwrap()))
-        })
-        .collect();
-    let expected = [
-        "berth.dev/registries: list,watch",
-        "berth.dev/registries/status: patch",
-        "berth.dev/repositories: list,watch,patch",
-        "berth.dev/accesspolicies: list,watch,patch",
-        "berth.dev/lifecyclepolicies: list,watch",
-        "berth.dev/repositories/status: patch",
-        "berth.dev/lifecyclepolicies/status: patch",
-        "berth.dev/accesspolicies/status: patch",
-        "berth.dev/repositories/finalizers: update",
-        "/configmaps: list,create,patch",
-        "/secrets: get,list,watch,create,update,patch,delete",
-        "/namespaces: get",
-        "/serviceaccounts: get,list,patch",
-        "authentication.k8s.io/tokenreviews: create",
-        "events.k8s.io/events: create,patch",
-        "/pods: list",
-        "apps/replicasets: list",
-        "batch/jobs: list",
-        "apps/deployments: list,watch,patch",
-        "apps/statefulsets: list,watch,patch",
-        "apps/daemonsets: list,watch,patch",
-        "batch/cronjobs: list,watch,patch",
-    ];
-    assert_eq!(granted, expected);
+    assert_no_escalation(&docs);
+    // scope cluster (the default), exactly these: a change to berth's API calls must change this
+    // list on purpose.
+    let mut expected: Vec<String> = CLUSTER_RULES_IN_BOTH_SCOPES.iter().map(|r| r.to_string()).collect();
+    expected.extend(["apps/replicasets: list", "batch/jobs: list"].map(String::from));
+    expected.extend(write_rules());
+    assert_eq!(granted(find(&docs, "ClusterRole")[0]), expected);
+    assert_eq!(find(&docs, "Role").len(), 1, "only the Lease's Role");
     let lease_role = find(&docs, "Role")[0];
     assert_eq!(lease_role["metadata"]["namespace"], "ops");
 
@@ -376,7 +491,8 @@ async fn the_api_server_accepts_what_the_chart_and_the_kustomize_base_render() {
     let cp = control_plane().await;
     cp.install_crds().await;
     let ns = cp.namespace("chart-render").await;
-    for extra in [vec![], everything_on()] {
+    let namespaced = vec!["--set", "rbac.scope=namespaces"];
+    for extra in [vec![], everything_on(), namespaced.clone()] {
         let manifests = ok(helm().args(["template", "rel", CHART, "--namespace", &ns.name]).args(&extra));
         let applied = server_dry_run(cp, &ns.name, &manifests);
         let kinds = find(&documents(&manifests), "Deployment").len();
@@ -385,9 +501,13 @@ async fn the_api_server_accepts_what_the_chart_and_the_kustomize_base_render() {
             applied.contains("clusterrole.rbac.authorization.k8s.io/rel-berth created (server dry run)"),
             "{applied}"
         );
-        if !extra.is_empty() {
+        if extra == everything_on() {
             assert!(applied.contains("registry.berth.dev/rel-berth created (server dry run)"), "{applied}");
             assert!(applied.contains("networkpolicy.networking.k8s.io/rel-berth created"), "{applied}");
+        }
+        if extra == namespaced {
+            assert!(applied.contains("role.rbac.authorization.k8s.io/rel-berth created (server dry run)"), "{applied}");
+            assert!(applied.contains("rolebinding.rbac.authorization.k8s.io/rel-berth created"), "{applied}");
         }
     }
 
@@ -747,7 +867,9 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
     })
     .await;
 
-    // A rollout: the annotated Deployment is pinned to the tag's digest.
+    // A rollout: the annotated Deployment, in a namespace that opted in, is pinned to the tag's
+    // digest.
+    ns.enable_rollouts(true).await;
     let deployments = Api::<Deployment>::namespaced(ns.client.clone(), &ns.name);
     let web: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web", "annotations": {"berth.dev/rollout": "digest"}},
@@ -874,4 +996,351 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
     assert!(!left.status.success(), "the ClusterRole outlived the release");
     ok(cp.kubectl().args(["get", "pvc", &format!("{fullname}-registry"), "-n", &ns.name]));
     registry.stop();
+}
+
+/// `ready` of a berth object's status, owned: (status, reason, message).
+fn ready_of(status: &Value) -> Option<(String, String, String)> {
+    let c = status["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?;
+    let field = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some((field("status"), field("reason"), field("message")))
+}
+
+/// `rbac.scope: namespaces` as the chart runs it: berth, with nothing but the chart's identity and
+/// the `--namespaces` the chart gives it, does its job in the namespaces it is installed for
+/// (signing keys in the release namespace; a Repository, its ledger, pull secrets and a rollout
+/// in a listed one), still sees images in use everywhere, reports what lies outside instead of
+/// trying, and the API server refuses that identity every Secret and every write elsewhere.
+#[tokio::test]
+async fn in_the_namespaced_scope_berth_works_in_its_namespaces_and_is_refused_elsewhere() {
+    let cp = control_plane().await;
+    cp.install_crds().await;
+    let home = cp.namespace("chart-scoped").await;
+    let team = cp.namespace("chart-scoped-team").await;
+    let other = cp.namespace("chart-scoped-other").await;
+    let (r, t, o) = (home.name.clone(), team.name.clone(), other.name.clone());
+    let admin = home.client.clone();
+    let fullname = format!("{r}-berth");
+    let dir = tempfile::tempdir().unwrap();
+    let installed = ok(helm()
+        .args(["install", &r, CHART, "--namespace", &r, "--skip-crds", "--set", "rbac.scope=namespaces", "--set"])
+        .arg(format!("rbac.namespaces={{{t}}}"))
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig));
+    assert!(installed.contains("STATUS: deployed"), "{installed}");
+    // berth runs with the list the chart gives its Deployment.
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), &r).get(&fullname).await.unwrap();
+    let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    let at = args.iter().position(|a| a == "--namespaces").expect("the chart passes --namespaces");
+    let managed = args[at + 1].clone();
+    assert_eq!(managed, format!("{r},{t}"));
+
+    // A Registry in token mode whose signing keys live in the release namespace, and one whose
+    // credentials would have to be read outside.
+    let (berth_port, registry_port) = (free_port(), free_port());
+    let service = format!("registry-{t}");
+    let registries = Api::<Registry>::all(admin.clone());
+    let registry_object = |name: &str, spec: Value| -> Registry {
+        serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+            "metadata": {"name": name, "labels": {"berth.dev/test": t}}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    let token_auth = json!({"issuer": "berth-test", "service": service,
+        "signingKeySecretRef": {"name": "berth-token-signing", "namespace": r}});
+    let spec =
+        json!({"url": format!("http://127.0.0.1:{registry_port}"), "checkInterval": "2s", "tokenAuth": token_auth});
+    registries.create(&PostParams::default(), &registry_object(&t, spec)).await.unwrap();
+    let outside = format!("{t}-outside");
+    let spec = json!({"url": format!("http://127.0.0.1:{}", free_port()), "credentialsSecretRef": {"name": "creds", "namespace": o}});
+    registries.create(&PostParams::default(), &registry_object(&outside, spec)).await.unwrap();
+
+    let kubeconfig = service_account_kubeconfig(cp, admin.clone(), &r, &fullname, dir.path()).await;
+    let extra = [
+        "--namespaces",
+        managed.as_str(),
+        "--repository-poll-interval",
+        "2s",
+        "--leader-elect",
+        "--leader-elect-namespace",
+        r.as_str(),
+        "--leader-elect-lease",
+        "berth",
+    ];
+    let berth = support::berth::Berth::start_as(cp, berth_port, &t, &extra, kubeconfig.clone()).await;
+
+    let bundle = eventually(WAIT, "the signing Secret in the release namespace", || {
+        let secrets = Api::<Secret>::namespaced(admin.clone(), &r);
+        let log = berth.log_tail();
+        async move {
+            let s = secrets.get_opt("berth-token-signing").await.map_err(|e| e.to_string())?;
+            let s = s.ok_or(format!("not yet\n{log}"))?;
+            s.data.unwrap_or_default().get("bundle.pem").map(|b| b.0.clone()).ok_or_else(|| "no bundle.pem".into())
+        }
+    })
+    .await;
+    let bundle_path = dir.path().join("bundle.pem");
+    std::fs::write(&bundle_path, bundle).unwrap();
+    let _registry = support::TestRegistry::start_with(support::RegistryOptions {
+        port: Some(registry_port),
+        token_auth: Some(support::registry::TokenAuthConfig {
+            realm: format!("http://127.0.0.1:{berth_port}/token/{t}"),
+            service: service.clone(),
+            issuer: "berth-test".into(),
+            root_cert_bundle: bundle_path,
+        }),
+        ..Default::default()
+    })
+    .await;
+    let registry_says = |name: String, expected: (&'static str, &'static str)| {
+        let registries = registries.clone();
+        let log = berth.log_tail();
+        async move {
+            let status = status(&registries, &name).await?;
+            match ready_of(&status) {
+                Some((s, reason, message)) if (s.as_str(), reason.as_str()) == expected => Ok(message),
+                _ => Err(format!("{status}\n{log}")),
+            }
+        }
+    };
+    eventually(WAIT, "the Registry Ready", || registry_says(t.clone(), ("True", "Reachable"))).await;
+    let told = eventually(WAIT, "the outside Registry told why", || {
+        registry_says(outside.clone(), ("False", "NamespaceNotManaged"))
+    })
+    .await;
+    assert!(told.contains(&format!("namespace {o}")) && told.contains("rbac.namespaces"), "{told}");
+
+    // A Repository with its ledger, CI pushing as its ServiceAccount, pull secrets for the listed
+    // namespace and for one outside that would accept them.
+    let create = |kind: &str, name: &str, spec: Value| json!({"apiVersion": "berth.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+    let repos = Api::<Repository>::namespaced(admin.clone(), &t);
+    let repo =
+        create("Repository", "app", json!({"registryRef": {"name": t}, "lifecyclePolicyRef": {"name": "keep-one"}}));
+    repos.create(&PostParams::default(), &serde_json::from_value(repo.clone()).unwrap()).await.unwrap();
+    eventually(WAIT, "Repository app Ready", || {
+        let repos = repos.clone();
+        let log = berth.log_tail();
+        async move {
+            let status = status(&repos, "app").await?;
+            if is_ready(&status) { Ok(()) } else { Err(format!("{status}\n{log}")) }
+        }
+    })
+    .await;
+    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), &t);
+    for name in ["ci", "runtime"] {
+        let account = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        accounts.create(&PostParams::default(), &account).await.unwrap();
+    }
+    let request = TokenRequest {
+        spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..Default::default() },
+        ..Default::default()
+    };
+    let ci_token = accounts.create_token_request("ci", &PostParams::default(), &request).await.unwrap();
+    let ci = Creds::Basic { username: "ci".into(), password: ci_token.status.unwrap().token };
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone());
+    let accept = json!({"metadata": {"annotations": {"berth.dev/accept-pull-secrets-from": t}}});
+    namespaces.patch(&o, &Default::default(), &kube::api::Patch::Merge(accept)).await.unwrap();
+    let access = Api::<AccessPolicy>::namespaced(admin.clone(), &t);
+    let policy = create(
+        "AccessPolicy",
+        "ci",
+        json!({
+            "repositories": {"names": ["app"]},
+            "grants": [{"subjects": [{"kind": "ServiceAccount", "name": "ci"}], "actions": ["pull", "push"]}],
+            "pullSecrets": {"namespaces": [t, o], "serviceAccounts": ["runtime"]},
+        }),
+    );
+    access.create(&PostParams::default(), &serde_json::from_value(policy).unwrap()).await.unwrap();
+    let skopeo = Skopeo::default();
+    let mut layout = OciLayout::default();
+    let image = format!("127.0.0.1:{registry_port}/{t}/app");
+    let d1 = layout.add_image("v1", "one").digest;
+    eventually(WAIT, "ci pushes app:v1", || {
+        let (skopeo, layout, image, ci) = (&skopeo, &layout, &image, &ci);
+        async move {
+            let out = skopeo.push(layout.path(), "v1", &format!("{image}:v1"), ci, false).await;
+            if out.status.success() { Ok(()) } else { Err(describe(&out)) }
+        }
+    })
+    .await;
+    let d2 = layout.add_image("v2", "two").digest;
+    let out = skopeo.push(layout.path(), "v2", &format!("{image}:v2"), &ci, false).await;
+    assert!(out.status.success(), "push v2: {}", describe(&out));
+    eventually(WAIT, "the ledger in the listed namespace", || {
+        let configmaps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &t);
+        let d1 = d1.clone();
+        async move {
+            let list = configmaps.list(&Default::default()).await.map_err(|e| e.to_string())?;
+            let ledger =
+                list.items.iter().filter(|c| c.metadata.name.as_deref().unwrap_or("").starts_with("berth-ledger-app-"));
+            if ledger.map(|c| format!("{:?}", c.data)).any(|d| d.contains(&d1)) {
+                Ok(())
+            } else {
+                Err("no ledger entry".into())
+            }
+        }
+    })
+    .await;
+    let told = eventually(WAIT, "the policy: pull secret written here, target outside told", || {
+        let (access, secrets) = (access.clone(), Api::<Secret>::namespaced(admin.clone(), &t));
+        async move {
+            let status = status(&access, "ci").await?;
+            let written = secrets.get_opt("berth-pull").await.map_err(|e| e.to_string())?.is_some();
+            match ready_of(&status) {
+                Some((s, reason, message)) if s == "False" && reason == "NamespaceNotManaged" && written => {
+                    Ok((message, status["pullSecretNamespaces"].clone()))
+                }
+                _ => Err(format!("pull secret written: {written}; {status}")),
+            }
+        }
+    })
+    .await;
+    assert!(told.0.contains(&format!("namespace {o}")), "{}", told.0);
+    assert_eq!(told.1, json!([t]));
+    let outside_secret = Api::<Secret>::namespaced(admin.clone(), &o).get_opt("berth-pull").await.unwrap();
+    assert!(outside_secret.is_none(), "berth wrote a pull secret outside its namespaces");
+
+    // Rollouts: both namespaces opt in; only the listed one is rolled out. The workload outside
+    // still keeps its image in use (read everywhere), so the lifecycle policy protects v1.
+    team.enable_rollouts(true).await;
+    other.enable_rollouts(true).await;
+    let workload = |tag: &str| -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "annotations": {"berth.dev/rollout": "digest"}},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": format!("{image}:{tag}")}]}}},
+        }))
+        .unwrap()
+    };
+    let here = Api::<Deployment>::namespaced(admin.clone(), &t);
+    let there = Api::<Deployment>::namespaced(admin.clone(), &o);
+    here.create(&PostParams::default(), &workload("v2")).await.unwrap();
+    there.create(&PostParams::default(), &workload("v1")).await.unwrap();
+    let image_of = |d: Deployment| d.spec.and_then(|s| s.template.spec).and_then(|s| s.containers[0].image.clone());
+    let pinned = format!("{image}:v2@{d2}");
+    eventually(WAIT, "web pinned in the listed namespace", || {
+        let (here, pinned) = (here.clone(), pinned.clone());
+        async move {
+            let now = image_of(here.get("web").await.map_err(|e| e.to_string())?);
+            if now.as_deref() == Some(pinned.as_str()) { Ok(()) } else { Err(format!("{now:?}")) }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(image_of(there.get("web").await.unwrap()), Some(format!("{image}:v1")), "rolled out outside");
+    let policies = Api::<LifecyclePolicy>::namespaced(admin.clone(), &t);
+    let rule = json!({"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": ["v"], "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}});
+    let lifecycle = create("LifecyclePolicy", "keep-one", json!({"rules": [rule], "dryRun": true}));
+    policies.create(&PostParams::default(), &serde_json::from_value(lifecycle).unwrap()).await.unwrap();
+    let ran = eventually(WAIT, "LifecyclePolicy keep-one ran", || {
+        let policies = policies.clone();
+        async move {
+            let status = status(&policies, "keep-one").await?;
+            if ready(&status) == Some(("True", "DryRun")) { Ok(status) } else { Err(status.to_string()) }
+        }
+    })
+    .await;
+    assert_eq!(ran["protectedCount"], 1, "v1 {d1} is in use outside the listed namespaces: {ran}");
+
+    // Nothing berth asked for was refused: it never tried outside.
+    let pid = berth.pid().expect("berth is running");
+    let log = std::fs::read_to_string(format!("/proc/{pid}/fd/2")).unwrap_or_else(|_| berth.log_tail());
+    assert!(!log.to_lowercase().contains("forbidden"), "berth was refused something:\n{log}");
+    for ns in [&r, &t] {
+        let reported = ok(cp.kubectl().args([
+            "get",
+            "repositories,accesspolicies,lifecyclepolicies,events",
+            "-o",
+            "json",
+            "-n",
+            ns,
+        ]));
+        assert!(!reported.to_lowercase().contains("forbidden"), "berth was refused something:\n{reported}");
+    }
+    drop(berth);
+
+    // berth objects outside are told why nothing happens (a berth that manages that namespace's
+    // objects, as `--namespace` shards them, but may not write there).
+    let outside_repos = Api::<Repository>::namespaced(admin.clone(), &o);
+    outside_repos.create(&PostParams::default(), &serde_json::from_value(repo).unwrap()).await.unwrap();
+    let second = support::berth::Berth::start_as(cp, free_port(), &o, &["--namespaces", &managed], kubeconfig).await;
+    let told = eventually(WAIT, "the Repository outside told why", || {
+        let repos = outside_repos.clone();
+        let log = second.log_tail();
+        async move {
+            let status = status(&repos, "app").await?;
+            match ready_of(&status) {
+                Some((s, reason, message)) if s == "False" && reason == "NamespaceNotManaged" => Ok(message),
+                _ => Err(format!("{status}\n{log}")),
+            }
+        }
+    })
+    .await;
+    assert!(told.contains(&format!("namespace {o}")), "{told}");
+    let uri = status(&outside_repos, "app").await.unwrap()["uri"].clone();
+    assert!(uri.is_null(), "nothing reconciled outside: {uri}");
+    drop(second);
+
+    // The identity: Secrets and writes only in the listed namespaces; reads everywhere.
+    let user = format!("system:serviceaccount:{r}:{fullname}");
+    let (in_r, in_t, in_o) = (format!("-n={r}"), format!("-n={t}"), format!("-n={o}"));
+    let refused: &[&[&str]] = &[
+        &["get", "secrets", &in_o],
+        &["list", "secrets", "--all-namespaces"],
+        &["get", "secrets", "-n=kube-system"],
+        &["create", "secrets", &in_o],
+        &["delete", "secrets", &in_o],
+        &["patch", "deployments", "-n=kube-system"],
+        &["patch", "deployments", &in_o],
+        &["patch", "daemonsets", &in_o],
+        &["patch", "cronjobs", &in_o],
+        &["create", "configmaps", &in_o],
+        &["patch", "serviceaccounts", &in_o],
+        &["create", "events.events.k8s.io", &in_o],
+        &["watch", "deployments", &in_o],
+        &["create", "pods", &in_t],
+        &["delete", "deployments", &in_t],
+        &["update", "leases", &in_t],
+        &["escalate", "clusterroles"],
+        &["bind", "clusterroles"],
+        &["impersonate", "users"],
+    ];
+    for args in refused {
+        assert_eq!(can_i(cp, &user, args), "no", "{user} can {args:?}");
+    }
+    let allowed: &[&[&str]] = &[
+        &["get", "secrets", &in_t],
+        &["create", "secrets", &in_r],
+        &["patch", "deployments", &in_t],
+        &["watch", "deployments", &in_t],
+        &["create", "events.events.k8s.io", &in_t],
+        &["list", "pods", "--all-namespaces"],
+        &["list", "deployments", &in_o],
+        &["watch", "namespaces"],
+        &["create", "tokenreviews.authentication.k8s.io"],
+        &["patch", "repositories.berth.dev", "--subresource=status", &in_o],
+        &["update", "leases", &in_r],
+    ];
+    for args in allowed {
+        assert_eq!(can_i(cp, &user, args), "yes", "{user} cannot {args:?}");
+    }
+    // And for real: the API server refuses berth's token a Secret outside.
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(dir.path().join(format!("{fullname}.kubeconfig"))).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let as_berth = kube::Client::try_from(config).unwrap();
+    let probe: Secret = serde_json::from_value(json!({"metadata": {"name": "probe"}})).unwrap();
+    match Api::<Secret>::namespaced(as_berth, &o).create(&PostParams::default(), &probe).await {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("a Secret in {o} as berth: {other:?}"),
+    }
+
+    // Uninstall removes the Roles in every listed namespace.
+    ok(helm().args(["uninstall", &r, "--namespace", &r, "--kubeconfig"]).arg(&cp.kubeconfig));
+    let left = run(cp.kubectl().args(["get", "role", &fullname, "-n", &t]));
+    assert!(!left.status.success(), "the Role in {t} outlived the release");
 }

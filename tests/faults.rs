@@ -158,6 +158,7 @@ async fn nothing_is_lost_or_wrongly_deleted_under_faults() {
     )
     .await;
     let ns = env.ns.name.clone();
+    env.ns.enable_rollouts(true).await;
     let mut other = Berth::start(
         cp,
         free_port(),

@@ -108,6 +108,7 @@ async fn one_replica_reconciles_and_a_killed_leader_is_replaced_within_the_lease
     }))
     .unwrap();
     let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(ns.client.clone(), &ns.name);
+    ns.enable_rollouts(true).await;
     deployments.create(&PostParams::default(), &deployment).await.unwrap();
     eventually(WAIT, "the leader pins web", || async {
         let d = serde_json::to_string(&deployments.get("web").await.map_err(|e| e.to_string())?.spec).unwrap();

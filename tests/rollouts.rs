@@ -121,6 +121,7 @@ fn annotations(obj: &impl Resource) -> std::collections::BTreeMap<String, String
 #[tokio::test]
 async fn a_push_event_pins_followers_at_once_and_nothing_else_is_touched() {
     let mut env = Env::new("rollout-events", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
     let path = format!("{}/app", env.ns.name);
     let image = format!("{}:stable", env.registry.image(&path));
     let d1 = env.push(&path, "stable", "one").await;
@@ -173,9 +174,46 @@ async fn a_push_event_pins_followers_at_once_and_nothing_else_is_touched() {
     assert!(env.berth.metric("berth_rollout_push_to_patch_seconds_count").await >= 1.0);
 }
 
+/// Rollouts are opt-in per namespace too: an annotated workload in a namespace without the label
+/// is left alone; the label pins it at once, and without it again berth stops following.
+#[tokio::test]
+async fn only_workloads_in_namespaces_that_opt_in_are_rolled_out() {
+    let mut env = Env::new("rollout-namespace", true, "1h").await;
+    let path = format!("{}/app", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "one").await;
+    let follow = json!({"berth.dev/rollout": "digest", "berth.dev/poll-interval": "1h"});
+    create::<Deployment>(&env, deployment("web", follow, json!([{"name": "app", "image": image}]), json!([]))).await;
+    let unpinned = vec![("app".to_string(), image.clone())];
+    // In a namespace that opted in, this takes well under a second (the tests above).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(images(&env, "Deployment", "web").await, unpinned, "pinned in a namespace that did not opt in");
+    assert!(events_for(&env, "web").await.is_empty(), "berth wrote events there");
+
+    env.ns.enable_rollouts(true).await;
+    let pinned1 = format!("{image}@{d1}");
+    wait_images(&env, "Deployment", "web", &[("app", pinned1.clone())]).await;
+
+    // Opted out: a push (its event reaches berth at once) moves nothing.
+    env.ns.enable_rollouts(false).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d2 = env.push(&path, "stable", "two").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        images(&env, "Deployment", "web").await,
+        vec![("app".to_string(), pinned1)],
+        "rolled out after the namespace opted out"
+    );
+
+    // In again: followed from where the tag is now.
+    env.ns.enable_rollouts(true).await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d2}"))]).await;
+}
+
 #[tokio::test]
 async fn polling_alone_pins_every_workload_kind_and_multi_arch_indexes() {
     let mut env = Env::new("rollout-polling", false, "1h").await;
+    env.ns.enable_rollouts(true).await;
     let path = format!("{}/svc", env.ns.name);
     let image = format!("{}:stable", env.registry.image(&path));
     let d1 = env.push(&path, "stable", "one").await;
@@ -240,6 +278,7 @@ async fn polling_alone_pins_every_workload_kind_and_multi_arch_indexes() {
 #[tokio::test]
 async fn paused_deployments_wait_and_malformed_annotations_only_warn() {
     let mut env = Env::new("rollout-paused", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
     let path = format!("{}/app", env.ns.name);
     let image = format!("{}:stable", env.registry.image(&path));
     let d1 = env.push(&path, "stable", "one").await;
@@ -286,6 +325,7 @@ async fn paused_deployments_wait_and_malformed_annotations_only_warn() {
 #[tokio::test]
 async fn a_rollout_that_exceeds_its_progress_deadline_is_rolled_back_and_the_digest_marked_bad() {
     let mut env = Env::new("rollout-rollback", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
     let path = format!("{}/app", env.ns.name);
     let image = format!("{}:stable", env.registry.image(&path));
     let d1 = env.push(&path, "stable", "good").await;
@@ -314,6 +354,7 @@ async fn a_rollout_that_exceeds_its_progress_deadline_is_rolled_back_and_the_dig
 #[tokio::test]
 async fn a_thousand_followers_of_one_tag_cost_one_registry_request_per_interval() {
     let mut env = Env::new("rollout-fanout", false, "1h").await;
+    env.ns.enable_rollouts(true).await;
     let path = format!("{}/job", env.ns.name);
     let image = format!("{}:stable", env.registry.image(&path));
     let d1 = env.push(&path, "stable", "one").await;

@@ -294,34 +294,43 @@ fn credentials_map(
     map
 }
 
-/// Keeps the username -> stored hashes map from a metadata-only watch of credential Secrets,
-/// rebuilt when they or the AccessPolicies change.
+/// Keeps the username -> stored hashes map from a metadata-only watch of credential Secrets in
+/// `namespaces` (one watch and store per namespace when they are listed: a reflector's relist
+/// replaces its whole store), rebuilt when they or the AccessPolicies change.
 pub async fn run_credentials(
     ctx: Arc<Context>,
-    namespace: Option<String>,
+    namespaces: crate::namespaces::Namespaces,
     policies: Store<AccessPolicy>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let api: Api<PartialObjectMeta<Secret>> = super::scoped(&ctx.client, namespace.as_deref());
-    let (reader, writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let mut events = watcher(api, watcher::Config::default().labels(CREDENTIAL_LABEL))
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
+    let mut readers = Vec::new();
+    let mut watches = Vec::new();
+    for api in super::apis::<PartialObjectMeta<Secret>>(&ctx.client, &namespaces) {
+        let (reader, writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        readers.push(reader);
+        watches.push(
+            watcher(api, watcher::Config::default().labels(CREDENTIAL_LABEL))
+                .default_backoff()
+                .modify(|s| s.managed_fields_mut().clear())
+                .reflect(writer)
+                .touched_objects()
+                .boxed(),
+        );
+    }
+    let secrets = || readers.iter().flat_map(Store::state).collect::<Vec<_>>();
+    let mut events = futures::stream::select_all(watches);
     let stop = super::stopped(shutdown);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(Ok(_)) => ctx.tokens.set_credentials(credentials_map(&reader.state(), &policies.state())),
+                Some(Ok(_)) => ctx.tokens.set_credentials(credentials_map(&secrets(), &policies.state())),
                 Some(Err(e)) => tracing::warn!(error = %e, "credential Secret watch failed; retrying"),
                 None => return,
             },
             // Policies decide where pull credentials may come from.
             _ = ctx.tokens.credentials_changed.notified() => {
-                ctx.tokens.set_credentials(credentials_map(&reader.state(), &policies.state()));
+                ctx.tokens.set_credentials(credentials_map(&secrets(), &policies.state()));
             }
             _ = &mut stop => return,
         }
@@ -538,8 +547,11 @@ async fn remove_pull_secrets(policy: &AccessPolicy, ctx: &Context, keep: &BTreeS
     let selector = format!("{PULL_OF_LABEL}={}", policy_label(&ns, &policy.name_any()));
     let owner = format!("{ns}/{}", policy.name_any());
     let lp = ListParams::default().labels(&selector);
-    let found = super::scoped::<Secret>(&ctx.client, ctx.settings.namespace.as_deref()).list_metadata(&lp).await?;
-    for s in found.items {
+    let mut found = Vec::new();
+    for api in super::apis::<Secret>(&ctx.client, &ctx.settings.watched()) {
+        found.extend(api.list_metadata(&lp).await?.items);
+    }
+    for s in found {
         let target = s.namespace().unwrap_or_default();
         if keep.contains(&target) || s.annotations().get(OWNER_ANNOTATION) != Some(&owner) {
             continue;
@@ -628,6 +640,10 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
                     // otherwise place Secrets (or take names) in namespaces they do not own.
                     let mut accepted = BTreeSet::new();
                     for target in &targets {
+                        if let Some(message) = ctx.settings.namespaces.refusal(target, "a pull secret target") {
+                            problem = problem.or(Some(NotReady { reason: crate::namespaces::NOT_MANAGED, message }));
+                            continue;
+                        }
                         if target == &ns {
                             accepted.insert(target.clone());
                             continue;

@@ -6,6 +6,7 @@ pub mod lifecycle;
 pub mod registry;
 pub mod repository;
 pub mod rollout;
+pub mod unmanaged;
 
 use std::{
     collections::HashMap,
@@ -15,8 +16,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, ResourceExt,
-    runtime::{events::Recorder, reflector::ObjectRef, reflector::Store},
+    Api, Client, Resource, ResourceExt,
+    runtime::{events::Recorder, reflector::ObjectRef, reflector::Store, watcher},
 };
 use tokio::sync::mpsc;
 
@@ -26,6 +27,7 @@ use crate::{
     http::client::TrustedProxies,
     leader::Leadership,
     metrics::Metrics,
+    namespaces::{NOT_MANAGED, Namespaces},
     registry::{Backend, Distribution, DistributionConfig, RegistryError},
     repository::tenancy,
 };
@@ -41,6 +43,16 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Proxies whose `X-Forwarded-For` names the token endpoint's client.
     pub trusted_proxies: TrustedProxies,
+    /// Where berth may read Secrets and write (`--namespaces`; default every namespace).
+    pub namespaces: Namespaces,
+}
+
+impl Settings {
+    /// The namespaces whose Secrets and workloads berth watches: those it manages and may
+    /// write in.
+    pub fn watched(&self) -> Namespaces {
+        Namespaces::one(self.namespace.as_deref()).intersect(&self.namespaces)
+    }
 }
 
 impl Default for Settings {
@@ -50,6 +62,7 @@ impl Default for Settings {
             registry_concurrency: 8,
             namespace: None,
             trusted_proxies: TrustedProxies::default(),
+            namespaces: Namespaces::All,
         }
     }
 }
@@ -66,6 +79,8 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     InvalidSpec(String),
+    #[error("{0}")]
+    NotManaged(String),
 }
 
 impl Error {
@@ -77,6 +92,7 @@ impl Error {
             Error::Credentials(_) => "InvalidCredentials",
             Error::Unsupported(_) => "UnsupportedRegistryType",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::NotManaged(_) => NOT_MANAGED,
         }
     }
 }
@@ -206,6 +222,9 @@ impl Context {
         let mut secret_version = String::new();
         if let Some(r) = &registry.spec.credentials_secret_ref {
             let ns = r.namespace.as_deref().unwrap_or_default();
+            if let Some(message) = self.settings.namespaces.refusal(ns, "the credentials Secret") {
+                return Err(Error::NotManaged(message));
+            }
             let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
                 .get_opt(&r.name)
                 .await?
@@ -294,6 +313,33 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// One Api over every namespace, or one per namespace of a list (a watch each, merged).
+pub fn apis<K>(client: &Client, namespaces: &Namespaces) -> Vec<Api<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespaces {
+        Namespaces::All => vec![Api::all(client.clone())],
+        Namespaces::Only(names) => names.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
+    }
+}
+
+/// A watch-stream filter: keeps the events of objects whose namespace `keep` accepts, and the
+/// list markers (so a reflector behind it still starts and finishes its lists).
+pub fn events_in<K: Resource>(
+    keep: impl Fn(&str) -> bool,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) -> std::future::Ready<bool> {
+    move |event| {
+        std::future::ready(match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) => {
+                keep(o.meta().namespace.as_deref().unwrap_or_default())
+            }
+            _ => true,
+        })
     }
 }
 

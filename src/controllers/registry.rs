@@ -15,6 +15,7 @@ use crate::{
     api::{Registry, RegistryStatus},
     conditions, duration,
     metrics::{ControllerLabels, ErrorLabels},
+    namespaces::{NOT_MANAGED, Namespaces},
 };
 
 pub const CONTROLLER: &str = "registry";
@@ -67,7 +68,11 @@ pub fn status_from(
 pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.leader.is_leader() {
         // A follower serves tokens too: it loads the keys the leader keeps, and writes nothing.
-        if let Err((reason, message)) = signing(&registry, &ctx, false).await {
+        let loaded = match refused(&registry, &ctx.settings.namespaces) {
+            Ok(()) => signing(&registry, &ctx, false).await,
+            Err(e) => Err(e),
+        };
+        if let Err((reason, message)) = loaded {
             tracing::debug!(registry = %registry.name_any(), reason, message, "signing keys not loaded");
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
@@ -82,8 +87,11 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
 
     let interval = duration::parse_or(registry.spec.check_interval.as_deref(), DEFAULT_CHECK_INTERVAL)
         .unwrap_or(DEFAULT_CHECK_INTERVAL);
-    let check = match signing(&registry, &ctx, true).await {
-        Ok(()) => check(&registry, &ctx).await,
+    let check = match refused(&registry, &ctx.settings.namespaces) {
+        Ok(()) => match signing(&registry, &ctx, true).await {
+            Ok(()) => check(&registry, &ctx).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     // Repositories and grants of this registry may have changed with it.
@@ -104,6 +112,24 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
     }
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(if reachable { interval } else { interval.min(RETRY_UNREACHABLE) }))
+}
+
+/// A Registry whose Secrets (credentials, signing keys, notification token) are in a namespace
+/// berth is not installed for cannot work: say so instead of being refused by the API server.
+pub fn refused(registry: &Registry, scope: &Namespaces) -> Result<(), (&'static str, String)> {
+    let spec = &registry.spec;
+    let refs = [
+        ("the credentialsSecretRef Secret", spec.credentials_secret_ref.as_ref().and_then(|r| r.namespace.as_deref())),
+        (
+            "the tokenAuth signing Secret",
+            spec.token_auth.as_ref().and_then(|t| t.signing_key_secret_ref.namespace.as_deref()),
+        ),
+        ("the notifications Secret", spec.notifications.as_ref().and_then(|n| n.secret_ref.namespace.as_deref())),
+    ];
+    match refs.into_iter().find_map(|(what, ns)| scope.refusal(ns?, what)) {
+        Some(message) => Err((NOT_MANAGED, message)),
+        None => Ok(()),
+    }
 }
 
 /// The label on Secrets holding berth's signing keys: the Registry they sign for.

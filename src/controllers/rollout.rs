@@ -1,5 +1,8 @@
 //! The rollout controller: workloads annotated `berth.dev/rollout: digest` follow their tags.
 //!
+//! A namespace opts in first (label `berth.dev/rollouts: enabled`): workloads elsewhere are never
+//! touched, and are watched only by a cluster-wide install (which keeps nothing of them).
+//!
 //! One task owns the state: the opted-in workloads (only those are kept in memory; the watches
 //! see every workload but keep nothing of the others), the tags they follow with where each
 //! points now, and the poll schedule. A push event from the registry events endpoint is a hint:
@@ -13,7 +16,7 @@
 //! this file reads, calls them and applies.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,18 +26,18 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, StatefulSet},
         batch::v1::CronJob,
-        core::v1::{ObjectReference, PodSpec},
+        core::v1::{Namespace, ObjectReference, PodSpec},
     },
     jiff::Timestamp,
 };
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    core::NamespaceResourceScope,
+    core::{NamespaceResourceScope, PartialObjectMeta},
     runtime::{
         WatchStreamExt,
         events::{Event, EventType},
-        watcher,
+        reflector, watcher,
     },
 };
 use rand::Rng;
@@ -43,11 +46,13 @@ use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
 };
+use tokio_stream::StreamMap;
 
 use super::{Context, registry_host};
 use crate::{
     api::Registry,
     metrics::{ControllerLabels, RolloutLabels},
+    namespaces::Namespaces,
     registry::{RegistryError, count_requests},
     repository::ledger,
     rollout::{self, Container, Digests, ImageRef, Kind, PollOutcome, Record, Schedule, Settings},
@@ -288,6 +293,15 @@ impl Rollouts {
                 self.unfollow(&tag, key);
             }
         }
+    }
+
+    /// A namespace stopped opting in: its workloads are left as they are.
+    fn untrack_namespace(&mut self, namespace: &str) {
+        let keys: Vec<WorkloadKey> = self.tracked.keys().filter(|k| k.1 == namespace).cloned().collect();
+        for key in keys {
+            self.untrack(&key);
+        }
+        self.warned.retain(|k, _| k.1 != namespace);
     }
 
     fn unfollow(&mut self, tag: &TagKey, key: &WorkloadKey) {
@@ -708,30 +722,79 @@ async fn patch(client: &kube::Client, key: &WorkloadKey, body: &serde_json::Valu
     }
 }
 
-/// Runs the rollout controller until shutdown. `moved` carries push events from the events
-/// endpoint; `namespace` limits it like the other controllers.
-pub async fn run(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    mut moved: mpsc::Receiver<TagMoved>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let mut inputs = futures::stream::select_all([
-        workload_stream(super::scoped::<Deployment>(&client, ns), deployment_view),
-        workload_stream(super::scoped::<StatefulSet>(&client, ns), |o: &StatefulSet| {
+/// The four workload watches, over every namespace or one.
+fn workload_streams(client: &kube::Client, ns: Option<&str>) -> BoxStream<'static, Input> {
+    futures::stream::select_all([
+        workload_stream(super::scoped::<Deployment>(client, ns), deployment_view),
+        workload_stream(super::scoped::<StatefulSet>(client, ns), |o: &StatefulSet| {
             view(Kind::StatefulSet, o, o.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
         }),
-        workload_stream(super::scoped::<DaemonSet>(&client, ns), |o: &DaemonSet| {
+        workload_stream(super::scoped::<DaemonSet>(client, ns), |o: &DaemonSet| {
             view(Kind::DaemonSet, o, o.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
         }),
-        workload_stream(super::scoped::<CronJob>(&client, ns), |o: &CronJob| {
+        workload_stream(super::scoped::<CronJob>(client, ns), |o: &CronJob| {
             let spec =
                 o.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).and_then(|s| s.template.spec.as_ref());
             view(Kind::CronJob, o, spec)
         }),
-    ]);
+    ])
+    .boxed()
+}
+
+/// Workloads are watched only while a namespace opts in (`berth.dev/rollouts: enabled`), as
+/// `rollout::watch_changes` decides.
+struct Watches {
+    watched: Namespaces,
+    enabled: BTreeSet<String>,
+    streams: StreamMap<rollout::WatchKey, BoxStream<'static, Input>>,
+}
+
+impl Watches {
+    /// The opted-in namespaces are now `now`; returns those that stopped.
+    fn follow(&mut self, client: &kube::Client, now: BTreeSet<String>, writable: &Namespaces) -> Vec<String> {
+        let changes = rollout::watch_changes(&self.watched, &self.enabled, &now);
+        for key in changes.stop {
+            self.streams.remove(&key);
+        }
+        for key in changes.start {
+            let streams = workload_streams(client, key.as_deref());
+            self.streams.insert(key, streams);
+        }
+        for ns in now.difference(&self.enabled).filter(|ns| !writable.allows(ns)) {
+            tracing::warn!(namespace = %ns, namespaces = %writable, "namespace asks for rollouts, but berth is not installed for it");
+        }
+        let stopped = self.enabled.difference(&now).cloned().collect();
+        self.enabled = now;
+        stopped
+    }
+}
+
+/// Runs the rollout controller until shutdown. `moved` carries push events from the events
+/// endpoint; workloads are watched in `watched` only.
+pub async fn run(
+    ctx: Arc<Context>,
+    watched: Namespaces,
+    mut moved: mpsc::Receiver<TagMoved>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let client = ctx.client.clone();
+    let (opted_in, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let selector = format!("{}={}", rollout::NAMESPACE_LABEL, rollout::NAMESPACE_ENABLED);
+    let mut namespaces =
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .reflect(writer)
+            .filter_map(|event| async move {
+                match event {
+                    Ok(_) => Some(()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "namespace watch failed; retrying");
+                        None
+                    }
+                }
+            })
+            .boxed();
+    let mut inputs = Watches { watched, enabled: BTreeSet::new(), streams: StreamMap::new() };
     let mut state = Rollouts {
         ctx,
         tracked: HashMap::new(),
@@ -755,7 +818,19 @@ pub async fn run(
             idle
         };
         let applies = tokio::select! {
-            Some(input) = inputs.next() => match input {
+            Some(()) = namespaces.next() => {
+                let now = opted_in.state().iter().map(|n| n.name_any()).collect();
+                for ns in inputs.follow(&client, now, &state.ctx.settings.namespaces) {
+                    state.untrack_namespace(&ns);
+                }
+                Vec::new()
+            }
+            Some((_, input)) = inputs.streams.next() => match input {
+                Input::Applied(v) if !inputs.enabled.contains(&v.key.1) => {
+                    state.untrack(&v.key);
+                    state.warned.remove(&v.key);
+                    Vec::new()
+                }
                 Input::Applied(v) => state.on_workload(v).await,
                 Input::Deleted(key) => {
                     state.untrack(&key);

@@ -3,9 +3,11 @@
 //! server-side apply body is, and when to poll a tag. No I/O; `controllers::rollout` reads
 //! workloads and digests, calls these, and applies the result.
 
+mod namespaces;
 mod record;
 mod schedule;
 
+pub use namespaces::{WatchChanges, WatchKey, watch_changes};
 pub use record::{
     BAD_DIGESTS_ANNOTATION, DIGEST_ANNOTATION, Kind, PINNED_AT_ANNOTATION, PINNED_GENERATION_ANNOTATION,
     PREVIOUS_DIGEST_ANNOTATION, Record, apply_body, rollback,
@@ -16,6 +18,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 /// `berth.dev/rollout: "digest"` opts a Deployment, StatefulSet, DaemonSet or CronJob in.
 pub const ROLLOUT_ANNOTATION: &str = "berth.dev/rollout";
+/// A namespace opts in first: berth rolls out workloads only in namespaces labelled
+/// `berth.dev/rollouts: enabled`, so whoever may annotate a workload cannot alone make berth
+/// write to it.
+pub const NAMESPACE_LABEL: &str = "berth.dev/rollouts";
+pub const NAMESPACE_ENABLED: &str = "enabled";
 /// Comma-separated container names to follow (default: every container and initContainer whose
 /// image is in a registry berth knows).
 pub const CONTAINERS_ANNOTATION: &str = "berth.dev/containers";

@@ -62,6 +62,7 @@ async fn image_of(api: &Api<Deployment>, name: &str) -> String {
 
 async fn push_to_patch() {
     let mut env = Env::new("bench-rollout-latency", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
     let path = format!("{}/app", env.ns.name);
     let image = format!("{}:stable", env.registry.image(&path));
     let first = env.push(&path, "stable", "seed").await;
@@ -99,6 +100,7 @@ async fn push_to_patch() {
 
 async fn memory_5k() {
     let mut env = Env::new("bench-rollout-memory", false, "1h").await;
+    env.ns.enable_rollouts(true).await;
     let mut digests = Vec::new();
     for t in 0..TAGS {
         let path = format!("{}/app{t}", env.ns.name);

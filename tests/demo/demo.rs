@@ -130,6 +130,9 @@ async fn main() {
     outcome("push to a repository nobody declared", env.push("undeclared", "v1", "u", &ci).await.is_ok(), false);
 
     say("5. A Deployment that follows web:stable, pinned by digest");
+    // Rollouts are opt-in per namespace as well as per workload.
+    env.ns.enable_rollouts(true).await;
+    println!("    namespace {ns} labelled berth.dev/rollouts=enabled");
     let image = format!("{}:stable", env.registry.image(&format!("{ns}/web")));
     apply::<Deployment>(
         &env,

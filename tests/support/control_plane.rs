@@ -73,6 +73,18 @@ pub struct TestNamespace {
     pub client: Client,
 }
 
+impl TestNamespace {
+    /// Opts the namespace in to berth's rollouts (label `berth.dev/rollouts: enabled`), or out.
+    pub async fn enable_rollouts(&self, enabled: bool) {
+        let value = if enabled { serde_json::json!("enabled") } else { serde_json::Value::Null };
+        let patch = serde_json::json!({"metadata": {"labels": {"berth.dev/rollouts": value}}});
+        Api::<Namespace>::all(self.client.clone())
+            .patch(&self.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch))
+            .await
+            .unwrap_or_else(|e| panic!("labelling namespace {}: {e}", self.name));
+    }
+}
+
 impl ControlPlane {
     async fn start() -> ControlPlane {
         let started = Instant::now();

@@ -118,6 +118,14 @@ app.kubernetes.io/component: registry
 {{- default (printf "%s/events/registry/%s" (include "berth.url" .) (include "berth.registry.objectName" .)) .Values.registry.notifications.url }}
 {{- end }}
 
+{{/*
+With rbac.scope namespaces: the namespaces berth reads Secrets and writes in, comma-separated,
+the release namespace first (its signing keys and Lease live there).
+*/}}
+{{- define "berth.managedNamespaces" -}}
+{{- prepend .Values.rbac.namespaces .Release.Namespace | uniq | join "," }}
+{{- end }}
+
 {{/* Refuses value combinations that cannot work, with the reason. */}}
 {{- define "berth.validate" -}}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
@@ -128,5 +136,11 @@ app.kubernetes.io/component: registry
 {{- end }}
 {{- if and .Values.registry.enabled (eq .Values.registry.storage.type "pvc") (gt (int .Values.registry.replicas) 1) (has "ReadWriteOnce" .Values.registry.storage.pvc.accessModes) }}
 {{- fail "registry.replicas > 1 needs shared storage: registry.storage.type s3, or a ReadWriteMany volume" }}
+{{- end }}
+{{- if and (eq .Values.rbac.scope "cluster") .Values.rbac.namespaces }}
+{{- fail "rbac.namespaces needs rbac.scope namespaces: with scope cluster berth may write in every namespace" }}
+{{- end }}
+{{- if and (eq .Values.rbac.scope "namespaces") .Values.namespace (not (has .Values.namespace (splitList "," (include "berth.managedNamespaces" .)))) }}
+{{- fail "namespace must be the release namespace or one of rbac.namespaces: berth may not write anywhere else" }}
 {{- end }}
 {{- end }}
