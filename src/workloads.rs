@@ -68,13 +68,13 @@ where
     }
 }
 
-async fn collect<K: ResourceExt + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
+async fn collect<K>(
     client: &Client,
     kind: &'static str,
     spec: impl Fn(&K) -> Option<&PodSpec>,
 ) -> Result<Vec<ImageUse>, kube::Error>
 where
-    K: kube::Resource<DynamicType = ()>,
+    K: kube::Resource<DynamicType = ()> + ResourceExt + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     list_paged(Api::<K>::all(client.clone()), |item: &K, out: &mut Vec<ImageUse>| {
         if let Some(s) = spec(item) {
