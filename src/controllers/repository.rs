@@ -271,15 +271,27 @@ async fn observe_in(
 
     let immutable = repo.spec.image_tag_mutability == TagMutability::Immutable;
     let exclusions = repo.spec.immutable_tag_exclusions.clone().unwrap_or_default();
-    let mut restored = 0;
     let mut released = BTreeSet::new();
     let mut unrestored = Vec::new();
+    let mut stored = stored;
     if immutable {
         let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
-        for moved in tags::plan_immutable(&stored.ledger.pins, &by_tag, &exclusions).restore {
+        let restore = tags::plan_immutable(&stored.ledger.pins, &by_tag, &exclusions).restore;
+        if restore.iter().any(|m| !stored.ledger.restoring.contains_key(&m.tag)) {
+            // Say what is about to be restored before touching the registry: a restore that a
+            // crash interrupts is then still counted, once.
+            ledger::update(&ctx.client, repo, stored, |book| {
+                for m in &restore {
+                    book.restoring.insert(m.tag.clone(), m.current.clone());
+                }
+            })
+            .await
+            .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
+            stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
+        }
+        for moved in restore {
             let (type_, reason, note) = match restore_tag(backend, &target.path, &moved).await {
                 Ok(descriptor) => {
-                    restored += 1;
                     current.insert(moved.tag.clone(), descriptor);
                     let note = format!(
                         "tag {:?} was pushed over with {}; restored to {} (imageTagMutability: Immutable)",
@@ -326,7 +338,6 @@ async fn observe_in(
     }
 
     let now = Timestamp::now().as_millisecond();
-    let base_restores = stored.ledger.restores;
     let mut left_out = 0;
     let (book, _) = ledger::update(&ctx.client, repo, stored, |book| {
         let before = book.clone();
@@ -347,11 +358,24 @@ async fn observe_in(
                     plan.pins.insert(tag.clone(), digest.clone());
                 }
             }
+            // A restore under way is done when its tag is back on its pin (put back now, or by
+            // a replica that stopped before it could count it); released tags are not restores.
+            let restoring = std::mem::take(&mut book.restoring);
+            for (tag, moved) in restoring {
+                let pin = plan.pins.get(&tag);
+                if released.contains(&tag) || pin.is_none() {
+                    continue;
+                }
+                if by_tag.get(&tag) == pin {
+                    book.restores += 1;
+                } else {
+                    book.restoring.insert(tag, moved);
+                }
+            }
             book.pins = plan.pins;
-            // Idempotent when this runs again after a conflict.
-            book.restores = book.restores.max(base_restores + restored);
         } else {
             book.pins.clear();
+            book.restoring.clear();
         }
         left_out = book.fit(&before);
     })

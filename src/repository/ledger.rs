@@ -58,6 +58,9 @@ pub struct Ledger {
     pub pins: BTreeMap<String, String>,
     /// Moved immutable tags berth put back, over the repository's life.
     pub restores: i64,
+    /// Restores under way: tag -> the digest it was pushed over with. Written before the
+    /// registry is touched, so a restore that a crash interrupts is still counted exactly once.
+    pub restoring: BTreeMap<String, String>,
 }
 
 impl Ledger {
@@ -156,6 +159,7 @@ impl Ledger {
         if self.restores > 0 {
             pins[0].restores = Some(self.restores);
         }
+        pins[0].restoring = self.restoring.iter().map(|(t, d)| (t.clone(), d.clone())).collect();
         (pushed, pins)
     }
 
@@ -180,6 +184,9 @@ impl Ledger {
                 ledger.pins.insert(t.clone(), d.clone());
             }
             ledger.restores = ledger.restores.max(shard.restores.unwrap_or(0));
+            for (t, d) in &shard.restoring {
+                ledger.restoring.insert(t.clone(), d.clone());
+            }
         }
         ledger
     }
@@ -191,6 +198,8 @@ pub struct Shard {
     pub lines: Vec<(String, String)>,
     /// Pin shard 0 only: the restore count.
     pub restores: Option<i64>,
+    /// Pin shard 0 only: restores under way (`tag digest` lines).
+    pub restoring: Vec<(String, String)>,
     /// Pins found in a push-time shard written by an earlier berth: moved out on the next write.
     pub legacy_pins: Vec<(String, String)>,
 }
@@ -202,6 +211,9 @@ impl Shard {
         data.insert(key.to_string(), self.lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect());
         if let Some(n) = self.restores {
             data.insert("restores".to_string(), n.to_string());
+        }
+        if !self.restoring.is_empty() {
+            data.insert("restoring".to_string(), self.restoring.iter().map(|(k, v)| format!("{k} {v}\n")).collect());
         }
         data
     }
@@ -221,6 +233,7 @@ impl Shard {
         Shard {
             lines: lines(key),
             restores: data.get("restores").and_then(|n| n.trim().parse().ok()),
+            restoring: if key == "pins" { lines("restoring") } else { Vec::new() },
             legacy_pins: if key == "pushed" { lines("pins") } else { Vec::new() },
         }
     }
@@ -354,6 +367,9 @@ async fn write_shard(
             if shard.restores.is_none() && key == "pins" {
                 values.insert("restores".into(), serde_json::Value::Null);
             }
+            if shard.restoring.is_empty() && key == "pins" {
+                values.insert("restoring".into(), serde_json::Value::Null);
+            }
             if key == "pushed" {
                 values.insert("pins".into(), serde_json::Value::Null); // moved to the pin shards
             }
@@ -395,7 +411,8 @@ async fn save(
     }
     for (i, shard) in pins.iter().enumerate() {
         let (old, rv) = &stored.pins[i];
-        if old == shard && (rv.is_some() || (shard.lines.is_empty() && shard.restores.is_none())) {
+        let empty = shard.lines.is_empty() && shard.restores.is_none() && shard.restoring.is_empty();
+        if old == shard && (rv.is_some() || empty) {
             continue;
         }
         if let Write::Conflict =

@@ -33,6 +33,7 @@ fn shards_round_trip_with_pins_and_restores_apart() {
     l.pins.insert("v1".into(), digest(1));
     l.pins.insert("v2".into(), digest(2));
     l.restores = 3;
+    l.restoring.insert("v3".into(), digest(9));
     let (pushed, pins) = l.to_shards();
     assert_eq!((pushed.len(), pins.len()), (SHARDS, SHARDS));
     assert!(pushed.iter().filter(|s| !s.lines.is_empty()).count() > SHARDS / 2, "keys spread over shards");
