@@ -14,6 +14,7 @@ use futures::StreamExt;
 use kube::{
     Api, Client, Config, ResourceExt,
     config::{KubeConfigOptions, Kubeconfig},
+    core::DeserializeGuard,
     runtime::{
         Controller, Predicate, WatchStreamExt,
         events::{Recorder, Reporter},
@@ -261,6 +262,10 @@ fn controllers(
 ) -> (impl std::future::Future<Output = ()> + use<>, Arc<Context>) {
     let repositories: Api<Repository> = controllers::scoped(&client, scope.namespace.as_deref());
     let policies: Api<LifecyclePolicy> = controllers::scoped(&client, scope.namespace.as_deref());
+    // berth's own kinds are watched through DeserializeGuard: one object that does not decode
+    // is left out, and the rest of the list still reaches the controllers.
+    let guarded_repositories: Api<DeserializeGuard<Repository>> =
+        controllers::scoped(&client, scope.namespace.as_deref());
     let registry_watch = match &scope.registry_selector {
         Some(s) => watcher::Config::default().any_semantic().labels(s),
         None => watcher::Config::default().any_semantic(),
@@ -291,60 +296,71 @@ fn controllers(
     let deleting = |r: &Repository| Some(u64::from(r.metadata.deletion_timestamp.is_some()));
     let repo_changes =
         predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting);
-    let repo_stream = watcher(repositories.clone(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .filter(managed_only(&managed))
-        .modify(|r| r.managed_fields_mut().clear())
-        .reflect(repo_writer)
-        .inspect(rebuild_access(&ctx))
-        .applied_objects()
-        .predicate_filter(repo_changes, Default::default());
-    let reg_stream = watcher(Api::<Registry>::all(client.clone()), registry_watch.clone())
-        .default_backoff()
-        .modify(|r| r.managed_fields_mut().clear())
-        .reflect(reg_writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let repo_stream =
+        controllers::guarded_watch(guarded_repositories.clone(), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .filter(managed_only(&managed))
+            .modify(|r| r.managed_fields_mut().clear())
+            .reflect(repo_writer)
+            .inspect(rebuild_access(&ctx))
+            .applied_objects()
+            .predicate_filter(repo_changes, Default::default());
+    let reg_stream =
+        controllers::guarded_watch(Api::<DeserializeGuard<Registry>>::all(client.clone()), registry_watch.clone())
+            .default_backoff()
+            .modify(|r| r.managed_fields_mut().clear())
+            .reflect(reg_writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
     // Repositories follow their Registry's spec and reachability.
     let reachable = |r: &Registry| Some(r.status.as_ref().and_then(|s| s.reachable).map_or(2, u64::from));
-    let reg_for_repos = watcher(Api::<Registry>::all(client.clone()), registry_watch)
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(predicates::generation.combine(reachable), Default::default());
+    let reg_for_repos =
+        controllers::guarded_watch(Api::<DeserializeGuard<Registry>>::all(client.clone()), registry_watch)
+            .default_backoff()
+            .applied_objects()
+            .predicate_filter(predicates::generation.combine(reachable), Default::default());
 
     // Lifecycle policies run when they change, when a Repository starts or stops using them,
     // and every interval.
     let (policy_reader, policy_writer) = reflector::store::<LifecyclePolicy>();
-    let policy_stream = watcher(policies.clone(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .filter(managed_only(&managed))
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(policy_writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    let repos_for_policies = watcher(repositories.clone(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .filter(managed_only(&managed))
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let policy_stream = controllers::guarded_watch(
+        controllers::scoped(&client, scope.namespace.as_deref()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .filter(managed_only(&managed))
+    .modify(|p: &mut LifecyclePolicy| p.managed_fields_mut().clear())
+    .reflect(policy_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let repos_for_policies =
+        controllers::guarded_watch(guarded_repositories.clone(), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .filter(managed_only(&managed))
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
 
     // AccessPolicies: reconciled when they change or a Repository of their namespace does.
     let access: Api<AccessPolicy> = controllers::scoped(&client, scope.namespace.as_deref());
     let (access_reader, access_writer) = reflector::store::<AccessPolicy>();
     let access_changes = predicates::generation.combine(predicates::annotations).combine(predicates::finalizers);
-    let access_stream = watcher(access.clone(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .filter(managed_only(&managed))
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(access_writer)
-        .inspect(rebuild_access(&ctx))
-        .applied_objects()
-        .predicate_filter(access_changes, Default::default());
-    let repos_for_access = watcher(repositories.clone(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .filter(managed_only(&managed))
-        .applied_objects()
-        .predicate_filter(predicates::generation.combine(predicates::labels), Default::default());
+    let access_stream = controllers::guarded_watch(
+        controllers::scoped(&client, scope.namespace.as_deref()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .filter(managed_only(&managed))
+    .modify(|p: &mut AccessPolicy| p.managed_fields_mut().clear())
+    .reflect(access_writer)
+    .inspect(rebuild_access(&ctx))
+    .applied_objects()
+    .predicate_filter(access_changes, Default::default());
+    let repos_for_access =
+        controllers::guarded_watch(guarded_repositories.clone(), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .filter(managed_only(&managed))
+            .applied_objects()
+            .predicate_filter(predicates::generation.combine(predicates::labels), Default::default());
 
     let stop = controllers::stopped;
     // A replica that becomes the leader reconciles everything at once.

@@ -364,6 +364,57 @@ where
     Ok(())
 }
 
+/// One watch event with each object decoded on its own (`DeserializeGuard`): an object that does
+/// not decode (written under another version of a CRD, say) is left out with a warning, instead
+/// of failing the whole list and stalling its controller. Pure.
+pub fn decoded<K>(
+    event: kube::runtime::watcher::Event<kube::core::DeserializeGuard<K>>,
+) -> Option<kube::runtime::watcher::Event<K>>
+where
+    K: kube::Resource,
+    K::DynamicType: Default,
+{
+    use kube::{core::DeserializeGuard, runtime::watcher::Event};
+    let skip = |e: kube::core::error_boundary::InvalidObject| {
+        tracing::warn!(
+            kind = %K::kind(&Default::default()),
+            namespace = e.metadata.namespace.as_deref().unwrap_or_default(),
+            name = e.metadata.name.as_deref().unwrap_or_default(),
+            error = %e.error,
+            "an object that does not decode is left out"
+        );
+        None
+    };
+    match event {
+        Event::Apply(DeserializeGuard(Ok(o))) => Some(Event::Apply(o)),
+        Event::InitApply(DeserializeGuard(Ok(o))) => Some(Event::InitApply(o)),
+        Event::Delete(DeserializeGuard(Ok(o))) => Some(Event::Delete(o)),
+        Event::Apply(DeserializeGuard(Err(e)))
+        | Event::InitApply(DeserializeGuard(Err(e)))
+        | Event::Delete(DeserializeGuard(Err(e))) => skip(e),
+        Event::Init => Some(Event::Init),
+        Event::InitDone => Some(Event::InitDone),
+    }
+}
+
+/// A watch of `K` that one undecodable object cannot stall (see [`decoded`]).
+pub fn guarded_watch<K>(
+    api: Api<kube::core::DeserializeGuard<K>>,
+    config: kube::runtime::watcher::Config,
+) -> impl futures::Stream<Item = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt;
+    kube::runtime::watcher(api, config).filter_map(|r| {
+        futures::future::ready(match r {
+            Ok(event) => decoded(event).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    })
+}
+
 /// Resolves once `shutdown` says stop (a future to `select!` on or hand to a controller).
 pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
@@ -390,4 +441,32 @@ pub fn registry_host(url: &str) -> Option<String> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::{core::DeserializeGuard, runtime::watcher::Event};
+
+    use super::*;
+
+    #[test]
+    fn an_object_that_does_not_decode_is_left_out_and_the_rest_flows() {
+        let good: DeserializeGuard<Repository> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",
+            "metadata": {"name": "ok", "namespace": "team-a"},
+            "spec": {"registryRef": {"name": "main"}},
+        }))
+        .unwrap();
+        let bad: DeserializeGuard<Repository> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",
+            "metadata": {"name": "bad", "namespace": "team-a"},
+            "spec": {"registryRef": "not an object"},
+        }))
+        .unwrap();
+        assert!(bad.0.is_err(), "the guard holds the error instead of failing the list");
+        assert!(matches!(decoded(Event::InitApply(good)), Some(Event::InitApply(r)) if r.name_any() == "ok"));
+        assert!(decoded(Event::InitApply(bad.clone())).is_none());
+        assert!(decoded(Event::Apply(bad)).is_none());
+        assert!(matches!(decoded::<Repository>(Event::InitDone), Some(Event::InitDone)));
+    }
 }
