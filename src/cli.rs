@@ -1,8 +1,10 @@
 //! The `berth` command line: `run` (the operator) and `crds` (the CRD manifests).
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+pub use crate::runtime::RunArgs;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// berth: container repositories declared as code, with access and lifecycle policies and
@@ -57,62 +59,6 @@ pub enum PreviewOutput {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Address of the HTTP server that serves /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080", env = "BERTH_HTTP_ADDR")]
-    pub http_addr: SocketAddr,
-    /// Kubeconfig to use instead of the in-cluster configuration (or $KUBECONFIG).
-    #[arg(long, env = "BERTH_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// How often each Repository is re-read from its registry when no registry event arrives
-    /// (events reconcile at once; this is the fallback). Also bounds how long a pushed-over
-    /// immutable tag can stay moved when events are off.
-    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "BERTH_REPOSITORY_POLL_INTERVAL")]
-    pub repository_poll_interval: std::time::Duration,
-    /// Reconcile only the Repositories of this namespace (default: every namespace).
-    #[arg(long, env = "BERTH_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// The namespaces berth is installed for, comma-separated (default: every namespace): it
-    /// reads Secrets, writes and rolls out only there, and reports berth objects and references
-    /// elsewhere as `NamespaceNotManaged`. Set by the chart's `rbac.scope: namespaces`, whose
-    /// RBAC grants those rights in these namespaces only.
-    #[arg(long, value_parser = crate::namespaces::Namespaces::parse, env = "BERTH_NAMESPACES")]
-    pub namespaces: Option<crate::namespaces::Namespaces>,
-    /// Reconcile only the Registry objects matching this label selector (e.g. `shard=a`), to run
-    /// several berth instances side by side.
-    #[arg(long, env = "BERTH_REGISTRY_SELECTOR")]
-    pub registry_selector: Option<String>,
-    /// Requests in flight at once to one registry.
-    #[arg(long, default_value_t = 8, env = "BERTH_REGISTRY_CONCURRENCY")]
-    pub registry_concurrency: usize,
-    /// Run several replicas safely: only the holder of a Lease reconciles; every replica serves
-    /// the token and events endpoints (events reaching another replica are forwarded to it).
-    #[arg(long, env = "BERTH_LEADER_ELECT")]
-    pub leader_elect: bool,
-    /// Namespace of the Lease (the namespace berth runs in).
-    #[arg(long, env = "POD_NAMESPACE", required_if_eq("leader_elect", "true"))]
-    pub leader_elect_namespace: Option<String>,
-    /// Name of the Lease.
-    #[arg(long, default_value = "berth", env = "BERTH_LEADER_ELECT_LEASE")]
-    pub leader_elect_lease: String,
-    /// `host:port` where other replicas reach this one's HTTP server (default: `$POD_IP` and
-    /// the port of `--http-addr`, or `--http-addr` itself when it names an address).
-    #[arg(long, env = "BERTH_ADVERTISE_ADDR")]
-    pub advertise_addr: Option<String>,
-    /// Proxies (CIDR ranges or addresses, comma-separated) whose `X-Forwarded-For` header names
-    /// the client of the token endpoint, whose failed logins are limited per client: the
-    /// addresses of the ingress controller in front of berth. Anyone connecting from these can
-    /// claim any client address, so name the proxies only. Default: none, the TCP peer is the
-    /// client.
-    #[arg(long, value_delimiter = ',', value_parser = crate::http::client::parse_range, env = "BERTH_TRUSTED_PROXIES")]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::duration::parse(s)
-}
-
-#[derive(clap::Args, Debug, Clone)]
 pub struct CrdsArgs {
     /// Write one file per CRD (`<plural>.berth.dev.yaml`) into this directory instead of printing.
     #[arg(long, value_name = "DIR")]
@@ -154,7 +100,7 @@ impl Cli {
                         return ExitCode::FAILURE;
                     }
                 };
-                match runtime.block_on(crate::operator::run(args)) {
+                match runtime.block_on(crate::runtime::run(args)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "berth stopped with an error");

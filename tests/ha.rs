@@ -127,7 +127,7 @@ async fn one_replica_reconciles_and_a_killed_leader_is_replaced_within_the_lease
     wait_ready(&repos, "second", Duration::from_secs(40)).await;
     let took = killed.elapsed();
     println!("successor reconciled {took:?} after the leader was killed");
-    assert!(took <= Duration::from_secs(berth::leader::LEASE_DURATION + 8), "took {took:?}");
+    assert!(took <= Duration::from_secs(berth::runtime::leader::LEASE_DURATION + 8), "took {took:?}");
     assert_eq!(b.metric("berth_leader").await, 1.0);
     let lease = Api::<Lease>::namespaced(ns.client.clone(), &ns.name).get(LEASE).await.unwrap();
     let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();

@@ -25,11 +25,11 @@ use crate::{
     api::{Registry, RegistryType, Repository},
     auth::TokenService,
     http::client::TrustedProxies,
-    leader::Leadership,
     metrics::Metrics,
     namespaces::{NOT_MANAGED, Namespaces},
     registry::{Backend, Distribution, DistributionConfig, RegistryError},
     repository::tenancy,
+    runtime::leader::Leadership,
 };
 
 /// Operator settings from the command line.

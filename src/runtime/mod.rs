@@ -1,6 +1,11 @@
 //! `berth run`: connect to the cluster, start the controllers and the HTTP server, run until
 //! SIGTERM or SIGINT.
 
+mod args;
+pub mod leader;
+
+pub use args::RunArgs;
+
 use std::{
     sync::{
         Arc,
@@ -28,12 +33,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     api::{AccessPolicy, LifecyclePolicy, Registry, Repository},
-    cli::RunArgs,
     controllers::{self, Context, Settings},
     http,
-    leader::Leadership,
     metrics::Metrics,
     namespaces::Namespaces,
+    runtime::leader::Leadership,
 };
 
 /// How often readiness re-checks that the Kubernetes API answers.
@@ -181,8 +185,8 @@ async fn elect(
         let built = LeaseManagerBuilder::new(client.clone(), &lease)
             .with_namespace(&namespace)
             .with_identity(leader.identity())
-            .with_duration(crate::leader::LEASE_DURATION)
-            .with_grace(crate::leader::LEASE_GRACE)
+            .with_duration(crate::runtime::leader::LEASE_DURATION)
+            .with_grace(crate::runtime::leader::LEASE_GRACE)
             .with_field_manager("berth-leader-election")
             .build()
             .await;
@@ -199,8 +203,8 @@ async fn elect(
     };
     let (mut changes, task) = manager.watch().await;
     let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &namespace);
-    let mut watchdog = tokio::time::interval(Duration::from_secs(crate::leader::LEASE_GRACE));
-    let deadline = Duration::from_secs(crate::leader::LEASE_DURATION - crate::leader::LEASE_GRACE);
+    let mut watchdog = tokio::time::interval(Duration::from_secs(crate::runtime::leader::LEASE_GRACE));
+    let deadline = Duration::from_secs(crate::runtime::leader::LEASE_DURATION - crate::runtime::leader::LEASE_GRACE);
     let mut confirmed = std::time::Instant::now();
     let mut led = false;
     loop {
