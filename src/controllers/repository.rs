@@ -247,9 +247,13 @@ async fn observe_in(
     backend: &dyn Backend,
 ) -> Result<Observed, NotReady> {
     let registry_err = |e: RegistryError| NotReady::from(&Error::Registry(e));
+    // The ledger is read before the listing: a digest it held then and lacks when berth writes
+    // was forgotten meanwhile (the lifecycle deleted it), and a listing from before that delete
+    // must not bring it back as first seen now.
+    let stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    let known_before = stored.ledger.pushed.clone();
     let mut current =
         list_tags(backend, &target.path, ctx.settings.registry_concurrency).await.map_err(|e| NotReady::from(&e))?;
-    let stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
     let key = ObjectRef::from_obj(repo);
     // Events stay pending until the ledger holding them is written.
     let pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned().unwrap_or_default();
@@ -348,6 +352,9 @@ async fn observe_in(
             book.forget(digest);
         }
         for d in current.values() {
+            if known_before.contains_key(&d.digest) && !book.pushed.contains_key(&d.digest) {
+                continue; // forgotten since the listing: deleted, not new
+            }
             book.record_seen(&d.digest, now);
         }
         if immutable {

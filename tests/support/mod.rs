@@ -9,6 +9,7 @@ pub mod berth;
 pub mod control_plane;
 pub mod oci;
 pub mod process;
+pub mod proxy;
 pub mod registry;
 pub mod scenario;
 pub mod skopeo;
