@@ -401,3 +401,68 @@ async fn a_thousand_followers_of_one_tag_cost_one_registry_request_per_interval(
         api.list(&ListParams::default()).await.unwrap().items.iter().map(|c| c.name_any()).collect();
     assert_eq!(names.len(), 1000);
 }
+
+/// A pin the API server refuses is tried again with backoff: once the refusal stops, the
+/// workload is pinned with no new push, no poll (hourly here) and no change to the workload.
+#[tokio::test]
+async fn a_refused_pin_is_tried_again_until_it_lands() {
+    let mut env = Env::new("rollout-retry", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let cp = support::control_plane().await;
+    let path = format!("{}/app", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "one").await;
+    let follow = json!({"berth.dev/rollout": "digest", "berth.dev/poll-interval": "1h"});
+    create::<Deployment>(&env, deployment("web", follow, json!([{"name": "app", "image": image}]), json!([]))).await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d1}"))]).await;
+
+    // An admission policy refuses any change of the Deployment's images.
+    let name = format!("freeze-{}", env.ns.name);
+    let manifest = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {{apiGroups: [apps], apiVersions: [v1], operations: [UPDATE], resources: [deployments]}}
+  validations:
+    - expression: "object.spec.template.spec.containers.all(c, oldObject.spec.template.spec.containers.exists(o, o.name == c.name && o.image == c.image))"
+      message: images are frozen
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+"#,
+        ns = env.ns.name
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), manifest).unwrap();
+    let out = cp.kubectl().args(["apply", "-f"]).arg(file.path()).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // In force once a server-side dry run of an image change is refused.
+    eventually(PINNED_WAIT, "the admission policy refuses image changes", || async {
+        let out = cp
+            .kubectl()
+            .args(["set", "image", "deployment/web", "app=example.com/x:y", "--dry-run=server", "-n", &env.ns.name])
+            .output()
+            .unwrap();
+        if out.status.success() { Err("still allowed".to_string()) } else { Ok(()) }
+    })
+    .await;
+
+    let d2 = env.push(&path, "stable", "two").await;
+    let note = wait_event(&env, "web", "PinFailed").await;
+    assert!(note.contains("frozen") || note.contains(&d2), "{note}");
+    assert_eq!(images(&env, "Deployment", "web").await, vec![("app".to_string(), format!("{image}@{d1}"))]);
+
+    let out = cp.kubectl().args(["delete", "-f"]).arg(file.path()).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d2}"))]).await;
+}

@@ -415,6 +415,20 @@ where
     })
 }
 
+/// The API server refuses an Event whose note is over 1024 bytes (an error from an admission
+/// webhook easily is): cut at a character boundary, marked, so the Event is still written.
+pub fn event_note(note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() <= MAX {
+        return note;
+    }
+    let mut end = MAX - "…".len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
 /// Resolves once `shutdown` says stop (a future to `select!` on or hand to a controller).
 pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
@@ -448,6 +462,16 @@ mod tests {
     use kube::{core::DeserializeGuard, runtime::watcher::Event};
 
     use super::*;
+
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        assert_eq!(event_note("short".into()), "short");
+        for long in ["x".repeat(5000), "é".repeat(3000), format!("a{}", "€".repeat(700))] {
+            let cut = event_note(long.clone());
+            assert!(cut.len() <= 1024, "{}", cut.len());
+            assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
+        }
+    }
 
     #[test]
     fn an_object_that_does_not_decode_is_left_out_and_the_rest_flows() {

@@ -433,7 +433,13 @@ async fn restore_tag(backend: &dyn Backend, path: &str, moved: &tags::Moved) -> 
 }
 
 pub(crate) async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(super::event_note(note)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&event, &repo.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "cannot publish event");
     }

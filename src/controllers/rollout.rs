@@ -281,7 +281,13 @@ impl Rollouts {
     }
 
     async fn publish(&self, key: &WorkloadKey, uid: Option<String>, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Rollout".into(), secondary: None };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(super::event_note(note)),
+            action: "Rollout".into(),
+            secondary: None,
+        };
         if let Err(e) = self.ctx.recorder.publish(&event, &Self::object_ref(key, uid)).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
         }
