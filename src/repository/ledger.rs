@@ -112,37 +112,11 @@ impl Ledger {
     }
 
     /// Brings every shard within its cap by leaving out entries that `before` did not have (new
-    /// push times and new pins), newest keys last in key order; what `before` held stays.
-    /// Returns how many entries were left out. Pure.
+    /// push times and new pins), the last keys first; what `before` held stays. Returns how
+    /// many entries were left out. Pure.
     pub fn fit(&mut self, before: &Ledger) -> usize {
-        let mut dropped = 0;
-        let mut counts = [0usize; SHARDS];
-        for d in self.pushed.keys() {
-            counts[shard_of(d)] += 1;
-        }
-        let new: Vec<String> = self.pushed.keys().filter(|d| !before.pushed.contains_key(*d)).cloned().collect();
-        for d in new.iter().rev() {
-            let s = shard_of(d);
-            if counts[s] > MAX_PUSHED_PER_SHARD {
-                self.pushed.remove(d);
-                counts[s] -= 1;
-                dropped += 1;
-            }
-        }
-        let mut counts = [0usize; SHARDS];
-        for t in self.pins.keys() {
-            counts[shard_of(t)] += 1;
-        }
-        let new: Vec<String> = self.pins.keys().filter(|t| !before.pins.contains_key(*t)).cloned().collect();
-        for t in new.iter().rev() {
-            let s = shard_of(t);
-            if counts[s] > MAX_PINS_PER_SHARD {
-                self.pins.remove(t);
-                counts[s] -= 1;
-                dropped += 1;
-            }
-        }
-        dropped
+        leave_out_new(&mut self.pushed, &before.pushed, MAX_PUSHED_PER_SHARD)
+            + leave_out_new(&mut self.pins, &before.pins, MAX_PINS_PER_SHARD)
     }
 
     /// Encodes into `SHARDS` push-time shards and `SHARDS` pin shards. Nothing is cut here: a
@@ -190,6 +164,25 @@ impl Ledger {
         }
         ledger
     }
+}
+
+/// Removes keys of `map` that `before` lacks from every shard over `cap`; how many went.
+fn leave_out_new<V>(map: &mut BTreeMap<String, V>, before: &BTreeMap<String, V>, cap: usize) -> usize {
+    let mut counts = [0usize; SHARDS];
+    for k in map.keys() {
+        counts[shard_of(k)] += 1;
+    }
+    let new: Vec<String> = map.keys().filter(|k| !before.contains_key(*k)).cloned().collect();
+    let mut dropped = 0;
+    for k in new.iter().rev() {
+        let s = shard_of(k);
+        if counts[s] > cap {
+            map.remove(k);
+            counts[s] -= 1;
+            dropped += 1;
+        }
+    }
+    dropped
 }
 
 /// One shard's lines (`key value`), sorted by key.
