@@ -351,6 +351,46 @@ async fn a_rollout_that_exceeds_its_progress_deadline_is_rolled_back_and_the_dig
     wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d3}"))]).await;
 }
 
+/// What decides a rollback is stored on the workload, not in berth's memory: a berth that
+/// pinned and died before the deadline passed is replaced by one that rolls back the same way.
+#[tokio::test]
+async fn a_restarted_berth_rolls_back_the_rollout_its_predecessor_started() {
+    let mut env = Env::new("rollout-rollback-restart", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let path = format!("{}/app", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    let d1 = env.push(&path, "stable", "good").await;
+    let follow = json!({"berth.dev/rollout": "digest", "berth.dev/rollback": "auto", "berth.dev/poll-interval": "1h"});
+    let mut d = deployment("web", follow, json!([{"name": "app", "image": image}]), json!([]));
+    d["spec"]["progressDeadlineSeconds"] = json!(8);
+    create::<Deployment>(&env, d).await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d1}"))]).await;
+
+    let d2 = env.push(&path, "stable", "bad").await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d2}"))]).await;
+    env.berth.kill();
+    let deployments = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(
+        annotations(&web).get("berth.dev/pinned-generation").map(String::as_str),
+        web.metadata.generation.map(|g| g.to_string()).as_deref(),
+        "the pin records the generation it made"
+    );
+    let deployments_ref = &deployments;
+    eventually(PINNED_WAIT, "the rollout exceeds its progress deadline", || async move {
+        let d = deployments_ref.get("web").await.map_err(|e| e.to_string())?;
+        let stuck = d.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+            cs.iter().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+        });
+        if stuck { Ok(()) } else { Err(format!("{:?}", d.status)) }
+    })
+    .await;
+    env.berth.restart().await;
+    wait_event(&env, "web", "RolledBack").await;
+    assert_eq!(images(&env, "Deployment", "web").await, vec![("app".to_string(), format!("{image}@{d1}"))]);
+    assert_eq!(annotations(&deployments.get("web").await.unwrap())["berth.dev/bad-digests"], d2);
+}
+
 #[tokio::test]
 async fn a_thousand_followers_of_one_tag_cost_one_registry_request_per_interval() {
     let mut env = Env::new("rollout-fanout", false, "1h").await;
