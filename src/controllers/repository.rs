@@ -27,7 +27,7 @@ use crate::{
     conditions,
     metrics::{ControllerLabels, ErrorLabels},
     registry::{Backend, Deleted, Descriptor, RegistryError},
-    repository::{ledger, tags, tenancy},
+    repository::{ledger, observed, tags, tenancy},
     workloads,
 };
 
@@ -343,51 +343,20 @@ async fn observe_in(
 
     let now = Timestamp::now().as_millisecond();
     let mut left_out = 0;
-    let (book, _) = ledger::update(&ctx.client, repo, stored, |book| {
-        let before = book.clone();
-        for (digest, at) in &pushes {
-            book.record_push(digest, *at);
-        }
-        for digest in gone.iter().chain(&pruned) {
-            book.forget(digest);
-        }
-        for d in current.values() {
-            if known_before.contains_key(&d.digest) && !book.pushed.contains_key(&d.digest) {
-                continue; // forgotten since the listing: deleted, not new
-            }
-            book.record_seen(&d.digest, now);
-        }
-        if immutable {
-            let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
-            let mut plan = tags::plan_immutable(&book.pins, &by_tag, &exclusions);
-            for tag in &released {
-                if let Some(digest) = by_tag.get(tag) {
-                    plan.pins.insert(tag.clone(), digest.clone());
-                }
-            }
-            // A restore under way is done when its tag is back on its pin (put back now, or by
-            // a replica that stopped before it could count it); released tags are not restores.
-            let restoring = std::mem::take(&mut book.restoring);
-            for (tag, moved) in restoring {
-                let pin = plan.pins.get(&tag);
-                if released.contains(&tag) || pin.is_none() {
-                    continue;
-                }
-                if by_tag.get(&tag) == pin {
-                    book.restores += 1;
-                } else {
-                    book.restoring.insert(tag, moved);
-                }
-            }
-            book.pins = plan.pins;
-        } else {
-            book.pins.clear();
-            book.restoring.clear();
-        }
-        left_out = book.fit(&before);
-    })
-    .await
-    .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
+    let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
+    let seen = observed::Observed {
+        tags: by_tag,
+        pushes,
+        gone: gone.into_iter().chain(pruned).collect(),
+        known_before,
+        released,
+        immutable,
+        exclusions,
+        now,
+    };
+    let (book, _) = ledger::update(&ctx.client, repo, stored, |book| left_out = observed::record(book, &seen))
+        .await
+        .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
     if left_out > 0 {
         let note =
             format!("the ledger is full: {left_out} new digests or tags were not recorded (they count as pushed now)");
