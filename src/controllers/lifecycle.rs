@@ -28,8 +28,8 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Context, Error,
-    repository::{self, NotReady},
+    Context, Error, NotReady, publish,
+    target::{self, Target},
 };
 use crate::{
     api::{LifecyclePolicy, LifecyclePolicyStatus, Repository},
@@ -208,7 +208,7 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
                 if !run.expired.is_empty() {
                     let verb = if policy.spec.dry_run { "would expire" } else { "expired" };
                     let note = format!("LifecyclePolicy {name} {verb} {} images", run.expired.len());
-                    repository::publish(&ctx, repo, EventType::Normal, "ImagesExpired", note).await;
+                    publish(&ctx, repo, EventType::Normal, "ImagesExpired", note).await;
                 }
                 totals.expired.extend(run.expired);
                 totals.protected += run.protected;
@@ -339,7 +339,7 @@ async fn run_repository(
     ctx: &Context,
     in_use: &[&str],
 ) -> Result<RepositoryRun, NotReady> {
-    let target = repository::target(repo, ctx)?;
+    let target = target::target(repo, ctx)?;
     let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
     let (result, sent) =
         crate::registry::count_requests(run_in(policy, parsed, repo, ctx, in_use, &target, backend.as_ref())).await;
@@ -354,12 +354,12 @@ async fn run_in(
     repo: &Repository,
     ctx: &Context,
     in_use: &[&str],
-    target: &repository::Target,
+    target: &Target,
     backend: &dyn Backend,
 ) -> Result<RepositoryRun, NotReady> {
     let kube_err = |e: kube::Error| NotReady::from(&Error::Kube(e));
     let started = std::time::Instant::now();
-    let tags = repository::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
+    let tags = target::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
         .await
         .map_err(|e| NotReady::new("ListFailed", format!("listing the repository failed: {e}")))?;
     let children = index_children(backend, &target.path, &tags)
@@ -394,7 +394,7 @@ async fn run_in(
     // pushed onto an expiring image meanwhile would go with it. A candidate whose tags changed,
     // that a registry event says was pushed since the listing, or that a workload uses now,
     // stays for the next run to decide.
-    let fresh = repository::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
+    let fresh = target::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
         .await
         .map_err(|e| NotReady::new("ListFailed", format!("listing the repository again failed: {e}")))?;
     let fresh_protected = if policy.spec.protect_in_use {

@@ -6,6 +6,7 @@ pub mod lifecycle;
 pub mod registry;
 pub mod repository;
 pub mod rollout;
+pub mod target;
 pub mod unmanaged;
 
 use std::{
@@ -17,7 +18,11 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    runtime::{events::Recorder, reflector::ObjectRef, reflector::Store, watcher},
+    runtime::{
+        events::{Event, EventType, Recorder},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use tokio::sync::mpsc;
 
@@ -94,6 +99,40 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::NotManaged(_) => NOT_MANAGED,
         }
+    }
+}
+
+/// Why an object is not Ready: a reason for the condition (and metric label) and a message a
+/// person can act on. Every controller reports its problems in this shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl NotReady {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> NotReady {
+        NotReady { reason, message: message.into() }
+    }
+}
+
+impl From<&Error> for NotReady {
+    fn from(e: &Error) -> NotReady {
+        NotReady::new(e.reason(), e.to_string())
+    }
+}
+
+/// Publishes an Event about a Repository (its note cut to the API's limit).
+pub async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(event_note(note)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &repo.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "cannot publish event");
     }
 }
 

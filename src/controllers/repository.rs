@@ -8,26 +8,24 @@ use std::{
     time::Duration,
 };
 
-use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 use serde_json::json;
 
-use super::{Context, Error, claim_of, registry_host};
+use super::{
+    Context, Error, NotReady, publish,
+    target::{Target, list_tags, target},
+};
 use crate::{
-    api::{DeletionPolicy, Registry, Repository, RepositoryStatus, TagMutability},
+    api::{DeletionPolicy, Repository, RepositoryStatus, TagMutability},
     conditions,
     metrics::{ControllerLabels, ErrorLabels},
     registry::{Backend, Deleted, Descriptor, RegistryError},
-    repository::{ledger, observed, tags, tenancy},
+    repository::{ledger, observed, tags},
     workloads,
 };
 
@@ -41,25 +39,6 @@ const RETRY_BLOCKED: Duration = Duration::from_secs(60);
 /// Digests asked about per reconcile when a ledger shard is full.
 const PRUNE_PER_RECONCILE: usize = 1000;
 
-/// Why a Repository is not Ready: a reason for the condition and a message a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotReady {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl NotReady {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> NotReady {
-        NotReady { reason, message: message.into() }
-    }
-}
-
-impl From<&Error> for NotReady {
-    fn from(e: &Error) -> NotReady {
-        NotReady::new(e.reason(), e.to_string())
-    }
-}
-
 /// What berth found in the registry for one Repository.
 #[derive(Debug, Clone, Default)]
 struct Observed {
@@ -70,13 +49,6 @@ struct Observed {
     restores: i64,
     /// Moved immutable tags that could not be put back yet.
     unrestored: Vec<String>,
-}
-
-/// The registry and path a Repository may act on, once tenancy and conflicts are checked.
-pub(crate) struct Target {
-    pub registry: Arc<Registry>,
-    pub path: String,
-    pub uri: String,
 }
 
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -185,51 +157,6 @@ async fn write_status(
         .patch_status(&repo.name_any(), &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
         .await?;
     Ok(())
-}
-
-/// Checks tenancy and conflicts; the registry, path and URI this Repository may act on.
-pub(crate) fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
-    let claim = claim_of(repo);
-    let registry = ctx
-        .registries
-        .get(&ObjectRef::new(&claim.registry))
-        .ok_or_else(|| NotReady::new("RegistryNotFound", format!("Registry {:?} does not exist", claim.registry)))?;
-    tenancy::check_path(&claim.namespace, &claim.path, &registry.spec.path_prefixes)
-        .map_err(|m| NotReady::new("PathNotAllowed", m))?;
-    match ctx.repository_for_path(&claim.registry, &claim.path) {
-        Some(owner) if claim_of(&owner) != claim => {
-            return Err(NotReady::new(
-                "Conflict",
-                format!(
-                    "path {:?} in Registry {:?} is already declared by Repository {}/{}",
-                    claim.path,
-                    claim.registry,
-                    owner.namespace().unwrap_or_default(),
-                    owner.name_any()
-                ),
-            ));
-        }
-        _ => {}
-    }
-    let host = registry_host(&registry.spec.url)
-        .ok_or_else(|| NotReady::new("InvalidSpec", format!("Registry url {:?} has no host", registry.spec.url)))?;
-    Ok(Target { uri: format!("{host}/{}", claim.path), path: claim.path, registry })
-}
-
-/// Every tag of the repository resolved to its manifest, `concurrency` HEAD requests at a time.
-pub(crate) async fn list_tags(
-    backend: &dyn Backend,
-    path: &str,
-    concurrency: usize,
-) -> Result<BTreeMap<String, Descriptor>, Error> {
-    let tags = backend.tags(path).await?;
-    let resolved: Vec<Option<(String, Descriptor)>> = stream::iter(tags)
-        .map(|tag| async move { backend.resolve(path, &tag).await.map(|d| d.map(|d| (tag, d))) })
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-    // A tag deleted between the listing and its HEAD is simply gone.
-    Ok(resolved.into_iter().flatten().collect())
 }
 
 async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady> {
@@ -399,19 +326,6 @@ async fn restore_tag(backend: &dyn Backend, path: &str, moved: &tags::Moved) -> 
         .await
         .map_err(Unrestored::Failed)?;
     Ok(Descriptor { digest, ..manifest.descriptor })
-}
-
-pub(crate) async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(super::event_note(note)),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &repo.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "cannot publish event");
-    }
 }
 
 /// Deletion: with `deletionPolicy: Delete`, remove every manifest first (404 = done), unless

@@ -36,7 +36,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::{Context, Error, claim_of, registry_host};
+use super::{Context, Error, NotReady, claim_of, registry_host};
 use crate::{
     api::{AccessPolicy, AccessPolicyStatus, SubjectKind},
     auth::{AccessIndex, RepoInput, StoredCredential, keys::now_unix, robot},
@@ -90,12 +90,6 @@ pub use pull_secrets::*;
 pub fn policy_label(namespace: &str, name: &str) -> String {
     let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
-}
-
-/// A problem that makes the policy not Ready.
-struct NotReady {
-    reason: &'static str,
-    message: String,
 }
 
 fn secret_api(ctx: &Context, ns: &str) -> Api<Secret> {
