@@ -167,145 +167,203 @@ async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady>
     result
 }
 
+/// Reads the repository (one step each: read, put moved immutable tags back, make room in a
+/// full ledger, write the ledger), so that status shows what the registry has.
 async fn observe_in(
     repo: &Repository,
     ctx: &Context,
     target: &Target,
     backend: &dyn Backend,
 ) -> Result<Observed, NotReady> {
+    let mut read = read(repo, ctx, target, backend).await?;
+    let restored = restore_moved_tags(repo, ctx, target, backend, &mut read).await?;
+    let pruned = prune_at_cap(target, backend, &read).await?;
+    let (book, left_out) = write_ledger(repo, ctx, &read, &restored, pruned).await?;
+    if left_out > 0 {
+        let note =
+            format!("the ledger is full: {left_out} new digests or tags were not recorded (they count as pushed now)");
+        publish(ctx, repo, EventType::Warning, "LedgerFull", note).await;
+    }
+    let last_pushed_at = read.current.values().filter_map(|d| book.pushed.get(&d.digest).copied()).max();
+    let unrestored = restored.unrestored;
+    Ok(Observed { uri: target.uri.clone(), tags: read.current, last_pushed_at, restores: book.restores, unrestored })
+}
+
+/// What the ledger, the registry and the pending registry events say, every event's claim
+/// confirmed with the registry.
+struct Read {
+    stored: ledger::Stored,
+    /// Push times before the listing (see `observed::Observed::known_before`).
+    known_before: BTreeMap<String, i64>,
+    current: BTreeMap<String, Descriptor>,
+    /// The pending events taken into this reconcile (they stay pending until written).
+    pending: super::PendingEvents,
+    pushes: Vec<(String, i64)>,
+    gone: Vec<String>,
+}
+
+async fn read(repo: &Repository, ctx: &Context, target: &Target, backend: &dyn Backend) -> Result<Read, NotReady> {
     let registry_err = |e: RegistryError| NotReady::from(&Error::Registry(e));
     // The ledger is read before the listing: a digest it held then and lacks when berth writes
     // was forgotten meanwhile (the lifecycle deleted it), and a listing from before that delete
     // must not bring it back as first seen now.
     let stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
     let known_before = stored.ledger.pushed.clone();
-    let mut current =
+    let current =
         list_tags(backend, &target.path, ctx.settings.registry_concurrency).await.map_err(|e| NotReady::from(&e))?;
     let key = ObjectRef::from_obj(repo);
-    // Events stay pending until the ledger holding them is written.
     let pending = ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned().unwrap_or_default();
-
     // An event is a claim: the registry says whether the digest exists (one HEAD each).
-    let tagged: BTreeSet<String> = current.values().map(|d| d.digest.clone()).collect();
+    let tagged: BTreeSet<&str> = current.values().map(|d| d.digest.as_str()).collect();
     let mut pushes = Vec::new();
     for (digest, at) in &pending.pushed {
-        if tagged.contains(digest) || backend.resolve(&target.path, digest).await.map_err(registry_err)?.is_some() {
+        if tagged.contains(digest.as_str())
+            || backend.resolve(&target.path, digest).await.map_err(registry_err)?.is_some()
+        {
             pushes.push((digest.clone(), *at));
         }
     }
     let mut gone = Vec::new();
     for digest in &pending.deleted {
-        if !tagged.contains(digest) && backend.resolve(&target.path, digest).await.map_err(registry_err)?.is_none() {
+        if !tagged.contains(digest.as_str())
+            && backend.resolve(&target.path, digest).await.map_err(registry_err)?.is_none()
+        {
             gone.push(digest.clone());
         }
     }
+    Ok(Read { stored, known_before, current, pending, pushes, gone })
+}
 
-    let immutable = repo.spec.image_tag_mutability == TagMutability::Immutable;
-    let exclusions = repo.spec.immutable_tag_exclusions.clone().unwrap_or_default();
-    let mut released = BTreeSet::new();
-    let mut unrestored = Vec::new();
-    let mut stored = stored;
-    if immutable {
-        let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
-        let restore = tags::plan_immutable(&stored.ledger.pins, &by_tag, &exclusions).restore;
-        if restore.iter().any(|m| !stored.ledger.restoring.contains_key(&m.tag)) {
-            // Say what is about to be restored before touching the registry: a restore that a
-            // crash interrupts is then still counted, once.
-            ledger::update(&ctx.client, repo, stored, |book| {
-                for m in &restore {
-                    book.restoring.insert(m.tag.clone(), m.current.clone());
-                }
-            })
-            .await
-            .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
-            stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
-        }
-        for moved in restore {
-            let (type_, reason, note) = match restore_tag(backend, &target.path, &moved).await {
-                Ok(descriptor) => {
-                    current.insert(moved.tag.clone(), descriptor);
-                    let note = format!(
-                        "tag {:?} was pushed over with {}; restored to {} (imageTagMutability: Immutable)",
-                        moved.tag, moved.current, moved.pinned
-                    );
-                    (EventType::Warning, "TagRestored", note)
-                }
-                // Only the registry's word that the first image is gone lets the tag start again,
-                // as in ECR; anything else (5xx, timeout, 403) keeps the pin and retries.
-                Err(Unrestored::Gone) => {
-                    released.insert(moved.tag.clone());
-                    let note = format!(
-                        "tag {:?} now points at {}: its first image {} was deleted, so the tag starts again",
-                        moved.tag, moved.current, moved.pinned
-                    );
-                    (EventType::Normal, "TagReleased", note)
-                }
-                Err(Unrestored::Failed(e)) => {
-                    let note = format!(
-                        "tag {:?} was pushed over with {} and could not be restored to {} yet (retrying): {e}",
-                        moved.tag, moved.current, moved.pinned
-                    );
-                    unrestored.push(note.clone());
-                    (EventType::Warning, "TagRestoreFailed", note)
-                }
-            };
-            publish(ctx, repo, type_, reason, note).await;
-        }
+/// What putting moved immutable tags back came to.
+#[derive(Default)]
+struct Restored {
+    /// Tags whose first image the registry answered 404 for: they start again.
+    released: BTreeSet<String>,
+    /// Messages for tags that could not be put back yet.
+    unrestored: Vec<String>,
+}
+
+/// Puts every moved immutable tag back to its first digest, recording the restores under way in
+/// the ledger first so that one a crash interrupts is still counted, once.
+async fn restore_moved_tags(
+    repo: &Repository,
+    ctx: &Context,
+    target: &Target,
+    backend: &dyn Backend,
+    read: &mut Read,
+) -> Result<Restored, NotReady> {
+    let mut out = Restored::default();
+    if repo.spec.image_tag_mutability != TagMutability::Immutable {
+        return Ok(out);
     }
+    let exclusions = repo.spec.immutable_tag_exclusions.clone().unwrap_or_default();
+    let by_tag: BTreeMap<String, String> = read.current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
+    let restore = tags::plan_immutable(&read.stored.ledger.pins, &by_tag, &exclusions).restore;
+    if restore.iter().any(|m| !read.stored.ledger.restoring.contains_key(&m.tag)) {
+        ledger::update(&ctx.client, repo, read.stored.clone(), |book| {
+            for m in &restore {
+                book.restoring.insert(m.tag.clone(), m.current.clone());
+            }
+        })
+        .await
+        .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
+        read.stored = ledger::load(&ctx.client, repo).await.map_err(|e| NotReady::from(&Error::Kube(e)))?;
+    }
+    for moved in restore {
+        let (type_, reason, note) = match restore_tag(backend, &target.path, &moved).await {
+            Ok(descriptor) => {
+                read.current.insert(moved.tag.clone(), descriptor);
+                let note = format!(
+                    "tag {:?} was pushed over with {}; restored to {} (imageTagMutability: Immutable)",
+                    moved.tag, moved.current, moved.pinned
+                );
+                (EventType::Warning, "TagRestored", note)
+            }
+            // Only the registry's word that the first image is gone lets the tag start again, as
+            // in ECR; anything else (5xx, timeout, 403) keeps the pin and retries.
+            Err(Unrestored::Gone) => {
+                out.released.insert(moved.tag.clone());
+                let note = format!(
+                    "tag {:?} now points at {}: its first image {} was deleted, so the tag starts again",
+                    moved.tag, moved.current, moved.pinned
+                );
+                (EventType::Normal, "TagReleased", note)
+            }
+            Err(Unrestored::Failed(e)) => {
+                let note = format!(
+                    "tag {:?} was pushed over with {} and could not be restored to {} yet (retrying): {e}",
+                    moved.tag, moved.current, moved.pinned
+                );
+                out.unrestored.push(note.clone());
+                (EventType::Warning, "TagRestoreFailed", note)
+            }
+        };
+        publish(ctx, repo, type_, reason, note).await;
+    }
+    Ok(out)
+}
 
-    // At a shard's cap, digests the registry no longer has make room (never a stored push time).
-    let mut provisional = stored.ledger.clone();
+/// At a ledger shard's cap, the digests the registry no longer has (one HEAD each, a bounded
+/// number per reconcile): they make room, never a stored push time.
+async fn prune_at_cap(target: &Target, backend: &dyn Backend, read: &Read) -> Result<Vec<String>, NotReady> {
+    let tagged: BTreeSet<String> = read.current.values().map(|d| d.digest.clone()).collect();
+    let mut provisional = read.stored.ledger.clone();
     for d in &tagged {
         provisional.record_seen(d, 0);
     }
-    for (d, at) in &pushes {
+    for (d, at) in &read.pushes {
         provisional.record_push(d, *at);
     }
     let mut pruned = Vec::new();
     for digest in provisional.over_cap(&tagged).into_iter().take(PRUNE_PER_RECONCILE) {
-        if backend.resolve(&target.path, &digest).await.map_err(registry_err)?.is_none() {
+        let found = backend.resolve(&target.path, &digest).await.map_err(|e| NotReady::from(&Error::Registry(e)))?;
+        if found.is_none() {
             pruned.push(digest);
         }
     }
+    Ok(pruned)
+}
 
-    let now = Timestamp::now().as_millisecond();
-    let mut left_out = 0;
-    let by_tag: BTreeMap<String, String> = current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
+/// Writes what this reconcile learned (`observed::record`, with compare-and-swap and retry),
+/// then lets go of the pending events it wrote. Returns the ledger written and how many new
+/// entries a full shard left out.
+async fn write_ledger(
+    repo: &Repository,
+    ctx: &Context,
+    read: &Read,
+    restored: &Restored,
+    pruned: Vec<String>,
+) -> Result<(ledger::Ledger, usize), NotReady> {
     let seen = observed::Observed {
-        tags: by_tag,
-        pushes,
-        gone: gone.into_iter().chain(pruned).collect(),
-        known_before,
-        released,
-        immutable,
-        exclusions,
-        now,
+        tags: read.current.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect(),
+        pushes: read.pushes.clone(),
+        gone: read.gone.iter().cloned().chain(pruned).collect(),
+        known_before: read.known_before.clone(),
+        released: restored.released.clone(),
+        immutable: repo.spec.image_tag_mutability == TagMutability::Immutable,
+        exclusions: repo.spec.immutable_tag_exclusions.clone().unwrap_or_default(),
+        now: Timestamp::now().as_millisecond(),
     };
-    let (book, _) = ledger::update(&ctx.client, repo, stored, |book| left_out = observed::record(book, &seen))
-        .await
-        .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
-    if left_out > 0 {
-        let note =
-            format!("the ledger is full: {left_out} new digests or tags were not recorded (they count as pushed now)");
-        publish(ctx, repo, EventType::Warning, "LedgerFull", note).await;
-    }
+    let mut left_out = 0;
+    let (book, _) =
+        ledger::update(&ctx.client, repo, read.stored.clone(), |book| left_out = observed::record(book, &seen))
+            .await
+            .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
     // Only what was written leaves the pending events.
-    {
-        let mut all = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = all.get_mut(&key) {
-            for (digest, at) in &pending.pushed {
-                if entry.pushed.get(digest) == Some(at) {
-                    entry.pushed.remove(digest);
-                }
-            }
-            entry.deleted.retain(|d| !pending.deleted.contains(d));
-            if entry.pushed.is_empty() && entry.deleted.is_empty() {
-                all.remove(&key);
+    let key = ObjectRef::from_obj(repo);
+    let mut all = ctx.pending.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(entry) = all.get_mut(&key) {
+        for (digest, at) in &read.pending.pushed {
+            if entry.pushed.get(digest) == Some(at) {
+                entry.pushed.remove(digest);
             }
         }
+        entry.deleted.retain(|d| !read.pending.deleted.contains(d));
+        if entry.pushed.is_empty() && entry.deleted.is_empty() {
+            all.remove(&key);
+        }
     }
-    let last_pushed_at = current.values().filter_map(|d| book.pushed.get(&d.digest).copied()).max();
-    Ok(Observed { uri: target.uri.clone(), tags: current, last_pushed_at, restores: book.restores, unrestored })
+    Ok((book, left_out))
 }
 
 /// Why a moved tag was not put back.
