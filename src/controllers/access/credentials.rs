@@ -111,7 +111,7 @@ pub async fn run_credentials(
 ) {
     let mut readers = Vec::new();
     let mut watches = Vec::new();
-    for api in super::super::apis::<PartialObjectMeta<Secret>>(&ctx.client, &namespaces) {
+    for api in apis::<PartialObjectMeta<Secret>>(&ctx.client, &namespaces) {
         let (reader, writer) = reflector::store::<PartialObjectMeta<Secret>>();
         readers.push(reader);
         watches.push(
@@ -125,7 +125,7 @@ pub async fn run_credentials(
     }
     let secrets = || readers.iter().flat_map(Store::state).collect::<Vec<_>>();
     let mut events = futures::stream::select_all(watches);
-    let stop = super::super::stopped(shutdown);
+    let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
         tokio::select! {

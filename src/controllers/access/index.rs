@@ -88,7 +88,7 @@ impl Rebuilds {
 /// Keeps the access indexes current until shutdown.
 pub async fn run_indexes(ctx: Arc<Context>, policies: Store<AccessPolicy>, shutdown: watch::Receiver<bool>) {
     let _ = policies.wait_until_ready().await;
-    let stop = super::super::stopped(shutdown);
+    let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
         let n = ctx.index_rebuilds.begin();

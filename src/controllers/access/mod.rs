@@ -36,7 +36,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::{Context, Error, NotReady, claim_of, registry_host};
+use super::{Context, Error, NotReady, apis, claim_of, registry_host, stopped};
 use crate::{
     api::{AccessPolicy, AccessPolicyStatus, SubjectKind},
     auth::{AccessIndex, RepoInput, StoredCredential, keys::now_unix, robot},

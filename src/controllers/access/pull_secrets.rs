@@ -134,7 +134,7 @@ pub(super) async fn remove_pull_secrets(
     let owner = format!("{ns}/{}", policy.name_any());
     let lp = ListParams::default().labels(&selector);
     let mut found = Vec::new();
-    for api in super::super::apis::<Secret>(&ctx.client, &ctx.settings.watched()) {
+    for api in apis::<Secret>(&ctx.client, &ctx.settings.watched()) {
         found.extend(api.list_metadata(&lp).await?.items);
     }
     for s in found {
