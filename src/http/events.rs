@@ -315,11 +315,9 @@ pub async fn registry_events(
                 count("trigger_dropped"); // polling catches up
             }
         }
-        if let RegistryEvent::ManifestPushed { repository, digest, .. } = &event {
-            ctx.pushes.note(&registry_name, repository, digest);
-        }
         let (repository, push, deleted) = match &event {
             RegistryEvent::ManifestPushed { repository, digest, at, .. } => {
+                ctx.pushes.note(&registry_name, repository, digest);
                 (repository, Some((digest.clone(), *at)), None)
             }
             RegistryEvent::ManifestDeleted { repository, digest, .. } => (repository, None, digest.clone()),
