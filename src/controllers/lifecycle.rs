@@ -20,10 +20,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
 
@@ -272,20 +269,10 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
     };
     status.conditions = conditions::merge(&previous.conditions, ready);
     if !totals.expired.is_empty() {
-        let event = Event {
-            type_: EventType::Normal,
-            reason: if policy.spec.dry_run { "DryRun".into() } else { "ImagesExpired".into() },
-            note: Some(format!(
-                "{} images {}",
-                totals.expired.len(),
-                if policy.spec.dry_run { "would expire" } else { "expired" }
-            )),
-            action: "Expire".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot publish event");
-        }
+        let reason = if policy.spec.dry_run { "DryRun" } else { "ImagesExpired" };
+        let verb = if policy.spec.dry_run { "would expire" } else { "expired" };
+        let note = format!("{} images {verb}", totals.expired.len());
+        super::publish_about(&ctx, &policy.object_ref(&()), (EventType::Normal, reason, "Expire"), note).await;
     }
     write_status(&ctx, &policy, &previous, status).await?;
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());

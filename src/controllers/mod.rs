@@ -122,18 +122,24 @@ impl From<&Error> for NotReady {
     }
 }
 
-/// Publishes an Event about a Repository (its note cut to the API's limit).
-pub async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(event_note(note)),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &repo.object_ref(&())).await {
+/// Publishes an Event about `object` with its note cut to the API's limit (see
+/// [`event_note`]); a failure to publish is logged, never an error of the caller.
+pub async fn publish_about(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    (type_, reason, action): (EventType, &str, &str),
+    note: String,
+) {
+    let event =
+        Event { type_, reason: reason.into(), note: Some(event_note(note)), action: action.into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, object).await {
         tracing::warn!(error = %e, reason, "cannot publish event");
     }
+}
+
+/// Publishes an Event about a Repository.
+pub async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
+    publish_about(ctx, &repo.object_ref(&()), (type_, reason, "Reconcile"), note).await;
 }
 
 /// What a registry event told berth about one repository, waiting for its next reconcile.
