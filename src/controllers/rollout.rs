@@ -34,11 +34,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::{NamespaceResourceScope, PartialObjectMeta},
-    runtime::{
-        WatchStreamExt,
-        events::{Event, EventType},
-        reflector, watcher,
-    },
+    runtime::{WatchStreamExt, events::EventType, reflector, watcher},
 };
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -202,16 +198,6 @@ struct TagState {
 #[derive(Default)]
 struct Tags(HashMap<TagKey, TagState>);
 
-impl Tags {
-    /// The registry said `key` points at `digest`; whether that is news.
-    fn moved(&mut self, key: &TagKey, digest: &str) -> bool {
-        let t = self.0.entry(key.clone()).or_default();
-        let changed = t.digest.as_deref() != Some(digest);
-        t.digest = Some(digest.to_string());
-        changed
-    }
-}
-
 /// What `rollout::plan` reads: the registry's answers, and push times from the ledgers of the
 /// repositories berth declares (`host`, `path` -> digest -> unix ms).
 struct Known<'a> {
@@ -281,16 +267,7 @@ impl Rollouts {
     }
 
     async fn publish(&self, key: &WorkloadKey, uid: Option<String>, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(super::event_note(note)),
-            action: "Rollout".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.ctx.recorder.publish(&event, &Self::object_ref(key, uid)).await {
-            tracing::warn!(error = %e, reason, "cannot publish event");
-        }
+        super::publish_about(&self.ctx, &Self::object_ref(key, uid), (type_, reason, "Rollout"), note).await;
     }
 
     fn untrack(&mut self, key: &WorkloadKey) {
@@ -454,7 +431,9 @@ impl Rollouts {
             // pin would replace a digest, which is rare).
             let mut pushed = HashMap::new();
             for p in &pins {
-                if let Ok(image) = rollout::parse_image(&p.image) {
+                if let Ok(image) = rollout::parse_image(&p.image)
+                    && !pushed.contains_key(&(image.host.clone(), image.path.clone()))
+                {
                     let times = self.pushed_times(&registries, &image.host, &image.path).await;
                     pushed.insert((image.host, image.path), times);
                 }
@@ -613,14 +592,21 @@ impl Rollouts {
         if !self.ctx.leader.is_leader() {
             return;
         }
+        let registries = self.registries();
         for key in self.schedule.due(Instant::now()) {
-            self.spawn_poll(key, polls);
+            let registry = registries.get(&key.0).cloned();
+            self.spawn_poll(key, registry, polls);
         }
+    }
+
+    /// The Registry object behind a registry host, if berth knows one.
+    fn registry(&self, host: &str) -> Option<Arc<Registry>> {
+        self.ctx.registries.state().into_iter().find(|r| registry_host(&r.spec.url).as_deref() == Some(host))
     }
 
     /// Asks the registry where a tag points (one HEAD). One poll per tag at a time: a request
     /// for another while one is under way runs once that one is done.
-    fn spawn_poll(&mut self, key: TagKey, polls: &mut JoinSet<PollResult>) {
+    fn spawn_poll(&mut self, key: TagKey, registry: Option<Arc<Registry>>, polls: &mut JoinSet<PollResult>) {
         let state = self.tags.0.entry(key.clone()).or_default();
         if state.in_flight.is_some() {
             state.in_flight = Some(true);
@@ -628,7 +614,6 @@ impl Rollouts {
         }
         state.in_flight = Some(false);
         let ctx = self.ctx.clone();
-        let registry = self.registries().get(&key.0).cloned();
         polls.spawn(async move {
             let started = Instant::now();
             let work = async {
@@ -654,22 +639,20 @@ impl Rollouts {
         self.schedule.done(&p.key, outcome, Instant::now(), jitter);
         let again = self.tags.0.get_mut(&p.key).and_then(|t| t.in_flight.take()).unwrap_or(false);
         if again && self.followers.contains_key(&p.key) {
-            self.spawn_poll(p.key.clone(), polls);
+            self.spawn_poll(p.key.clone(), self.registry(&p.key.0), polls);
         }
         match p.result {
             Ok(Some(digest)) => {
-                // A push event heard after this poll's request was sent: its own poll answers.
-                if self.tags.0.get(&p.key).and_then(|t| t.heard_at).is_some_and(|h| h > p.started) {
-                    return Vec::new();
-                }
                 if !self.followers.contains_key(&p.key) {
                     return Vec::new();
                 }
-                self.tags.moved(&p.key, &digest);
-                let pushed_at = match self.tags.0.get_mut(&p.key) {
-                    Some(t) if t.hint.as_ref().is_some_and(|(d, _)| *d == digest) => t.hint.take().map(|(_, at)| at),
-                    _ => None,
-                };
+                let t = self.tags.0.entry(p.key.clone()).or_default();
+                // A push event heard after this poll's request was sent: its own poll answers.
+                if t.heard_at.is_some_and(|h| h > p.started) {
+                    return Vec::new();
+                }
+                let pushed_at = t.hint.take_if(|(d, _)| *d == digest).map(|(_, at)| at);
+                t.digest = Some(digest);
                 // Every answer is checked against every follower: a pin that disagrees with the
                 // registry (a failed patch, an edit, an old forged event) is repaired.
                 self.on_tag(&p.key, pushed_at).await
@@ -693,7 +676,8 @@ impl Rollouts {
         t.heard_at = Some(Instant::now());
         t.hint = Some((m.digest, m.at));
         if self.ctx.leader.is_leader() {
-            self.spawn_poll(key, polls);
+            let registry = self.registry(&key.0);
+            self.spawn_poll(key, registry, polls);
         }
     }
 }
