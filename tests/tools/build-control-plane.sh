@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and kubectl from the pinned k8s.io/kubernetes module
-# into a cache outside the work tree, once per machine and version. Prints the directory.
+# Builds kube-apiserver, kube-controller-manager and kubectl, and for the node tests kube-scheduler,
+# kubelet and kube-proxy, from the pinned k8s.io/kubernetes module into a cache outside the work
+# tree, once per machine and version. Prints the directory.
 # Idempotent: a second run with the binaries present only prints the directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,7 +14,7 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version \
  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
  -X k8s.io/client-go/pkg/version.gitVersion=$version"
 mkdir -p "$out"
-for bin in kube-apiserver kube-controller-manager kubectl; do
+for bin in kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy; do
   if [ ! -x "$out/$bin" ]; then
     echo "building $bin $version (cold: several minutes)" >&2
     (cd "$here" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" \

@@ -1,11 +1,14 @@
 //go:build tools
 
-// Package tools records the control-plane binaries the tests build, so that
+// Package tools records the control-plane and node binaries the tests build, so that
 // `go mod tidy` keeps their dependencies in go.sum.
 package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
