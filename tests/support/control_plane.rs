@@ -21,7 +21,12 @@ use rcgen::{
 };
 use tokio::sync::OnceCell;
 
-use super::{free_port, process::Server, repo_path, unique_name};
+use super::{
+    free_port,
+    node::netns::{NODE_IP, NetNs},
+    process::Server,
+    repo_path, unique_name,
+};
 
 /// The shared control plane. Its servers stop when the test process exits.
 pub struct ControlPlane {
@@ -40,6 +45,9 @@ pub struct ControlPlane {
     pub version: String,
     /// Where kube-apiserver, kube-controller-manager and kubectl are.
     pub bin_dir: PathBuf,
+    /// With a node: an admin kubeconfig for the node's components, which reach the API server
+    /// inside the node's network namespace (`https://127.0.0.1:6443` there).
+    pub inner_kubeconfig: PathBuf,
     servers: Mutex<Vec<Server>>,
     crds: OnceCell<()>,
 }
@@ -85,8 +93,32 @@ impl TestNamespace {
     }
 }
 
+/// Starts `bin args...` on the host, or inside the node's namespaces.
+pub(crate) fn launch(netns: Option<&NetNs>, name: &str, bin: &Path, args: &[String], log: &Path) -> Server {
+    match netns {
+        None => Server::start(name, bin, args, log),
+        Some(ns) => {
+            let (bin, args) = ns.wrap(bin, args);
+            Server::start(name, &bin, &args, log)
+        }
+    }
+}
+
 impl ControlPlane {
     async fn start() -> ControlPlane {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-control-plane-{}-", std::process::id()))
+            .tempdir()
+            .expect("creating the control plane's temp dir")
+            .keep();
+        ControlPlane::start_in(dir, None).await
+    }
+
+    /// The control plane in `dir`; with `netns`, its servers run inside the node's namespaces
+    /// (the API server on every address there, advertised at the node's address, so that pods
+    /// reach it through the `kubernetes` Service), reached from the test process through a
+    /// forwarded port.
+    pub(crate) async fn start_in(dir: PathBuf, netns: Option<&NetNs>) -> ControlPlane {
         let started = Instant::now();
         let bins = control_plane_binaries();
         let version = bins
@@ -96,18 +128,14 @@ impl ControlPlane {
             .unwrap_or("unknown")
             .to_string();
         remove_stale_dirs();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("berth-control-plane-{}-", std::process::id()))
-            .tempdir()
-            .expect("creating the control plane's temp dir")
-            .keep();
-        let pki = write_pki(&dir);
+        let pki = write_pki(&dir, netns.is_some());
 
         let mut servers = Vec::new();
         let etcd_port = free_port();
         let etcd_peer_port = free_port();
         let etcd_bin = etcd_bin_vendored::etcd_bin_path().expect("etcd-bin-vendored has no etcd for this platform");
-        let etcd = Server::start(
+        let etcd = launch(
+            netns,
             "etcd",
             etcd_bin,
             &[
@@ -124,17 +152,31 @@ impl ControlPlane {
         );
         servers.push(etcd);
 
-        let api_port = free_port();
-        let server_url = format!("https://127.0.0.1:{api_port}");
+        let api_port = if netns.is_some() { 6443 } else { free_port() };
+        let inner_url = format!("https://127.0.0.1:{api_port}");
+        let server_url = match netns {
+            None => inner_url.clone(),
+            Some(ns) => format!("https://127.0.0.1:{}", ns.forward(format!("127.0.0.1:{api_port}").parse().unwrap())),
+        };
         let issuer = server_url.clone();
-        let apiserver = Server::start(
+        let (bind, advertise) = if netns.is_some() { ("0.0.0.0", NODE_IP) } else { ("127.0.0.1", "127.0.0.1") };
+        let mut node_flags = Vec::new();
+        if netns.is_some() {
+            node_flags = vec![
+                format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+                format!("--kubelet-client-key={}", pki.admin_key.display()),
+                "--kubelet-preferred-address-types=InternalIP".to_string(),
+            ];
+        }
+        let apiserver = launch(
+            netns,
             "kube-apiserver",
             &bins.join("kube-apiserver"),
             &[
                 format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
                 format!("--secure-port={api_port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={bind}"),
+                format!("--advertise-address={advertise}"),
                 format!("--cert-dir={}", dir.join("apiserver-certs").display()),
                 format!("--tls-cert-file={}", pki.serving_cert.display()),
                 format!("--tls-private-key-file={}", pki.serving_key.display()),
@@ -148,22 +190,21 @@ impl ControlPlane {
                 "--enable-priority-and-fairness=false".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(node_flags)
+            .collect::<Vec<_>>(),
             &dir.join("kube-apiserver.log"),
         );
         servers.push(apiserver);
 
         let kubeconfig = dir.join("admin.kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: berth-test\n  cluster:\n    server: {server_url}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: berth-test\n  context:\n    cluster: berth-test\n    user: admin\ncurrent-context: berth-test\n",
-                ca = pki.ca_cert.display(),
-                cert = pki.admin_cert.display(),
-                key = pki.admin_key.display(),
-            ),
-        )
-        .expect("writing the admin kubeconfig");
+        write_kubeconfig(&kubeconfig, &server_url, &pki.ca_cert, &pki.admin_cert, &pki.admin_key);
+        let inner_kubeconfig = dir.join("admin-inner.kubeconfig");
+        write_kubeconfig(&inner_kubeconfig, &inner_url, &pki.ca_cert, &pki.admin_cert, &pki.admin_key);
+        if let Some((cert, key)) = &pki.node {
+            write_kubeconfig(&dir.join("node.kubeconfig"), &inner_url, &pki.ca_cert, cert, key);
+        }
 
         let cp = ControlPlane {
             dir: dir.clone(),
@@ -173,19 +214,23 @@ impl ControlPlane {
             service_account_issuer: issuer,
             version,
             bin_dir: bins.clone(),
+            inner_kubeconfig: inner_kubeconfig.clone(),
             servers: Mutex::new(servers),
             crds: OnceCell::new(),
         };
         cp.wait_ready("kube-apiserver", Duration::from_secs(120)).await;
 
         let kcm_port = free_port();
-        let kcm = Server::start(
+        let kcm = launch(
+            netns,
             "kube-controller-manager",
             &bins.join("kube-controller-manager"),
             &[
-                format!("--kubeconfig={}", kubeconfig.display()),
-                format!("--authentication-kubeconfig={}", kubeconfig.display()),
-                format!("--authorization-kubeconfig={}", kubeconfig.display()),
+                format!("--kubeconfig={}", inner_kubeconfig.display()),
+                format!("--authentication-kubeconfig={}", inner_kubeconfig.display()),
+                format!("--authorization-kubeconfig={}", inner_kubeconfig.display()),
+                // Its default, /usr/libexec/kubernetes/..., would be created on the host's disk.
+                format!("--flex-volume-plugin-dir={}", dir.join("flexvolume").display()),
                 format!("--service-account-private-key-file={}", pki.sa_key.display()),
                 format!("--root-ca-file={}", pki.ca_cert.display()),
                 "--use-service-account-credentials=true".into(),
@@ -227,7 +272,13 @@ impl ControlPlane {
         }
     }
 
-    fn assert_running(&self) {
+    /// Adds a server whose life is the control plane's (a node's components).
+    pub(crate) fn adopt(&self, server: Server) {
+        self.servers.lock().unwrap().push(server);
+    }
+
+    /// Fails the test with the server's log if one of the servers exited.
+    pub fn assert_running(&self) {
         let mut servers = self.servers.lock().unwrap();
         for s in servers.iter_mut() {
             if !s.running() {
@@ -348,11 +399,30 @@ struct Pki {
     admin_key: PathBuf,
     sa_key: PathBuf,
     sa_public_key: PathBuf,
+    /// The kubelet's client certificate and key (`system:node:<name>` in `system:nodes`).
+    node: Option<(PathBuf, PathBuf)>,
+}
+
+/// The node's name.
+pub const NODE_NAME: &str = "berth-node";
+
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path, cert: &Path, key: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth-test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: berth-test\n  context:\n    cluster: berth-test\n    user: admin\ncurrent-context: berth-test\n",
+            ca = ca.display(),
+            cert = cert.display(),
+            key = key.display(),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// A CA, the API server's serving certificate (127.0.0.1, localhost), an admin client certificate
-/// in `system:masters`, and the ServiceAccount signing key.
-fn write_pki(dir: &Path) -> Pki {
+/// in `system:masters`, and the ServiceAccount signing key. With a node also the names pods reach
+/// the API server by (the node address, the `kubernetes` Service) and the kubelet's certificate.
+fn write_pki(dir: &Path, node: bool) -> Pki {
     let write = |name: &str, pem: &str| {
         let p = dir.join(name);
         std::fs::write(&p, pem).unwrap();
@@ -366,7 +436,16 @@ fn write_pki(dir: &Path) -> Pki {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
 
     let serving_key = KeyPair::generate().unwrap();
-    let mut serving = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    if node {
+        names.extend(
+            [NODE_IP, "10.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+                .into_iter()
+                .chain(["kubernetes.default.svc.cluster.local"])
+                .map(String::from),
+        );
+    }
+    let mut serving = CertificateParams::new(names).unwrap();
     serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &ca).unwrap();
@@ -378,8 +457,18 @@ fn write_pki(dir: &Path) -> Pki {
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &ca).unwrap();
 
+    let node = node.then(|| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, format!("system:node:{NODE_NAME}"));
+        params.distinguished_name.push(DnType::OrganizationName, "system:nodes");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        (write("node.pem", &cert.pem()), write("node-key.pem", &key.serialize_pem()))
+    });
     let sa_key = KeyPair::generate().unwrap();
     Pki {
+        node,
         ca_cert: write("ca.pem", &ca.pem()),
         serving_cert: write("apiserver.pem", &serving_cert.pem()),
         serving_key: write("apiserver-key.pem", &serving_key.serialize_pem()),

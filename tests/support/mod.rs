@@ -7,6 +7,7 @@
 
 pub mod berth;
 pub mod control_plane;
+pub mod node;
 pub mod oci;
 pub mod process;
 pub mod proxy;
@@ -16,6 +17,7 @@ pub mod skopeo;
 pub mod token;
 
 pub use control_plane::{ControlPlane, TestNamespace, control_plane};
+pub use node::{NodeCluster, control_plane_with_node};
 pub use oci::OciLayout;
 pub use registry::{RegistryOptions, TestRegistry};
 

@@ -74,6 +74,37 @@ impl OciLayout {
         (self.tag(tag, desc), children)
     }
 
+    /// Writes a runnable linux/amd64 image: one layer with `entries`, the config's `Cmd` and
+    /// `Env`, as a build tool would. Tags it and returns the manifest descriptor.
+    pub fn add_runnable(&mut self, tag: &str, entries: &[Entry], cmd: &[&str], user: Option<&str>) -> Descriptor {
+        let tar = tar_with_entries(entries);
+        let diff_id = format!("sha256:{}", hex(&Sha256::digest(&tar)));
+        let layer = self.write_blob(LAYER, &gzip(&tar));
+        let mut config = json!({
+            "Cmd": cmd,
+            "Env": ["PATH=/bin"],
+        });
+        if let Some(user) = user {
+            config["User"] = json!(user);
+        }
+        let config = json!({
+            "created": "1970-01-01T00:00:00Z",
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        });
+        let config = self.write_blob(CONFIG, &serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": config.media_type, "digest": config.digest, "size": config.size},
+            "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+        });
+        let desc = self.write_blob(MANIFEST, &serde_json::to_vec(&manifest).unwrap());
+        self.tag(tag, desc)
+    }
+
     fn write_image(&self, seed: &str, arch: &str) -> Descriptor {
         let tar = tar_with_file("berth-test.txt", seed.as_bytes());
         let diff_id = format!("sha256:{}", hex(&Sha256::digest(&tar)));
@@ -124,6 +155,43 @@ impl OciLayout {
         let index = json!({"schemaVersion": 2, "manifests": manifests});
         std::fs::write(self.dir.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
+}
+
+/// One entry of a runnable image's layer.
+pub enum Entry {
+    File { path: String, mode: u32, content: Vec<u8> },
+    Dir { path: String, mode: u32 },
+    Symlink { path: String, target: String },
+}
+
+fn tar_with_entries(entries: &[Entry]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match entry {
+            Entry::File { path, mode, content } => {
+                header.set_size(content.len() as u64);
+                header.set_mode(*mode);
+                builder.append_data(&mut header, path, content.as_slice()).unwrap();
+            }
+            Entry::Dir { path, mode } => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                header.set_mode(*mode);
+                builder.append_data(&mut header, path, std::io::empty()).unwrap();
+            }
+            Entry::Symlink { path, target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                builder.append_link(&mut header, path, target).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
 }
 
 fn tar_with_file(name: &str, content: &[u8]) -> Vec<u8> {

@@ -1,8 +1,16 @@
-# Sourced by tests/run and the demo: installs Debian's docker-registry and skopeo when missing
-# and builds the pinned control plane once per machine; exports BERTH_K8S_BIN_DIR.
+# Sourced by tests/run and the demo: installs the Debian packages the tests use when missing
+# (docker-registry, skopeo; for the node tests containerd, runc, the CNI plugins, busybox-static,
+# iptables and gcc for the pause binary) and builds the pinned Kubernetes binaries and CoreDNS
+# once per machine; exports BERTH_K8S_BIN_DIR and BERTH_COREDNS_BIN_DIR.
 need_apt=()
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
+[ -x /usr/bin/containerd ] || need_apt+=(containerd)
+[ -x /usr/sbin/runc ] || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -16,3 +24,5 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registr
 fi
 BERTH_K8S_BIN_DIR=$(bash tests/tools/build-control-plane.sh)
 export BERTH_K8S_BIN_DIR
+BERTH_COREDNS_BIN_DIR=$(bash tests/tools/build-coredns.sh)
+export BERTH_COREDNS_BIN_DIR

@@ -1,0 +1,18 @@
+/* The pod sandbox ("pause") process of the node tests' containerd: holds the pod's namespaces,
+ * reaps orphans, exits on SIGINT/SIGTERM. Built with `gcc -static` into an image the harness
+ * imports, so that containerd never pulls one. */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void stop(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+
+int main(void) {
+    struct sigaction term = {.sa_handler = stop}, child = {.sa_handler = reap, .sa_flags = SA_NOCLDSTOP};
+    sigaction(SIGINT, &term, NULL);
+    sigaction(SIGTERM, &term, NULL);
+    sigaction(SIGCHLD, &child, NULL);
+    for (;;) pause();
+}
