@@ -8,31 +8,83 @@ use kube::{
 use serde_json::json;
 
 use super::Context;
-use crate::{api::Registry, duration};
+use crate::{
+    api::{Registry, TokenAuth},
+    auth::{KeyValidity, RotationPolicy, WaitingKey, next_key_event, service, waiting_keys},
+    duration,
+};
 
 /// The label on Secrets holding berth's signing keys: the Registry they sign for.
 pub const SIGNING_LABEL: &str = "berth.dev/signing-keys-of";
 
+/// The rotation policy and token lifetime `tokenAuth` asks for, checked together: the API
+/// server's CEL rules refuse most bad combinations, but not in objects stored before them.
+pub fn rotation_settings(t: &TokenAuth) -> Result<(RotationPolicy, std::time::Duration), String> {
+    let d = RotationPolicy::default();
+    let rotation = t.key_rotation.clone().unwrap_or_default();
+    let parse = |field: &str, text: Option<&str>, default| {
+        duration::parse_or(text, default).map_err(|e| format!("tokenAuth.{field}: {e}"))
+    };
+    let token_lifetime = parse("tokenLifetime", t.token_lifetime.as_deref(), service::DEFAULT_TOKEN_LIFETIME)?;
+    let policy = RotationPolicy::new(
+        parse("keyRotation.keyLifetime", rotation.key_lifetime.as_deref(), d.key_lifetime)?,
+        parse("keyRotation.renewBefore", rotation.renew_before.as_deref(), d.renew_before)?,
+        parse("keyRotation.activationDelay", rotation.activation_delay.as_deref(), d.activation_delay)?,
+    )
+    .map_err(|e| format!("tokenAuth.{e}"))?;
+    policy.check_token_lifetime(token_lifetime).map_err(|e| format!("tokenAuth.{e}"))?;
+    Ok((policy, token_lifetime))
+}
+
+/// The signing keys of a Registry as this pass left them.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub policy: RotationPolicy,
+    /// Each stored key's validity and certificate fingerprint, in storage order.
+    pub validities: Vec<KeyValidity>,
+    pub fingerprints: Vec<String>,
+    /// `bundle.pem` as published, and the Secret it is published in (`<namespace>/<name>`).
+    pub bundle: String,
+    pub bundle_secret: String,
+    /// When this pass decided.
+    pub now: i64,
+}
+
+impl Keys {
+    /// When the rotation plan next changes (see [`next_key_event`]).
+    pub fn next_event(&self) -> Option<i64> {
+        next_key_event(&self.validities, self.now, &self.policy)
+    }
+
+    /// Keys in the bundle that do not sign yet, oldest first.
+    pub fn waiting(&self) -> Vec<WaitingKey> {
+        waiting_keys(&self.validities, self.now, &self.policy)
+    }
+}
+
 /// For a Registry with `tokenAuth`: makes sure its signing keys exist and are rotated on time,
 /// publishes the certificate bundle (in the signing Secret and, without the keys, in
 /// `<secret>-bundle` for the registry to mount), and loads the signing key into the token
-/// service. A Registry without `tokenAuth` has nothing to do here.
-pub(super) async fn signing(registry: &Registry, ctx: &Context, write: bool) -> Result<(), (&'static str, String)> {
+/// service. A Registry without `tokenAuth` has nothing to do here (`None`).
+pub(super) async fn signing(
+    registry: &Registry,
+    ctx: &Context,
+    write: bool,
+) -> Result<Option<Keys>, (&'static str, String)> {
     use k8s_openapi::api::core::v1::Secret;
 
-    use crate::auth::{RotationPolicy, Signer, SigningKey, keys::now_unix, keystore, rotation_plan, service};
+    use crate::auth::{Signer, SigningKey, keys::now_unix, keystore, rotation_plan};
 
     let name = registry.name_any();
     let Some(t) = &registry.spec.token_auth else {
         ctx.tokens.remove_registry(&name);
-        return Ok(());
+        return Ok(None);
     };
     let r = &t.signing_key_secret_ref;
     let Some(ns) = r.namespace.as_deref() else {
         return Err(("InvalidSpec", "tokenAuth.signingKeySecretRef.namespace is required".into()));
     };
-    let lifetime = duration::parse_or(t.token_lifetime.as_deref(), service::DEFAULT_TOKEN_LIFETIME)
-        .map_err(|e| ("InvalidSpec", format!("tokenAuth.tokenLifetime: {e}")))?;
+    let (policy, lifetime) = rotation_settings(t).map_err(|e| ("InvalidSpec", e))?;
     let kube = |e: kube::Error| ("KubernetesAPIError", format!("signing Secret {ns}/{}: {e}", r.name));
     let keygen = |e: crate::auth::Error| ("SigningKeyError", e.to_string());
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
@@ -51,7 +103,6 @@ pub(super) async fn signing(registry: &Registry, ctx: &Context, write: bool) -> 
             format!("Secret {ns}/{} exists, holds no signing keys and is not berth's: name another Secret", r.name),
         ));
     }
-    let policy = RotationPolicy::default();
     let now = now_unix();
     let plan = rotation_plan(&keys.iter().map(SigningKey::validity).collect::<Vec<_>>(), now, &policy);
     let changed = plan.generate || plan.keep.len() != keys.len();
@@ -85,17 +136,25 @@ pub(super) async fn signing(registry: &Registry, ctx: &Context, write: bool) -> 
     let Some(index) = plan.sign_with else {
         return Err(("SigningKeyInvalid", "no signing key is valid now".into()));
     };
-    // The bundle alone, for the registry to mount without seeing the keys.
+    let bundle_name = format!("{}-bundle", r.name);
+    let bundle = crate::auth::bundle(&keys);
+    let found = Keys {
+        policy,
+        validities: keys.iter().map(SigningKey::validity).collect(),
+        fingerprints: keys.iter().map(SigningKey::sha256).collect(),
+        bundle: bundle.clone(),
+        bundle_secret: format!("{ns}/{bundle_name}"),
+        now,
+    };
     if !write {
         let signer = Signer::new(&keys[index]).map_err(keygen)?;
         ctx.tokens.set_registry(
             &name,
             service::RegistryTokens { issuer: t.issuer.clone(), service: t.service.clone(), lifetime, signer },
         );
-        return Ok(());
+        return Ok(Some(found));
     }
-    let bundle_name = format!("{}-bundle", r.name);
-    let bundle = crate::auth::bundle(&keys);
+    // The bundle alone, for the registry to mount without seeing the keys.
     let current = secrets.get_opt(&bundle_name).await.map_err(kube)?;
     let stored = current.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(keystore::BUNDLE_KEY));
     if stored.map(|b| b.0.as_slice()) != Some(bundle.as_bytes()) {
@@ -111,5 +170,88 @@ pub(super) async fn signing(registry: &Registry, ctx: &Context, write: bool) -> 
     let signer = Signer::new(&keys[index]).map_err(keygen)?;
     let tokens = service::RegistryTokens { issuer: t.issuer.clone(), service: t.service.clone(), lifetime, signer };
     ctx.tokens.set_registry(&name, tokens);
-    Ok(())
+    Ok(Some(found))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn token_auth(extra: serde_json::Value) -> TokenAuth {
+        let mut t = json!({"issuer": "berth", "service": "r", "signingKeySecretRef": {"name": "k", "namespace": "ns"}});
+        t.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(t).unwrap()
+    }
+
+    #[test]
+    fn rotation_settings_default_to_todays_policy_and_take_short_periods() {
+        assert_eq!(
+            rotation_settings(&token_auth(json!({}))),
+            Ok((RotationPolicy::default(), Duration::from_secs(300)))
+        );
+        let short = token_auth(json!({
+            "tokenLifetime": "1m",
+            "keyRotation": {"keyLifetime": "3m", "renewBefore": "2m", "activationDelay": "40s"},
+        }));
+        let (policy, tokens) = rotation_settings(&short).unwrap();
+        assert_eq!(
+            (policy.key_lifetime, policy.renew_before, policy.activation_delay, tokens),
+            (Duration::from_secs(180), Duration::from_secs(120), Duration::from_secs(40), Duration::from_secs(60))
+        );
+        // A field left out takes its default: 60-day keys renewed 30 days before they expire.
+        let (policy, _) = rotation_settings(&token_auth(json!({"keyRotation": {"keyLifetime": "1440h"}}))).unwrap();
+        assert_eq!(policy.renew_before, RotationPolicy::default().renew_before);
+    }
+
+    #[test]
+    fn rotation_settings_refuse_what_cannot_work_naming_the_field() {
+        let cases = [
+            (
+                json!({"keyRotation": {"keyLifetime": "90d"}}),
+                "tokenAuth.keyRotation.keyLifetime: \"90d\" is not a duration",
+            ),
+            (
+                json!({"keyRotation": {"keyLifetime": "3m"}}),
+                "tokenAuth.keyRotation.renewBefore (720h) must be shorter than keyLifetime (3m)",
+            ),
+            (
+                json!({"keyRotation": {"renewBefore": "1h", "activationDelay": "1h"}}),
+                "tokenAuth.keyRotation.activationDelay (1h) must be shorter than renewBefore (1h)",
+            ),
+            (
+                json!({"keyRotation": {"keyLifetime": "3m", "renewBefore": "2m", "activationDelay": "40s"}}),
+                "tokenAuth.tokenLifetime (5m) must be shorter than keyRotation.renewBefore - activationDelay (1m20s)",
+            ),
+            (json!({"tokenLifetime": "soon"}), "tokenAuth.tokenLifetime: \"soon\" is not a duration"),
+        ];
+        for (extra, message) in cases {
+            let err = rotation_settings(&token_auth(extra.clone())).unwrap_err();
+            assert!(err.starts_with(message), "{extra}: {err}");
+        }
+    }
+
+    /// The CEL rules fill in unset fields with literals: they must be berth's defaults.
+    #[test]
+    fn the_admission_rules_assume_berths_defaults() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&Registry::crd()).unwrap();
+        let d = RotationPolicy::default();
+        let defaults = [
+            ("keyLifetime", d.key_lifetime),
+            ("renewBefore", d.renew_before),
+            ("activationDelay", d.activation_delay),
+            ("tokenLifetime", service::DEFAULT_TOKEN_LIFETIME),
+        ];
+        for (field, default) in defaults {
+            let marker = format!("{field} : '");
+            let literals: Vec<&str> =
+                crd.split(&marker).skip(1).map(|rest| rest.split('\'').next().unwrap_or_default()).collect();
+            assert!(!literals.is_empty(), "no rule fills in {field}");
+            for literal in literals {
+                assert_eq!(duration::parse(literal), Ok(default), "{field} defaults to {literal:?} in a rule");
+            }
+        }
+    }
 }
