@@ -43,6 +43,23 @@ pub fn parse_or(text: Option<&str>, default: Duration) -> Result<Duration, Strin
     text.map(parse).unwrap_or(Ok(default))
 }
 
+/// `d` the way [`parse`] reads it back, in whole seconds with the largest units first: `720h`,
+/// `1h30m`, `40s`, `0s`. For messages that name a configured duration.
+pub fn format(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return "0s".to_string();
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, 'h'), (m, 'm'), (s, 's')] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +72,16 @@ mod tests {
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_or(None, Duration::from_secs(7)).unwrap(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn formats_what_parse_reads_back() {
+        for (secs, text) in
+            [(0, "0s"), (40, "40s"), (180, "3m"), (5400, "1h30m"), (2_592_000, "720h"), (3661, "1h1m1s")]
+        {
+            assert_eq!(format(Duration::from_secs(secs)), text);
+            assert_eq!(parse(text).unwrap(), Duration::from_secs(secs));
+        }
     }
 
     #[test]

@@ -408,7 +408,59 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
         .await,
         "tokenAuth.signingKeySecretRef.namespace is required",
     );
+    let rotating = |name: &str, token_auth: Value| {
+        let mut t = json!({"issuer": "b", "service": "r", "signingKeySecretRef": {"name": "k", "namespace": "n"}});
+        t.as_object_mut().unwrap().extend(token_auth.as_object().unwrap().clone());
+        registry(name, json!({"url": "https://r.example.com", "tokenAuth": t}))
+    };
+    expect(
+        "key renewal as long as the key",
+        rejection(
+            &registries,
+            &rotating("renew-long", json!({"keyRotation": {"keyLifetime": "3m", "renewBefore": "3m"}})),
+        )
+        .await,
+        "renewBefore must be shorter than keyLifetime",
+    );
+    expect(
+        "key activation not before renewal",
+        rejection(
+            &registries,
+            &rotating("activate-late", json!({"keyRotation": {"renewBefore": "2h", "activationDelay": "2h"}})),
+        )
+        .await,
+        "activationDelay must be shorter than renewBefore",
+    );
+    expect(
+        "tokens outliving the old key",
+        rejection(
+            &registries,
+            &rotating(
+                "long-tokens",
+                json!({"keyRotation": {"keyLifetime": "3m", "renewBefore": "2m", "activationDelay": "40s"}}),
+            ),
+        )
+        .await,
+        "tokenLifetime must be shorter than keyRotation.renewBefore - activationDelay",
+    );
+    expect(
+        "a key lifetime in days",
+        rejection(&registries, &rotating("days", json!({"keyRotation": {"keyLifetime": "90d"}}))).await,
+        "keyLifetime must be a duration such as 2160h or 3m",
+    );
+    expect(
+        "a registry Deployment without a namespace",
+        rejection(&registries, &rotating("no-deploy-ns", json!({"registryDeployment": {"name": "registry"}}))).await,
+        "namespace: Required value",
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Short periods, with tokens shorter than the overlap, are accepted.
+    let short = rotating(
+        "short-keys",
+        json!({"tokenLifetime": "1m", "keyRotation": {"keyLifetime": "3m", "renewBefore": "2m", "activationDelay": "40s"},
+               "registryDeployment": {"namespace": "berth-system", "name": "registry"}}),
+    );
+    registries.create(&PostParams::default(), &short).await.expect("short key rotation accepted");
 
     // Immutable fields stay immutable.
     let mut changed = repos.get("defaults").await.unwrap();

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::SecretReference;
 
+/// The condition that says whether the registry will trust new signing keys in time.
+pub const CONDITION_SIGNING_KEY_ROTATION: &str = "SigningKeyRotation";
+
 /// A backing container registry and how berth reaches it. Cluster-scoped: platform teams declare
 /// registries once and application namespaces declare Repositories in them.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -96,6 +99,7 @@ pub enum RegistryType {
 
 /// Token service settings: the values the registry's `auth.token` section must match.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.keyRotation) || duration(has(self.tokenLifetime) ? self.tokenLifetime : '5m') < duration(has(self.keyRotation.renewBefore) ? self.keyRotation.renewBefore : '720h') - duration(has(self.keyRotation.activationDelay) ? self.keyRotation.activationDelay : '696h')").message("tokenLifetime must be shorter than keyRotation.renewBefore - activationDelay: a token signed by the old key just before its successor takes over would outlive the old key's place in the bundle"))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenAuth {
     /// The `iss` claim of the tokens berth signs; the registry's `auth.token.issuer`.
@@ -116,6 +120,57 @@ pub struct TokenAuth {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("tokenLifetime must be a duration such as 300s or 5m"))]
     #[schemars(length(max = 32))]
     pub token_lifetime: Option<String>,
+    /// When berth makes, uses and drops signing keys. Unset: keys live 90 days, a successor
+    /// joins the bundle 30 days before the newest expires and signs 29 days later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<KeyRotation>,
+    /// The Deployment that runs this registry. Distribution reads its `rootcertbundle` only when
+    /// it starts, so whenever the bundle changes (a key joins or leaves) berth sets the pod
+    /// template annotation `berth.dev/token-bundle-sha256` to the bundle's SHA-256 and Kubernetes
+    /// rolls the registry. Unset: berth only reports, in the `SigningKeyRotation` condition and a
+    /// Warning Event `RegistryRestartNeeded`, by when the registry must be restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_deployment: Option<DeploymentReference>,
+}
+
+/// How signing keys rotate. Durations are Go-style, in hours, minutes and seconds (`2160h` is 90
+/// days). A key is made, joins the bundle, waits `activationDelay` for registries to load the
+/// bundle, signs until its successor takes over, and leaves the bundle when it expires.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("duration(has(self.renewBefore) ? self.renewBefore : '720h') < duration(has(self.keyLifetime) ? self.keyLifetime : '2160h')").message("renewBefore must be shorter than keyLifetime: every new key would be due for renewal at once"))]
+#[x_kube(validation = Rule::new("duration(has(self.activationDelay) ? self.activationDelay : '696h') < duration(has(self.renewBefore) ? self.renewBefore : '720h')").message("activationDelay must be shorter than renewBefore: a new key must start signing before the key it replaces expires"))]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotation {
+    /// How long each signing key's certificate is valid. Default `2160h` (90 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("keyLifetime must be a duration such as 2160h or 3m"))]
+    #[schemars(length(max = 32))]
+    pub key_lifetime: Option<String>,
+    /// A successor joins the bundle when the newest key has less than this left. Shorter than
+    /// `keyLifetime`. Default `720h` (30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("renewBefore must be a duration such as 720h or 2m"))]
+    #[schemars(length(max = 32))]
+    pub renew_before: Option<String>,
+    /// How long a new key is only in the bundle before it signs: the time the registry has to be
+    /// restarted with the new bundle (by berth through `registryDeployment`, or by a person).
+    /// Shorter than `renewBefore`, by more than `tokenLifetime`. Default `696h` (29 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("activationDelay must be a duration such as 696h or 40s"))]
+    #[schemars(length(max = 32))]
+    pub activation_delay: Option<String>,
+}
+
+/// A Deployment in a named namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentReference {
+    /// Namespace of the Deployment (required: a Registry is cluster-scoped).
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Deployment.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Where registry events come from and how berth authenticates them.
@@ -146,7 +201,10 @@ pub struct NamespacePathPrefixes {
 #[serde(rename_all = "camelCase")]
 pub struct RegistryStatus {
     /// Current state: `Ready` is True when berth reaches the registry with the configured
-    /// credentials; its reason says why not otherwise.
+    /// credentials; its reason says why not otherwise. With `tokenAuth`, `SigningKeyRotation`
+    /// says whether the registry will trust new signing keys in time: True with `RegistryRolled`
+    /// or `NoKeyWaiting`; False with `RegistryRestartNeeded` (its message names the deadline),
+    /// `RegistryDeploymentNotFound`, `RegistryRollFailed` or `NamespaceNotManaged`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -168,4 +226,25 @@ pub struct RegistryStatus {
     /// The first undeclared repositories, in name order (at most 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undeclared_repositories: Vec<String>,
+    /// The token service's signing keys, with `tokenAuth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_auth: Option<TokenAuthStatus>,
+}
+
+/// What berth published for the registry to trust, and what it did about it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenAuthStatus {
+    /// SHA-256 (hex) of `bundle.pem` in the `<signing Secret>-bundle` Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_sha256: Option<String>,
+    /// The bundle SHA-256 that `registryDeployment`'s pod template was last set to (its
+    /// `berth.dev/token-bundle-sha256` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_deployment_bundle_sha256: Option<String>,
+    /// SHA-256 fingerprint (hex) of the certificate of the newest signing key berth has handled:
+    /// rolled `registryDeployment` for, or announced with a Warning Event
+    /// `RegistryRestartNeeded`. Each new key is handled once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_key_sha256: Option<String>,
 }

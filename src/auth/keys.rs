@@ -20,6 +20,7 @@ use ring::{
     signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use x509_parser::pem::Pem;
 
 use super::{Error, robot::to_hex, scope::Access};
@@ -136,6 +137,24 @@ impl SigningKey {
 
     pub fn not_after(&self) -> i64 {
         self.validity.not_after
+    }
+
+    /// The certificate's SHA-256 fingerprint (hex): names a key in status and Events without
+    /// showing anything secret.
+    pub fn sha256(&self) -> String {
+        to_hex(&Sha256::digest(&self.cert_der))
+    }
+}
+
+impl KeyValidity {
+    /// When the key was made: certificates are backdated by [`BACKDATE`].
+    pub fn made(&self) -> i64 {
+        self.not_before.saturating_add(secs(BACKDATE))
+    }
+
+    /// When the key starts signing under `policy` (unless it is the only key, which signs at once).
+    pub fn signs_from(&self, policy: &RotationPolicy) -> i64 {
+        self.made().saturating_add(secs(policy.activation_delay))
     }
 }
 
@@ -256,18 +275,24 @@ pub fn bundle(keys: &[SigningKey]) -> String {
     out
 }
 
+/// The SHA-256 (hex) of a bundle as [`bundle`] writes it: what a registry Deployment's pod
+/// template is annotated with, so that a new bundle rolls the registry.
+pub fn bundle_sha256(bundle: &str) -> String {
+    to_hex(&Sha256::digest(bundle.as_bytes()))
+}
+
 /// When keys are made, used and dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RotationPolicy {
     /// How long a new key's certificate is valid.
     pub key_lifetime: Duration,
-    /// A new key is made when the newest one has less than this left. Capped at half the
-    /// lifetime, or every new key would already be due for renewal.
+    /// A new key is made when the newest one has less than this left. Shorter than the
+    /// lifetime ([`RotationPolicy::new`]), or every new key would be due for renewal at once.
     pub renew_before: Duration,
     /// How long a new key is only in the bundle before it signs: the registry reads
     /// `rootcertbundle` only when it starts, so tokens signed with the new key must wait until
-    /// the registry has been restarted with the new bundle; this is the time people (or their
-    /// usual rollouts) have to do it.
+    /// the registry has been restarted with the new bundle; this is the time berth (rolling the
+    /// registry's Deployment) or people have to do it.
     pub activation_delay: Duration,
 }
 
@@ -284,6 +309,64 @@ impl Default for RotationPolicy {
     }
 }
 
+impl RotationPolicy {
+    /// A policy that can work, or why not (in the words of the Registry's `tokenAuth.keyRotation`):
+    /// - `renew_before` < `key_lifetime`: otherwise every new key is due for renewal at once;
+    /// - `activation_delay` < `renew_before`: a successor must sign before the key it replaces
+    ///   expires (otherwise the successor would sign as soon as it is the only key left, before
+    ///   registries had the time to load it).
+    pub fn new(key_lifetime: Duration, renew_before: Duration, activation_delay: Duration) -> Result<Self, String> {
+        use crate::duration::format;
+        if renew_before >= key_lifetime {
+            return Err(format!(
+                "keyRotation.renewBefore ({}) must be shorter than keyLifetime ({}): every new key would be due \
+                 for renewal at once",
+                format(renew_before),
+                format(key_lifetime)
+            ));
+        }
+        if activation_delay >= renew_before {
+            return Err(format!(
+                "keyRotation.activationDelay ({}) must be shorter than renewBefore ({}): a new key must start \
+                 signing before the key it replaces expires",
+                format(activation_delay),
+                format(renew_before)
+            ));
+        }
+        Ok(RotationPolicy { key_lifetime, renew_before, activation_delay })
+    }
+
+    /// Refuses a token lifetime not shorter than `renew_before - activation_delay`: the old key
+    /// signs until its successor takes over, `renew_before - activation_delay` before the old
+    /// key expires and leaves the bundle, so a token it signed then must have run out by that
+    /// time.
+    pub fn check_token_lifetime(&self, token_lifetime: Duration) -> Result<(), String> {
+        use crate::duration::format;
+        let overlap = self.renew_before.saturating_sub(self.activation_delay);
+        if token_lifetime >= overlap {
+            return Err(format!(
+                "tokenLifetime ({}) must be shorter than keyRotation.renewBefore - activationDelay ({}): a token \
+                 signed by the old key just before its successor takes over would outlive the old key's place in \
+                 the bundle",
+                format(token_lifetime),
+                format(overlap)
+            ));
+        }
+        Ok(())
+    }
+
+    /// `renew_before` in seconds. One not shorter than the lifetime (which [`RotationPolicy::new`]
+    /// refuses) counts as half of it, so a policy built by hand cannot make a key on every pass.
+    fn renew_window(&self) -> i64 {
+        if self.renew_before < self.key_lifetime { secs(self.renew_before) } else { secs(self.key_lifetime) / 2 }
+    }
+}
+
+/// A duration in whole seconds, saturating.
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// What to do with the stored keys now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotationPlan {
@@ -297,17 +380,16 @@ pub struct RotationPlan {
 
 /// The pure rotation decision over the stored keys' validities.
 ///
-/// - Expired keys are dropped; every other key stays in the bundle until it expires (tokens live
-///   minutes, so this is more than enough overlap, and it needs no record of past use).
+/// - Expired keys are dropped; every other key stays in the bundle until it expires (enough
+///   overlap for the tokens it signed, by [`RotationPolicy::check_token_lifetime`], and it needs
+///   no record of past use).
 /// - A new key is made when none is left or the newest expires within `renew_before`.
 /// - Signing uses the newest key made (`not_before` + [`BACKDATE`]) at least `activation_delay`
 ///   ago. While there is none (the first key, just made), the oldest valid key signs: it is the
 ///   one most likely in the registry's bundle already.
 pub fn rotation_plan(keys: &[KeyValidity], now_unix: i64, policy: &RotationPolicy) -> RotationPlan {
-    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    let renew_before = secs(policy.renew_before).min(secs(policy.key_lifetime) / 2);
+    let renew_before = policy.renew_window();
     let delay = secs(policy.activation_delay);
-    let made = |k: &KeyValidity| k.not_before.saturating_add(secs(BACKDATE));
 
     let keep: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].not_after > now_unix).collect();
     let newest_expiry = keep.iter().map(|&i| keys[i].not_after).max();
@@ -317,11 +399,51 @@ pub fn rotation_plan(keys: &[KeyValidity], now_unix: i64, policy: &RotationPolic
     let active = usable
         .iter()
         .copied()
-        .filter(|&i| made(&keys[i]).saturating_add(delay) <= now_unix)
-        .max_by_key(|&i| (made(&keys[i]), keys[i].not_after, std::cmp::Reverse(i)));
+        .filter(|&i| keys[i].made().saturating_add(delay) <= now_unix)
+        .max_by_key(|&i| (keys[i].made(), keys[i].not_after, std::cmp::Reverse(i)));
     let sign_with = active
-        .or_else(|| usable.iter().copied().min_by_key(|&i| (made(&keys[i]), std::cmp::Reverse(keys[i].not_after), i)));
+        .or_else(|| usable.iter().copied().min_by_key(|&i| (keys[i].made(), std::cmp::Reverse(keys[i].not_after), i)));
     RotationPlan { generate, sign_with, keep }
+}
+
+/// When [`rotation_plan`] over `keys` can next decide differently, after `now_unix`: a key
+/// becomes valid, starts signing or expires, or the newest is due for renewal. The Registry
+/// controller wakes up then, so short key lifetimes work without a short `checkInterval`.
+/// `None` when there is no key (the plan makes one at once).
+pub fn next_key_event(keys: &[KeyValidity], now_unix: i64, policy: &RotationPolicy) -> Option<i64> {
+    let kept = || keys.iter().filter(|k| k.not_after > now_unix);
+    let renewal = kept().map(|k| k.not_after).max().map(|expiry| expiry.saturating_sub(policy.renew_window()));
+    kept()
+        .flat_map(|k| [k.not_before, k.signs_from(policy), k.not_after])
+        .chain(renewal)
+        .filter(|&t| t > now_unix)
+        .min()
+}
+
+/// A key in the bundle that does not sign yet: registries must load the bundle between
+/// `joined` and `signs_from`, or refuse its tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitingKey {
+    /// Index into the keys given.
+    pub index: usize,
+    /// When it was made and published.
+    pub joined: i64,
+    pub signs_from: i64,
+}
+
+/// The keys [`rotation_plan`] keeps that will sign later, oldest first. The first key made signs
+/// at once and is never waiting.
+pub fn waiting_keys(keys: &[KeyValidity], now_unix: i64, policy: &RotationPolicy) -> Vec<WaitingKey> {
+    let plan = rotation_plan(keys, now_unix, policy);
+    let mut waiting: Vec<WaitingKey> = plan
+        .keep
+        .iter()
+        .copied()
+        .filter(|&i| Some(i) != plan.sign_with && keys[i].signs_from(policy) > now_unix)
+        .map(|i| WaitingKey { index: i, joined: keys[i].made(), signs_from: keys[i].signs_from(policy) })
+        .collect();
+    waiting.sort_by_key(|w| (w.signs_from, w.index));
+    waiting
 }
 
 /// Now, in unix seconds (0 if the clock is before 1970).

@@ -13,7 +13,8 @@
 //!    AccessPolicies whenever they change) allows the principal.
 //! 5. A [`Signer`] signs [`Claims`] carrying the granted [`Access`] list.
 //!
-//! Keys rotate by [`rotation_plan`]; the registry trusts the certificates of [`bundle`].
+//! Keys rotate by [`rotation_plan`], on the clock of [`next_key_event`]; the registry trusts the
+//! certificates of [`bundle`].
 
 pub mod decide;
 pub mod keys;
@@ -24,7 +25,10 @@ pub mod scope;
 pub mod service;
 
 pub use decide::{AccessIndex, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
-pub use keys::{Claims, KeyValidity, RotationPlan, RotationPolicy, Signer, SigningKey, bundle, rotation_plan};
+pub use keys::{
+    Claims, KeyValidity, RotationPlan, RotationPolicy, Signer, SigningKey, WaitingKey, bundle, bundle_sha256,
+    next_key_event, rotation_plan, waiting_keys,
+};
 pub use keystore::keys_from_secret;
 pub use limit::{FailedLogins, LoginLimits, Verdict};
 pub use robot::StoredCredential;

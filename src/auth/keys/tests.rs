@@ -295,7 +295,8 @@ fn rotation_plans() {
 }
 
 #[test]
-fn renewal_is_capped_at_half_the_lifetime() {
+fn a_renewal_window_as_long_as_the_lifetime_counts_as_half_of_it() {
+    // `RotationPolicy::new` refuses it; a policy built by hand still cannot make a key per pass.
     let policy = RotationPolicy {
         key_lifetime: Duration::from_secs(10 * DAY as u64),
         renew_before: Duration::from_secs(30 * DAY as u64),
@@ -307,36 +308,186 @@ fn renewal_is_capped_at_half_the_lifetime() {
 }
 
 #[test]
-fn rotation_over_a_year_always_signs_with_a_published_valid_key() {
+fn a_renewal_window_over_half_the_lifetime_is_taken_as_given() {
+    let policy = short();
+    let now = 1_000 * DAY;
+    let key = KeyValidity { not_before: now - 3_600, not_after: now + 180 };
+    assert!(!rotation_plan(&[key], now + 59, &policy).generate);
+    assert!(rotation_plan(&[key], now + 60, &policy).generate, "2m before a 3m key expires");
+}
+
+/// The short periods an on-node test uses: 3-minute keys, renewed 2 minutes before they
+/// expire, signing 40 seconds after they join the bundle.
+fn short() -> RotationPolicy {
+    RotationPolicy::new(Duration::from_secs(180), Duration::from_secs(120), Duration::from_secs(40)).unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn a_policy_is_refused_when_it_cannot_work_and_says_why() {
+    let default = RotationPolicy::default();
+    assert_eq!(RotationPolicy::new(default.key_lifetime, default.renew_before, default.activation_delay), Ok(default));
+    assert!(default.check_token_lifetime(secs(300)).is_ok(), "5-minute tokens, a day of overlap");
+    let cases: Vec<(&str, (u64, u64, u64), &str)> = vec![
+        ("renewal as long as the key", (180, 180, 40), "renewBefore (3m) must be shorter than keyLifetime (3m)"),
+        ("renewal longer than the key", (180, 600, 40), "renewBefore (10m) must be shorter than keyLifetime (3m)"),
+        ("activation at renewal", (180, 120, 120), "activationDelay (2m) must be shorter than renewBefore (2m)"),
+        (
+            "activation after expiry",
+            (7200, 3600, 5400),
+            "activationDelay (1h30m) must be shorter than renewBefore (1h)",
+        ),
+        ("no lifetime", (0, 0, 0), "renewBefore (0s) must be shorter than keyLifetime (0s)"),
+    ];
+    for (label, (lifetime, renew, delay), message) in cases {
+        let err = RotationPolicy::new(secs(lifetime), secs(renew), secs(delay)).unwrap_err();
+        assert!(err.contains(message), "{label}: {err}");
+    }
+    assert!(RotationPolicy::new(secs(180), secs(120), secs(0)).is_ok(), "a key may sign as soon as it is made");
+
+    let policy = short();
+    assert!(policy.check_token_lifetime(secs(60)).is_ok());
+    assert!(policy.check_token_lifetime(secs(79)).is_ok());
+    let err = policy.check_token_lifetime(secs(80)).unwrap_err();
+    assert!(
+        err.contains("tokenLifetime (1m20s) must be shorter than keyRotation.renewBefore - activationDelay (1m20s)"),
+        "{err}"
+    );
+    assert!(policy.check_token_lifetime(secs(300)).is_err(), "the default 5m tokens need a longer overlap");
+}
+
+#[test]
+fn the_next_key_event_is_the_nearest_renewal_activation_or_expiry() {
     let policy = RotationPolicy::default();
+    let now = 1_000 * DAY;
+    let cases: Vec<(&str, Vec<KeyValidity>, Option<i64>)> = vec![
+        ("no key: nothing to wait for", vec![], None),
+        ("only expired keys", vec![made(now - 100 * DAY, 90)], None),
+        ("a lone key just made: its activation day", vec![made(now, 90)], Some(now + 29 * DAY)),
+        ("a lone key mid-life: its renewal", vec![made(now - 40 * DAY, 90)], Some(now + 20 * DAY)),
+        (
+            "a successor waiting: its activation",
+            vec![made(now - 60 * DAY, 90), made(now - 10 * DAY, 90)],
+            Some(now + 19 * DAY),
+        ),
+        (
+            "a successor signing: the predecessor's expiry",
+            vec![made(now - 89 * DAY, 90), made(now - 29 * DAY - 1, 90)],
+            Some(now + DAY),
+        ),
+        (
+            "a key not valid yet: when it becomes valid",
+            vec![made(now - 40 * DAY, 90), KeyValidity { not_before: now + 60, not_after: now + 90 * DAY }],
+            Some(now + 60),
+        ),
+        ("an event now is not next", vec![made(now - 29 * DAY, 90)], Some(now + 31 * DAY)),
+    ];
+    for (label, keys, want) in cases {
+        assert_eq!(next_key_event(&keys, now, &policy), want, "{label}");
+    }
+    // A lone 3-minute key just made under the short policy: it would start signing after 40 s.
+    assert_eq!(next_key_event(&[made_secs(now, 180)], now, &short()), Some(now + 40));
+    assert_eq!(next_key_event(&[made_secs(now, 180)], now + 40, &short()), Some(now + 60), "then its renewal");
+}
+
+/// A key made at `made` (so `not_before` is an hour earlier) living `seconds`.
+fn made_secs(made: i64, seconds: i64) -> KeyValidity {
+    KeyValidity { not_before: made - 3_600, not_after: made + seconds }
+}
+
+#[test]
+fn waiting_keys_are_those_published_that_do_not_sign_yet() {
+    let policy = RotationPolicy::default();
+    let now = 1_000 * DAY;
+    let waiting = |keys: &[KeyValidity]| waiting_keys(keys, now, &policy);
+    assert!(waiting(&[]).is_empty());
+    assert!(waiting(&[made(now, 90)]).is_empty(), "the first key signs at once");
+    assert_eq!(
+        waiting(&[made(now - 60 * DAY, 90), made(now - DAY, 90)]),
+        [WaitingKey { index: 1, joined: now - DAY, signs_from: now + 28 * DAY }]
+    );
+    assert!(waiting(&[made(now - 61 * DAY, 90), made(now - 29 * DAY, 90)]).is_empty(), "the successor signs");
+    assert_eq!(
+        waiting(&[made(now - 120, 90), made(now - 60, 90)]),
+        [WaitingKey { index: 1, joined: now - 60, signs_from: now - 60 + 29 * DAY }],
+        "two fresh keys: the older signs, the newer waits"
+    );
+    // Three 3-minute keys at once (renewBefore is over half the lifetime): the middle one signs,
+    // the newest waits, the oldest neither signs nor waits.
+    let keys = [made_secs(now - 100, 180), made_secs(now - 50, 180), made_secs(now - 10, 180)];
+    assert_eq!(rotation_plan(&keys, now, &short()).sign_with, Some(1));
+    assert_eq!(waiting_keys(&keys, now, &short()), [WaitingKey { index: 2, joined: now - 10, signs_from: now + 30 }]);
+}
+
+/// Rotates as the Registry controller does, waking only at each [`next_key_event`] for `span`
+/// seconds, and checks at every wake-up that the key signing is valid, was published
+/// `activation_delay` before it signs (but the first key), outlives every token it signs, and
+/// that the plan would not have changed at any moment before the next event. Returns how many
+/// keys were made and the most held at once.
+fn rotate_on_events(policy: RotationPolicy, token_lifetime: i64, span: i64) -> (usize, usize) {
     let lifetime = policy.key_lifetime.as_secs() as i64;
-    let mut keys: Vec<KeyValidity> = Vec::new();
-    // When each key's certificate entered the bundle.
-    let mut published: Vec<i64> = Vec::new();
+    let delay = policy.activation_delay.as_secs() as i64;
     let start = 1_000 * DAY;
-    let mut made_count = 0;
+    let (mut keys, mut made_count, mut most) = (Vec::<KeyValidity>::new(), 0, 0);
     let mut now = start;
-    while now < start + 400 * DAY {
-        let mut plan = rotation_plan(&keys, now, &policy);
+    while now < start + span {
+        let plan = rotation_plan(&keys, now, &policy);
         if plan.generate {
             keys.push(KeyValidity { not_before: now - 3_600, not_after: now + lifetime });
-            published.push(now);
             made_count += 1;
-            plan = rotation_plan(&keys, now, &policy);
-            assert!(!plan.generate, "one new key is enough");
+            assert!(!rotation_plan(&keys, now, &policy).generate, "one new key is enough");
         }
-        keys = plan.keep.iter().map(|&i| keys[i]).collect();
-        published = plan.keep.iter().map(|&i| published[i]).collect();
-        let signer = plan.sign_with.map(|i| plan.keep.iter().position(|&k| k == i).unwrap());
-        let signer = signer.expect("always a key to sign with");
-        let k = keys[signer];
-        assert!(k.not_before <= now && now < k.not_after, "signing key valid at {now}");
-        assert!(k.not_after - now > 60 * 60, "never signs with a key about to expire");
-        let first_key_alone = made_count == 1;
-        let delay = policy.activation_delay.as_secs() as i64;
-        assert!(now - published[signer] >= delay || first_key_alone, "signing key published 29 days before use");
-        assert!(keys.len() <= 2, "at most two keys at a time");
-        now += 300;
+        keys = rotation_plan(&keys, now, &policy).keep.iter().map(|&i| keys[i]).collect();
+        let plan = rotation_plan(&keys, now, &policy);
+        let signer = keys[plan.sign_with.expect("always a key to sign with")];
+        assert!(signer.not_before <= now && now < signer.not_after, "signing key valid at {now}");
+        assert!(now - signer.made() >= delay || signer.made() == start, "signing key published {delay} s before use");
+        assert!(now + token_lifetime < signer.not_after, "a token signed at {now} outlives its key");
+        most = most.max(keys.len());
+
+        let next = next_key_event(&keys, now, &policy).expect("keys always have a next event");
+        assert!(next > now);
+        assert!(next - 1 + token_lifetime < signer.not_after, "a token signed just before {next} outlives its key");
+        for t in [now + 1, now + (next - now) / 2, next - 1].into_iter().filter(|&t| t > now && t < next) {
+            assert_eq!(rotation_plan(&keys, t, &policy), plan, "the plan changed at {t}, before the next event {next}");
+        }
+        now = next;
     }
-    assert_eq!(made_count, 1 + 400 / 60, "a key every 60 days after the first");
+    (made_count, most)
+}
+
+#[test]
+fn rotation_over_a_year_always_signs_with_a_published_valid_key() {
+    let (made, most) = rotate_on_events(RotationPolicy::default(), 300, 400 * DAY);
+    assert_eq!(made, 1 + 400 / 60, "a key every 60 days after the first");
+    assert_eq!(most, 2, "at most two keys at a time");
+}
+
+#[test]
+fn short_periods_rotate_on_their_events_with_tokens_shorter_than_the_overlap() {
+    // (keyLifetime, renewBefore, activationDelay), the longest token lifetime allowed, and the
+    // most keys the bundle holds at once: ceil(lifetime / (lifetime - renewBefore)).
+    let cases = [((180, 120, 40), 79, 3), ((180, 60, 40), 19, 2), ((180, 120, 0), 119, 3), ((600, 240, 200), 39, 2)];
+    for ((lifetime, renew, delay), token, keys_at_once) in cases {
+        let policy = RotationPolicy::new(secs(lifetime), secs(renew), secs(delay)).unwrap();
+        assert!(policy.check_token_lifetime(secs(token as u64)).is_ok());
+        let (made, most) = rotate_on_events(policy, token, 2 * 3_600);
+        let every = (lifetime - renew) as i64;
+        assert_eq!(made as i64, (2 * 3_600 + every - 1) / every, "{lifetime}/{renew}/{delay}: a key every {every} s");
+        assert_eq!(most, keys_at_once, "{lifetime}/{renew}/{delay}");
+    }
+}
+
+#[test]
+fn fingerprints_and_bundle_hashes_are_hex_sha256() {
+    let key = key();
+    assert_eq!(key.sha256(), to_hex(&Sha256::digest(key.cert_der())));
+    assert_eq!(key.sha256().len(), 64);
+    assert_ne!(key.sha256(), self::key().sha256());
+    assert_eq!(bundle_sha256(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    let b = bundle(&[key]);
+    assert_eq!(bundle_sha256(&b), to_hex(&Sha256::digest(b.as_bytes())));
 }

@@ -10,13 +10,20 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Context, Error, claim_of};
+use super::{Context, Error, claim_of, publish_about};
 use crate::{
     api::{Registry, RegistryStatus},
+    auth::{bundle_sha256, keys::now_unix},
     conditions, duration,
     metrics::{ControllerLabels, ErrorLabels},
     namespaces::{NOT_MANAGED, Namespaces},
 };
+
+pub mod restart;
+pub mod signing;
+
+pub use signing::SIGNING_LABEL;
+use signing::signing;
 
 pub const CONTROLLER: &str = "registry";
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
@@ -53,6 +60,7 @@ pub fn status_from(
                 declared_repository_count: Some(declared.len() as i64),
                 undeclared_repository_count: catalog.as_ref().map(|_| undeclared.len() as i64),
                 undeclared_repositories: undeclared.into_iter().take(UNDECLARED_SHOWN).collect(),
+                token_auth: None,
             }
         }
         Err((reason, message)) => RegistryStatus {
@@ -66,17 +74,21 @@ pub fn status_from(
 }
 
 pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+    const FOLLOWER_RELOAD: Duration = Duration::from_secs(60);
     if !ctx.leader.is_leader() {
         // A follower serves tokens too: it loads the keys the leader keeps, and writes nothing.
         let loaded = match refused(&registry, &ctx.settings.namespaces) {
             Ok(()) => signing(&registry, &ctx, false).await,
             Err(e) => Err(e),
         };
-        if let Err((reason, message)) = loaded {
-            tracing::debug!(registry = %registry.name_any(), reason, message, "signing keys not loaded");
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        return Ok(Action::requeue(match loaded {
+            Err((reason, message)) => {
+                tracing::debug!(registry = %registry.name_any(), reason, message, "signing keys not loaded");
+                Duration::from_secs(5)
+            }
+            // It switches keys when the leader's plan does.
+            Ok(keys) => requeue_after(FOLLOWER_RELOAD, keys.and_then(|k| k.next_event()), now_unix()),
+        }));
     }
     let started = std::time::Instant::now();
     let labels = ControllerLabels { controller: CONTROLLER };
@@ -87,11 +99,25 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
 
     let interval = duration::parse_or(registry.spec.check_interval.as_deref(), DEFAULT_CHECK_INTERVAL)
         .unwrap_or(DEFAULT_CHECK_INTERVAL);
-    let check = match refused(&registry, &ctx.settings.namespaces) {
-        Ok(()) => match signing(&registry, &ctx, true).await {
-            Ok(()) => check(&registry, &ctx).await,
-            Err(e) => Err(e),
-        },
+    let signed = match refused(&registry, &ctx.settings.namespaces) {
+        Ok(()) => signing(&registry, &ctx, true).await,
+        Err(e) => Err(e),
+    };
+    let token_auth = registry.spec.token_auth.as_ref();
+    let (outcome, subject) = match (&signed, token_auth) {
+        (_, None) => (restart::Outcome::NotConfigured, None),
+        (Ok(Some(keys)), Some(t)) => {
+            let roll = restart::roll(&ctx, t.registry_deployment.as_ref(), &bundle_sha256(&keys.bundle)).await;
+            let input = restart::Input::new(keys, roll);
+            let report = restart::report(&input, previous.token_auth.as_ref(), restart::previous_reason(&previous));
+            let subject = restart::event_subject(&registry, &keys.bundle_secret, &ctx.settings.namespaces);
+            (restart::Outcome::Decided(report), Some(subject))
+        }
+        _ => (restart::Outcome::Unknown, None),
+    };
+    let next_key_event = signed.as_ref().ok().and_then(Option::as_ref).and_then(|k| k.next_event());
+    let check = match signed {
+        Ok(_) => check(&registry, &ctx).await,
         Err(e) => Err(e),
     };
     // Repositories and grants of this registry may have changed with it.
@@ -103,15 +129,40 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
     }
     let declared: BTreeSet<String> =
         ctx.repositories.state().iter().map(|r| claim_of(r)).filter(|c| c.registry == name).map(|c| c.path).collect();
-    let status = status_from(generation, &previous.conditions, check, &declared);
+    let mut status = status_from(generation, &previous.conditions, check, &declared);
+    let (events, roll_retry) = match &outcome {
+        restart::Outcome::Decided(r) => {
+            (r.events.clone(), matches!(r.reason, restart::DEPLOYMENT_NOT_FOUND | restart::ROLL_FAILED))
+        }
+        _ => (Vec::new(), false),
+    };
+    restart::apply(&mut status, &previous, outcome, generation);
     if status != previous {
         let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "status": status});
         Api::<Registry>::all(ctx.client.clone())
             .patch_status(&name, &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
             .await?;
     }
+    // After the status that remembers them, so that a failed status write does not announce twice.
+    if let Some(subject) = subject {
+        for (type_, reason, note) in events {
+            publish_about(&ctx, &subject, (type_, reason, "RotateSigningKeys"), note).await;
+        }
+    }
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    Ok(Action::requeue(if reachable { interval } else { interval.min(RETRY_UNREACHABLE) }))
+    // Sooner while the registry is unreachable or its Deployment could not be rolled, and at
+    // the next key event, so that short key lifetimes need no short checkInterval.
+    let base = if reachable && !roll_retry { interval } else { interval.min(RETRY_UNREACHABLE) };
+    Ok(Action::requeue(requeue_after(base, next_key_event, now_unix())))
+}
+
+/// `base`, or a second after the next key event when that comes first (so that the plan has
+/// changed when the pass runs).
+pub fn requeue_after(base: Duration, next_key_event: Option<i64>, now_unix: i64) -> Duration {
+    match next_key_event {
+        Some(at) => base.min(Duration::from_secs(u64::try_from(at.saturating_sub(now_unix)).unwrap_or(0) + 1)),
+        None => base,
+    }
 }
 
 /// A Registry whose Secrets (credentials, signing keys, notification token) are in a namespace
@@ -130,110 +181,6 @@ pub fn refused(registry: &Registry, scope: &Namespaces) -> Result<(), (&'static 
         Some(message) => Err((NOT_MANAGED, message)),
         None => Ok(()),
     }
-}
-
-/// The label on Secrets holding berth's signing keys: the Registry they sign for.
-pub const SIGNING_LABEL: &str = "berth.dev/signing-keys-of";
-
-/// For a Registry with `tokenAuth`: makes sure its signing keys exist and are rotated on time,
-/// publishes the certificate bundle (in the signing Secret and, without the keys, in
-/// `<secret>-bundle` for the registry to mount), and loads the signing key into the token
-/// service. A Registry without `tokenAuth` has nothing to do here.
-async fn signing(registry: &Registry, ctx: &Context, write: bool) -> Result<(), (&'static str, String)> {
-    use k8s_openapi::api::core::v1::Secret;
-
-    use crate::auth::{RotationPolicy, Signer, SigningKey, keys::now_unix, keystore, rotation_plan, service};
-
-    let name = registry.name_any();
-    let Some(t) = &registry.spec.token_auth else {
-        ctx.tokens.remove_registry(&name);
-        return Ok(());
-    };
-    let r = &t.signing_key_secret_ref;
-    let Some(ns) = r.namespace.as_deref() else {
-        return Err(("InvalidSpec", "tokenAuth.signingKeySecretRef.namespace is required".into()));
-    };
-    let lifetime = duration::parse_or(t.token_lifetime.as_deref(), service::DEFAULT_TOKEN_LIFETIME)
-        .map_err(|e| ("InvalidSpec", format!("tokenAuth.tokenLifetime: {e}")))?;
-    let kube = |e: kube::Error| ("KubernetesAPIError", format!("signing Secret {ns}/{}: {e}", r.name));
-    let keygen = |e: crate::auth::Error| ("SigningKeyError", e.to_string());
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
-    let existing = secrets.get_opt(&r.name).await.map_err(kube)?;
-    let ours = |s: &Secret| s.labels().get(SIGNING_LABEL).is_some_and(|v| v == &name);
-    let mut keys = match &existing {
-        Some(s) => keystore::keys_from_secret(s).map_err(|e| ("SigningKeyInvalid", format!("{ns}/{}: {e}", r.name)))?,
-        None => Vec::new(),
-    };
-    if let Some(s) = &existing
-        && keys.is_empty()
-        && !ours(s)
-    {
-        return Err((
-            "SigningSecretConflict",
-            format!("Secret {ns}/{} exists, holds no signing keys and is not berth's: name another Secret", r.name),
-        ));
-    }
-    let policy = RotationPolicy::default();
-    let now = now_unix();
-    let plan = rotation_plan(&keys.iter().map(SigningKey::validity).collect::<Vec<_>>(), now, &policy);
-    let changed = plan.generate || plan.keep.len() != keys.len();
-    if changed && !write {
-        if keys.is_empty() {
-            return Err(("SigningKeyPending", "the leader has not created the signing keys yet".into()));
-        }
-    } else if changed {
-        let mut kept: Vec<SigningKey> = plan.keep.iter().map(|&i| keys[i].clone()).collect();
-        if plan.generate {
-            kept.push(
-                SigningKey::generate(&format!("berth token signing for {name}"), policy.key_lifetime)
-                    .map_err(keygen)?,
-            );
-        }
-        keys = kept;
-        let mut secret = existing.clone().unwrap_or_default();
-        secret.metadata.name = Some(r.name.clone());
-        secret.metadata.namespace = Some(ns.to_string());
-        secret.metadata.labels.get_or_insert_default().insert(SIGNING_LABEL.into(), name.clone());
-        secret.metadata.managed_fields = None;
-        secret.data = Some(keystore::secret_data(&keys));
-        secret.type_ = Some("Opaque".into());
-        match &existing {
-            Some(_) => secrets.replace(&r.name, &Default::default(), &secret).await.map_err(kube)?,
-            None => secrets.create(&Default::default(), &secret).await.map_err(kube)?,
-        };
-        tracing::info!(registry = %name, keys = keys.len(), "signing keys written");
-    }
-    let plan = rotation_plan(&keys.iter().map(SigningKey::validity).collect::<Vec<_>>(), now, &policy);
-    let Some(index) = plan.sign_with else {
-        return Err(("SigningKeyInvalid", "no signing key is valid now".into()));
-    };
-    // The bundle alone, for the registry to mount without seeing the keys.
-    if !write {
-        let signer = Signer::new(&keys[index]).map_err(keygen)?;
-        ctx.tokens.set_registry(
-            &name,
-            service::RegistryTokens { issuer: t.issuer.clone(), service: t.service.clone(), lifetime, signer },
-        );
-        return Ok(());
-    }
-    let bundle_name = format!("{}-bundle", r.name);
-    let bundle = crate::auth::bundle(&keys);
-    let current = secrets.get_opt(&bundle_name).await.map_err(kube)?;
-    let stored = current.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(keystore::BUNDLE_KEY));
-    if stored.map(|b| b.0.as_slice()) != Some(bundle.as_bytes()) {
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": bundle_name, "namespace": ns, "labels": {SIGNING_LABEL: name}},
-            "type": "Opaque",
-            "stringData": {keystore::BUNDLE_KEY: bundle},
-        }))
-        .map_err(|e| ("SigningKeyError", e.to_string()))?;
-        secrets.patch(&bundle_name, &PatchParams::apply("berth").force(), &Patch::Apply(secret)).await.map_err(kube)?;
-    }
-    let signer = Signer::new(&keys[index]).map_err(keygen)?;
-    let tokens = service::RegistryTokens { issuer: t.issuer.clone(), service: t.service.clone(), lifetime, signer };
-    ctx.tokens.set_registry(&name, tokens);
-    Ok(())
 }
 
 /// Reachability and the catalog (`None` when the credentials may not read it).
@@ -278,6 +225,18 @@ mod tests {
         assert_eq!(s.reachable, Some(true));
         assert_eq!(s.repository_count, None);
         assert_eq!(s.undeclared_repository_count, None);
+    }
+
+    #[test]
+    fn the_next_key_event_brings_the_next_pass_forward_never_back() {
+        let five_minutes = Duration::from_secs(300);
+        let now = 1_000_000;
+        assert_eq!(requeue_after(five_minutes, None, now), five_minutes);
+        assert_eq!(requeue_after(five_minutes, Some(now + 40), now), Duration::from_secs(41), "just after it");
+        assert_eq!(requeue_after(five_minutes, Some(now + 86_400), now), five_minutes);
+        assert_eq!(requeue_after(five_minutes, Some(now), now), Duration::from_secs(1), "due now: at once");
+        assert_eq!(requeue_after(five_minutes, Some(now - 5), now), Duration::from_secs(1), "overdue");
+        assert_eq!(requeue_after(Duration::from_secs(15), Some(now + 40), now), Duration::from_secs(15));
     }
 
     #[test]
