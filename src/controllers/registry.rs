@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::{Context, Error, claim_of};
 use crate::{
-    api::{Registry, RegistryStatus},
-    conditions, duration,
+    api::{Registry, RegistrySpec, RegistryStatus},
+    conditions, duration, hosts,
     metrics::{ControllerLabels, ErrorLabels},
     namespaces::{NOT_MANAGED, Namespaces},
 };
@@ -87,7 +87,7 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
 
     let interval = duration::parse_or(registry.spec.check_interval.as_deref(), DEFAULT_CHECK_INTERVAL)
         .unwrap_or(DEFAULT_CHECK_INTERVAL);
-    let check = match refused(&registry, &ctx.settings.namespaces) {
+    let check = match invalid(&registry.spec).and_then(|()| refused(&registry, &ctx.settings.namespaces)) {
         Ok(()) => match signing(&registry, &ctx, true).await {
             Ok(()) => check(&registry, &ctx).await,
             Err(e) => Err(e),
@@ -112,6 +112,16 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
     }
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(if reachable { interval } else { interval.min(RETRY_UNREACHABLE) }))
+}
+
+/// What the admission rules refuse, checked again for objects they did not check (written
+/// before the CRD had them): an alias that is not `host[:port]` would be a pull-secret key and a
+/// host name that no image reference can use. Other controllers skip such aliases.
+pub fn invalid(spec: &RegistrySpec) -> Result<(), (&'static str, String)> {
+    for (i, alias) in spec.aliases.iter().enumerate() {
+        hosts::check_alias(alias).map_err(|m| ("InvalidSpec", format!("aliases[{i}]: {m}")))?;
+    }
+    Ok(())
 }
 
 /// A Registry whose Secrets (credentials, signing keys, notification token) are in a namespace
@@ -278,6 +288,23 @@ mod tests {
         assert_eq!(s.reachable, Some(true));
         assert_eq!(s.repository_count, None);
         assert_eq!(s.undeclared_repository_count, None);
+    }
+
+    #[test]
+    fn an_alias_that_is_not_host_and_port_makes_the_spec_invalid() {
+        let spec = |aliases: &[&str]| -> RegistrySpec {
+            serde_json::from_value(json!({"url": "http://berth-registry.berth.svc:5000", "aliases": aliases})).unwrap()
+        };
+        assert_eq!(invalid(&spec(&[])), Ok(()));
+        assert_eq!(invalid(&spec(&["127.0.0.1:30500", "registry.example.com"])), Ok(()));
+        let (reason, message) = invalid(&spec(&["127.0.0.1:30500", "https://registry.example.com"])).unwrap_err();
+        assert_eq!(reason, "InvalidSpec");
+        assert!(message.starts_with("aliases[1]: ") && message.contains("no scheme"), "{message}");
+        let (_, message) = invalid(&spec(&["registry"])).unwrap_err();
+        assert!(message.contains("aliases[0]") && message.contains("Docker Hub"), "{message}");
+        let s = status_from(Some(2), &[], invalid(&spec(&["r.example:99999"])).map(|()| None), &BTreeSet::new());
+        let ready = conditions::find_ready(&s.conditions).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
     }
 
     #[test]

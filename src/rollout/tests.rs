@@ -21,15 +21,28 @@ fn image_references_parse_like_the_distribution_library() {
     assert_eq!((r.host.as_str(), r.path.as_str()), ("docker.io", "team/app"));
     let r = parse_image("localhost/app").unwrap();
     assert_eq!(r.host, "localhost");
+    // An upper-case first component is a host (as in the distribution library), kept as written.
+    let r = parse_image("LocalHost/app").unwrap();
+    assert_eq!((r.host.as_str(), r.path.as_str()), ("LocalHost", "app"));
+    let r = parse_image("index.docker.io/nginx").unwrap();
+    assert_eq!((r.host.as_str(), r.path.as_str()), ("index.docker.io", "library/nginx"));
     assert_eq!(parse_image("r:5000/a:v1").unwrap().pinned(&d('b')), format!("r:5000/a:v1@{}", d('b')));
     assert_eq!(parse_image("r:5000/a").unwrap().pinned(&d('b')), format!("r:5000/a:latest@{}", d('b')));
 }
 
 #[test]
 fn malformed_references_are_errors() {
-    for bad in
-        ["", "UPPER/app", "r:5000/a:", "r:5000/a@sha256:xyz", "a b", "r:5000//a", "r:5000/a:-x", "r:5000/a@md5:00"]
-    {
+    for bad in [
+        "",
+        "team/App",
+        "r:5000/a:",
+        "r:5000/a@sha256:xyz",
+        "a b",
+        "r:5000//a",
+        "r:5000/a:-x",
+        "r:5000/a@md5:00",
+        "r:5000/",
+    ] {
         assert!(parse_image(bad).is_err(), "{bad:?} must be refused");
     }
 }
