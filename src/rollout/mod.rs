@@ -59,6 +59,18 @@ impl ImageRef {
     }
 }
 
+/// A followed tag: (Registry name, path, tag). Keyed by the Registry, not by the host an image
+/// names, so workloads that pull one tag by different names (the in-cluster url, a node port,
+/// an Ingress) share one poll, and a registry event (which knows its Registry, not the name a
+/// node pulls by) reaches them all.
+pub type TagKey = (String, String, String);
+
+/// The tag `image` follows, when berth knows its registry under the host the image names.
+pub fn tag_key(registries: &hosts::Index, image: &ImageRef) -> Option<TagKey> {
+    let registry = registries.registry(&image.host)?;
+    Some((registry.to_string(), image.path.clone(), image.tag_or_latest().to_string()))
+}
+
 fn valid_component(c: &str) -> bool {
     !c.is_empty()
         && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
