@@ -7,6 +7,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controllers;
 pub mod duration;
+pub mod hosts;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -8,10 +8,13 @@ use k8s_openapi::api::{
 };
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
-/// Whether `image` (as written in a pod spec) is in repository `uri` (`host[:port]/path`):
-/// `uri`, `uri:tag`, `uri@digest` or `uri:tag@digest`.
-pub fn in_repository(image: &str, uri: &str) -> bool {
-    image.strip_prefix(uri).is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('@'))
+use crate::hosts;
+
+/// Whether `image` (as written in a pod spec, or a running image) is in repository `path` of
+/// the registry pulled by `hosts` (see [`hosts::of_registry`]), under any of its
+/// names: `host/path`, `host/path:tag`, `host/path@digest` or `host/path:tag@digest`.
+pub fn in_repository(image: &str, hosts: &[String], path: &str) -> bool {
+    hosts::repository_suffix(image, hosts, path).is_some()
 }
 
 /// Every image of a pod spec: containers, initContainers and ephemeral containers.
@@ -126,14 +129,27 @@ mod tests {
 
     #[test]
     fn images_match_their_repository_only() {
-        let uri = "registry.example:5000/team-a/app";
-        assert!(in_repository("registry.example:5000/team-a/app", uri));
-        assert!(in_repository("registry.example:5000/team-a/app:v1", uri));
-        assert!(in_repository("registry.example:5000/team-a/app@sha256:abc", uri));
-        assert!(in_repository("registry.example:5000/team-a/app:v1@sha256:abc", uri));
-        assert!(!in_repository("registry.example:5000/team-a/app2:v1", uri));
-        assert!(!in_repository("registry.example:5000/team-a/app/sub:v1", uri));
-        assert!(!in_repository("other:5000/team-a/app:v1", uri));
+        let hosts = vec!["registry.example:5000".to_string()];
+        let is = |image: &str| in_repository(image, &hosts, "team-a/app");
+        assert!(is("registry.example:5000/team-a/app"));
+        assert!(is("registry.example:5000/team-a/app:v1"));
+        assert!(is("registry.example:5000/team-a/app@sha256:abc"));
+        assert!(is("registry.example:5000/team-a/app:v1@sha256:abc"));
+        assert!(!is("registry.example:5000/team-a/app2:v1"));
+        assert!(!is("registry.example:5000/team-a/app/sub:v1"));
+        assert!(!is("other:5000/team-a/app:v1"));
+    }
+
+    #[test]
+    fn images_match_under_every_name_of_the_registry_and_so_do_running_images() {
+        let hosts = vec!["berth-registry.berth.svc:5000".to_string(), "127.0.0.1:30500".to_string()];
+        let d = format!("sha256:{}", "c".repeat(64));
+        assert!(in_repository("127.0.0.1:30500/team-a/app:v1", &hosts, "team-a/app"));
+        assert!(in_repository("berth-registry.berth.svc:5000/team-a/app:v1", &hosts, "team-a/app"));
+        // The kubelet reports the name the pod pulled by.
+        let running = running_image(&format!("docker-pullable://127.0.0.1:30500/team-a/app@{d}")).unwrap();
+        assert!(in_repository(&running, &hosts, "team-a/app"));
+        assert!(!in_repository("127.0.0.1:30501/team-a/app:v1", &hosts, "team-a/app"));
     }
 
     #[test]

@@ -321,6 +321,57 @@ async fn pull_secrets_pull_but_never_push_and_survive_rotation() {
     assert!(env.pull("app", "v1", &rotated).await.is_err(), "credentials of a deleted policy stop working");
 }
 
+/// Nodes pull a registry by names other than the url berth uses (a node port, an Ingress host):
+/// the kubelet picks a pull secret's credentials by the host the image names, so the Secret has a
+/// key for every name of the Registry, and the credentials pull under each.
+#[tokio::test]
+async fn a_pull_secret_names_every_host_the_registry_is_pulled_by() {
+    let mut env = TokenEnv::new("access-aliases").await;
+    let alias = env.alias();
+    env.set_aliases(&[alias.clone(), "registry.example.com".into()]).await;
+    env.repository("app", "Private").await;
+    let ci = env.service_account("ci").await;
+    env.policy(
+        "runtime",
+        json!({
+            "repositories": {"names": ["app"]},
+            "grants": [{"subjects": [{"kind": "ServiceAccount", "name": "ci"}], "actions": ["pull", "push"]}],
+            "pullSecrets": {"secretName": "app-pull"},
+        }),
+    )
+    .await;
+    env.push_eventually("app", "v1", "one", &ci).await;
+    let secrets = Api::<Secret>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let mut expected = vec![alias.clone(), env.registry.host.clone(), "registry.example.com".to_string()];
+    expected.sort();
+    let auths = eventually(WAIT, "a pull secret with a key for every name", || {
+        let (secrets, expected) = (secrets.clone(), expected.clone());
+        async move {
+            let s = secrets.get_opt("app-pull").await.map_err(|e| e.to_string())?.ok_or("no Secret yet")?;
+            let data = s.data.unwrap_or_default();
+            let config: Value = serde_json::from_slice(&data.get(".dockerconfigjson").ok_or("no data")?.0)
+                .map_err(|e| e.to_string())?;
+            let mut keys: Vec<String> =
+                config["auths"].as_object().map(|a| a.keys().cloned().collect()).unwrap_or_default();
+            keys.sort();
+            if keys == expected { Ok(config["auths"].clone()) } else { Err(format!("keys {keys:?}")) }
+        }
+    })
+    .await;
+    assert!(expected.iter().all(|h| auths[h] == auths[&alias]), "one credential under every name: {auths}");
+    let creds = Creds::Basic {
+        username: auths[&alias]["username"].as_str().unwrap().into(),
+        password: auths[&alias]["password"].as_str().unwrap().into(),
+    };
+    // The registry's token challenge names berth's realm and the fixed service, whatever name the
+    // client used: pulling by the alias works with the alias's credentials.
+    let into = tempfile::tempdir().unwrap();
+    let image = format!("{alias}/{}/app:v1", env.ns.name);
+    let out = env.skopeo.pull(&image, &into.path().join("image"), &creds).await;
+    assert!(out.status.success(), "pull {image}: {}", support::skopeo::describe(&out));
+    env.pull("app", "v1", &creds).await.expect("and by the url's name");
+}
+
 #[tokio::test]
 async fn the_token_endpoint_speaks_get_and_oauth2_post_and_refuses_bad_input() {
     // 127.0.0.2 plays the ingress in front of berth; the test's own 127.0.0.1 is not trusted.

@@ -453,7 +453,6 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
         rejection(&registries, &rotating("no-deploy-ns", json!({"registryDeployment": {"name": "registry"}}))).await,
         "namespace: Required value",
     );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Short periods, with tokens shorter than the overlap, are accepted.
     let short = rotating(
         "short-keys",
@@ -461,6 +460,32 @@ async fn invalid_repositories_access_policies_and_registries_are_rejected() {
                "registryDeployment": {"namespace": "berth-system", "name": "registry"}}),
     );
     registries.create(&PostParams::default(), &short).await.expect("short key rotation accepted");
+    for (name, aliases, expected) in [
+        (
+            "alias-scheme",
+            json!(["https://registry.example.com"]),
+            "aliases are host[:port] names, without a scheme or a path",
+        ),
+        ("alias-path", json!(["registry.example.com/v2"]), "aliases are host[:port] names, without a scheme or a path"),
+        ("alias-upper", json!(["Registry.example.com"]), "each alias must be a lower-case host name"),
+        ("alias-no-dot", json!(["registry"]), "an alias needs a '.' or a :port"),
+        ("alias-port", json!(["127.0.0.1:65536"]), "an alias's port must be from 1 to 65535"),
+        ("alias-twice", json!(["r.example", "r.example"]), "Duplicate value"),
+    ] {
+        let spec = json!({"url": "http://berth-registry.berth.svc:5000", "aliases": aliases});
+        expect(name, rejection(&registries, &registry(name, spec)).await, expected);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    registries
+        .create(
+            &PostParams::default(),
+            &registry(
+                "aliases",
+                json!({"url": "http://berth-registry.berth.svc:5000", "aliases": ["127.0.0.1:30500", "localhost", "[::1]:5000", "registry.example.com"]}),
+            ),
+        )
+        .await
+        .expect("node ports, localhost, IPv6 and Ingress hosts are aliases");
 
     // Immutable fields stay immutable.
     let mut changed = repos.get("defaults").await.unwrap();

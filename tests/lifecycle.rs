@@ -149,10 +149,13 @@ async fn a_policy_expires_exactly_the_expected_images_and_spares_those_in_use() 
     }
     assert_eq!(digests.len(), 30);
 
-    // main-3 is used by tag, feature-2 by digest.
+    // main-3 is used by tag, feature-2 by digest under the registry's other name (as nodes
+    // that pull by a node port or an Ingress host name it).
+    let alias = env.alias();
+    env.set_aliases(std::slice::from_ref(&alias)).await;
     for (name, image) in [
         ("uses-tag", format!("{}:main-3", env.registry.image(&path))),
-        ("uses-digest", format!("{}@{}", env.registry.image(&path), digests["feature-2"])),
+        ("uses-digest", format!("{alias}/{path}@{}", digests["feature-2"])),
     ] {
         let d: Deployment = serde_json::from_value(json!({
             "metadata": {"name": name},

@@ -174,6 +174,39 @@ async fn a_push_event_pins_followers_at_once_and_nothing_else_is_touched() {
     assert!(env.berth.metric("berth_rollout_push_to_patch_seconds_count").await >= 1.0);
 }
 
+/// Nodes often pull a registry by another name than the url berth uses (a node port, an
+/// Ingress host): a container that names the registry by one of the Registry's aliases is
+/// followed like the others, one tag whatever the name (the push event names the Registry, not a
+/// host), and its pin keeps the name it used. A name the Registry does not list is not followed.
+#[tokio::test]
+async fn containers_that_pull_by_an_alias_are_followed_and_keep_their_name() {
+    let mut env = Env::new("rollout-aliases", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let alias = env.alias();
+    env.set_aliases(std::slice::from_ref(&alias)).await;
+    let path = format!("{}/app", env.ns.name);
+    let by_url = format!("{}:stable", env.registry.image(&path));
+    let by_alias = format!("{alias}/{path}:stable");
+    let unlisted = by_url.replace("127.0.0.1", "127.0.0.2");
+    let d1 = env.push(&path, "stable", "one").await;
+
+    let follow = json!({"berth.dev/rollout": "digest", "berth.dev/poll-interval": "1h"});
+    let c = json!([
+        {"name": "by-alias", "image": by_alias},
+        {"name": "by-url", "image": by_url},
+        {"name": "unlisted", "image": unlisted},
+    ]);
+    create::<Deployment>(&env, deployment("web", follow, c, json!([]))).await;
+    let pinned = |d: &str| [("by-alias", format!("{by_alias}@{d}")), ("by-url", format!("{by_url}@{d}"))];
+    wait_images(&env, "Deployment", "web", &pinned(&d1)).await;
+
+    // Polling is hourly: only the push event can move them now.
+    let d2 = env.push(&path, "stable", "two").await;
+    wait_images(&env, "Deployment", "web", &pinned(&d2)).await;
+    let now = images(&env, "Deployment", "web").await;
+    assert!(now.contains(&("unlisted".to_string(), unlisted.clone())), "{now:?}");
+}
+
 /// Rollouts are opt-in per namespace too: an annotated workload in a namespace without the label
 /// is left alone; the label pins it at once, and without it again berth stops following.
 #[tokio::test]

@@ -34,10 +34,27 @@ pub const CONDITION_SIGNING_KEY_ROTATION: &str = "SigningKeyRotation";
 pub struct RegistrySpec {
     /// Base URL of the registry's HTTP API, without the `/v2/` suffix, for example
     /// `https://registry.example.com` or `http://127.0.0.1:5000`. Repository URIs are built from
-    /// its host and port.
+    /// its host and port; `aliases` names the registry's other hosts.
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("url must be an http:// or https:// URL with a host, and no query or fragment"))]
     #[schemars(length(min = 1, max = 2048))]
     pub url: String,
+
+    /// Other host names workloads and nodes pull this registry by, as `host[:port]` (no scheme,
+    /// no path), when they differ from the host of `url`, which is how berth reaches it: for
+    /// example a node port (`127.0.0.1:30500`) or an Ingress host (`registry.example.com`).
+    /// Pull secrets name each of them, and images referenced under any of them are followed by
+    /// rollouts (a pin keeps the name the workload used) and protected from expiry while in
+    /// use. Lower case; the port is part of the name (`registry.example.com:443` is not
+    /// `registry.example.com`), and a name without a `.` or a port must be `localhost`, because
+    /// an image reference reads any other such first component as a Docker Hub path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(validation = Rule::new("self.all(a, !a.contains('/'))").message("aliases are host[:port] names, without a scheme or a path, for example 127.0.0.1:30500 or registry.example.com"))]
+    #[x_kube(validation = Rule::new("self.all(a, a.matches('^(\\\\[[0-9a-f:.]+\\\\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)(:[0-9]{1,5})?$'))").message("each alias must be a lower-case host name, an IPv4 address or a bracketed IPv6 address, with an optional :port"))]
+    #[x_kube(validation = Rule::new("self.all(a, a == 'localhost' || a.contains('.') || a.contains(':'))").message("an alias needs a '.' or a :port (or is localhost): an image reference reads any other first component as a Docker Hub path"))]
+    #[x_kube(validation = Rule::new("self.all(a, !a.matches(':[0-9]{1,5}$') || (int(a.substring(a.lastIndexOf(':') + 1)) >= 1 && int(a.substring(a.lastIndexOf(':') + 1)) <= 65535))").message("an alias's port must be from 1 to 65535"))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 259)))]
+    pub aliases: Vec<String>,
 
     /// Which API berth speaks to this registry: `distribution` (the OCI Distribution API, served by
     /// CNCF Distribution, Zot, Harbor and others) or `ecr` (reserved for the AWS ECR backend,

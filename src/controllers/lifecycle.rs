@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     api::{LifecyclePolicy, LifecyclePolicyStatus, Repository},
-    conditions, duration,
+    conditions, duration, hosts,
     lifecycle::{self, Decision, Image},
     metrics::{ControllerLabels, ErrorLabels, ExpiredLabels},
     registry::{Backend, Deleted, Descriptor, is_index},
@@ -58,21 +58,20 @@ pub struct RepositoryRun {
     pub changed: usize,
 }
 
-/// Which digests workloads pin in repository `uri`: by digest, or through a tag resolved now.
-/// A child of an index protects the index too. Pure.
+/// Which digests workloads pin in repository `path` of the registry pulled by `hosts` (under
+/// any of its names): by digest, or through a tag resolved now. A child of an index protects
+/// the index too. Pure.
 pub fn protected_digests(
     images_in_use: &[&str],
-    uri: &str,
+    hosts: &[String],
+    path: &str,
     tags: &BTreeMap<String, Descriptor>,
     children: &HashMap<String, Vec<String>>,
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for image in images_in_use {
         // The same component boundary as deletion uses: `app2` and `app/sub` are not `app`.
-        if !workloads::in_repository(image, uri) {
-            continue;
-        }
-        let rest = &image[uri.len()..];
+        let Some(rest) = hosts::repository_suffix(image, hosts, path) else { continue };
         if let Some((_, digest)) = rest.split_once('@') {
             out.insert(digest.to_string());
         } else {
@@ -356,7 +355,7 @@ async fn run_in(
     let now = Timestamp::now().as_millisecond();
     let images = images_for_evaluation(&tags, &children, &stored.ledger.pushed, now);
     let decisions = lifecycle::evaluate(parsed, &images, now);
-    let protected = protected_digests(in_use, &target.uri, &tags, &children);
+    let protected = protected_digests(in_use, &target.hosts, &target.path, &tags, &children);
 
     let mut run = RepositoryRun::default();
     let mut expire: Vec<&Image> = Vec::new();
@@ -389,7 +388,7 @@ async fn run_in(
             NotReady::new("WorkloadsUnavailable", format!("cannot list workloads, so nothing was deleted: {e}"))
         })?;
         let uses: Vec<&str> = uses.iter().map(|u| u.image.as_str()).collect();
-        protected_digests(&uses, &target.uri, &fresh, &children)
+        protected_digests(&uses, &target.hosts, &target.path, &fresh, &children)
     } else {
         BTreeSet::new()
     };
@@ -512,7 +511,7 @@ mod tests {
 
     #[test]
     fn workloads_protect_by_digest_by_tag_and_through_an_index() {
-        let uri = "r:5000/team/app";
+        let hosts = vec!["r:5000".to_string()];
         let tags: BTreeMap<String, Descriptor> = [
             ("v1".to_string(), desc("d1", MANIFEST)),
             ("latest".to_string(), desc("d2", MANIFEST)),
@@ -529,11 +528,37 @@ mod tests {
             "r:5000/team/other:v1",
             "r:5000/team/app:gone",
         ];
-        let p = protected_digests(&uses, uri, &tags, &children);
+        let p = protected_digests(&uses, &hosts, "team/app", &tags, &children);
         assert_eq!(p, ["c2", "d1", "d2", "d9", "idx"].iter().map(|s| s.to_string()).collect());
         // Look-alike repositories protect nothing here: `app2` and `app/sub` are not `app`.
         let lookalikes = ["r:5000/team/app2:v1", "r:5000/team/app2", "r:5000/team/app/sub:latest"];
-        assert!(protected_digests(&lookalikes, uri, &tags, &children).is_empty());
+        assert!(protected_digests(&lookalikes, &hosts, "team/app", &tags, &children).is_empty());
+    }
+
+    #[test]
+    fn workloads_and_pods_protect_under_every_name_of_the_registry() {
+        // berth reaches the registry in the cluster; nodes pull it by a node port or an Ingress,
+        // and pods report the name they pulled by.
+        let hosts = hosts::of_registry(
+            &serde_json::from_value(serde_json::json!({
+                "url": "http://berth-registry.berth.svc:5000",
+                "aliases": ["127.0.0.1:30500", "registry.example.com"],
+            }))
+            .unwrap(),
+        );
+        let tags: BTreeMap<String, Descriptor> =
+            [("v1".to_string(), desc("d1", MANIFEST)), ("v2".to_string(), desc("d2", MANIFEST))].into();
+        let uses = [
+            "127.0.0.1:30500/team/app:v1",
+            "Registry.Example.com/team/app@d3",
+            "berth-registry.berth.svc:5000/team/app:v2",
+            "127.0.0.1:30500/team/app@d4",
+        ];
+        let p = protected_digests(&uses, &hosts, "team/app", &tags, &HashMap::new());
+        assert_eq!(p, ["d1", "d2", "d3", "d4"].iter().map(|s| s.to_string()).collect());
+        // Another port, or a name the Registry does not list, protects nothing.
+        let elsewhere = ["127.0.0.1:30501/team/app:v1", "registry.example.com:443/team/app@d3", "other/team/app:v2"];
+        assert!(protected_digests(&elsewhere, &hosts, "team/app", &tags, &HashMap::new()).is_empty());
     }
 
     #[test]

@@ -492,16 +492,6 @@ pub fn claim_of(repo: &Repository) -> tenancy::Claim {
     }
 }
 
-/// `host[:port]` of a registry URL: the first part of every image reference in it.
-pub fn registry_host(url: &str) -> Option<String> {
-    let parsed = reqwest::Url::parse(url).ok()?;
-    let host = parsed.host_str()?;
-    Some(match parsed.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use kube::{core::DeserializeGuard, runtime::watcher::Event};

@@ -442,7 +442,7 @@ async fn delete_images(repo: &Repository, ctx: &Context) -> Result<usize, NotRea
         .await
         .map_err(|e| NotReady::from(&Error::Kube(e)))?
         .into_iter()
-        .filter(|u| workloads::in_repository(&u.image, &target.uri))
+        .filter(|u| workloads::in_repository(&u.image, &target.hosts, &target.path))
         .collect();
     if let Some(first) = in_use.first() {
         return Err(NotReady::new(

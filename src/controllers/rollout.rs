@@ -34,7 +34,12 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::{NamespaceResourceScope, PartialObjectMeta},
-    runtime::{WatchStreamExt, events::EventType, reflector, watcher},
+    runtime::{
+        WatchStreamExt,
+        events::EventType,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -44,14 +49,15 @@ use tokio::{
 };
 use tokio_stream::StreamMap;
 
-use super::{Context, registry_host};
+use super::Context;
 use crate::{
     api::Registry,
+    hosts,
     metrics::{ControllerLabels, RolloutLabels},
     namespaces::Namespaces,
     registry::{RegistryError, count_requests},
     repository::ledger,
-    rollout::{self, Container, Digests, ImageRef, Kind, PollOutcome, Record, Schedule, Settings},
+    rollout::{self, Container, Digests, ImageRef, Kind, PollOutcome, Record, Schedule, Settings, TagKey, tag_key},
 };
 
 /// The field manager of every rollout patch: it owns the pinned image fields and berth's
@@ -62,23 +68,18 @@ const APPLY_CONCURRENCY: usize = 8;
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// A registry event's claim: `host/path:tag` now points at `digest`, pushed at `at` (unix ms).
-/// berth asks the registry before it believes it.
+/// A registry event's claim: `path:tag` in the Registry named `registry` now points at
+/// `digest`, pushed at `at` (unix ms). berth asks the registry before it believes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagMoved {
-    pub host: String,
+    pub registry: String,
     pub path: String,
     pub tag: String,
     pub digest: String,
     pub at: i64,
 }
 
-type TagKey = (String, String, String);
 type WorkloadKey = (Kind, String, String);
-
-fn tag_key(image: &ImageRef) -> TagKey {
-    (image.host.clone(), image.path.clone(), image.tag_or_latest().to_string())
-}
 
 /// A workload as the watch delivered it, reduced to what rollouts need.
 struct View {
@@ -199,19 +200,21 @@ struct TagState {
 struct Tags(HashMap<TagKey, TagState>);
 
 /// What `rollout::plan` reads: the registry's answers, and push times from the ledgers of the
-/// repositories berth declares (`host`, `path` -> digest -> unix ms).
+/// repositories berth declares (Registry name, `path` -> digest -> unix ms).
 struct Known<'a> {
+    registries: &'a hosts::Index,
     tags: &'a Tags,
     pushed: &'a HashMap<(String, String), BTreeMap<String, i64>>,
 }
 
 impl Digests for Known<'_> {
     fn current(&self, image: &ImageRef) -> Option<&str> {
-        self.tags.0.get(&tag_key(image)).and_then(|t| t.digest.as_deref())
+        self.tags.0.get(&tag_key(self.registries, image)?).and_then(|t| t.digest.as_deref())
     }
 
     fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64> {
-        self.pushed.get(&(image.host.clone(), image.path.clone())).and_then(|m| m.get(digest).copied())
+        let registry = self.registries.registry(&image.host)?;
+        self.pushed.get(&(registry.to_string(), image.path.clone())).and_then(|m| m.get(digest).copied())
     }
 }
 
@@ -250,9 +253,11 @@ fn now_rfc3339() -> String {
 }
 
 impl Rollouts {
-    /// Registry hosts berth knows, and the Registry object behind each.
-    fn registries(&self) -> HashMap<String, Arc<Registry>> {
-        self.ctx.registries.state().into_iter().filter_map(|r| Some((registry_host(&r.spec.url)?, r))).collect()
+    /// Every host name (url hosts and aliases) of the Registries berth knows, and the Registry
+    /// each belongs to.
+    fn registries(&self) -> hosts::Index {
+        let state = self.ctx.registries.state();
+        hosts::Index::new(state.iter().map(|r| (r.metadata.name.as_deref().unwrap_or_default(), &r.spec)))
     }
 
     fn object_ref(key: &WorkloadKey, uid: Option<String>) -> ObjectReference {
@@ -349,8 +354,7 @@ impl Rollouts {
             .iter()
             .filter(|c| settings.containers.as_ref().is_none_or(|names| names.contains(&c.name)))
             .filter_map(|c| rollout::parse_image(&c.image).ok())
-            .filter(|i| registries.contains_key(&i.host))
-            .map(|i| tag_key(&i))
+            .filter_map(|i| tag_key(&registries, &i))
             .collect();
         follows.sort();
         follows.dedup();
@@ -400,20 +404,14 @@ impl Rollouts {
 
     /// Push times of a repository berth declares, from its ledger (empty for others, or when
     /// the ledger cannot be read: then the registry's tag alone decides).
-    async fn pushed_times(
-        &self,
-        registries: &HashMap<String, Arc<Registry>>,
-        host: &str,
-        path: &str,
-    ) -> BTreeMap<String, i64> {
-        let Some(registry) = registries.get(host) else { return BTreeMap::new() };
-        let Some(repo) = self.ctx.repository_for_path(&registry.name_any(), path) else {
+    async fn pushed_times(&self, registry: &str, path: &str) -> BTreeMap<String, i64> {
+        let Some(repo) = self.ctx.repository_for_path(registry, path) else {
             return BTreeMap::new();
         };
         match ledger::load(&self.ctx.client, &repo).await {
             Ok(stored) => stored.ledger.pushed,
             Err(e) => {
-                tracing::warn!(repository = %format!("{host}/{path}"), error = %e, "cannot read the ledger");
+                tracing::warn!(registry, repository = path, error = %e, "cannot read the ledger");
                 BTreeMap::new()
             }
         }
@@ -422,25 +420,27 @@ impl Rollouts {
     /// The pins a workload needs now, if any; a paused Deployment gets an event instead.
     async fn plan(&mut self, key: &WorkloadKey, pushed_at: Option<i64>) -> Option<Apply> {
         let registries = self.registries();
+        let known_host = |h: &str| registries.registry(h).is_some();
         let t = self.tracked.get(key)?;
         let none = HashMap::new();
-        let known = Known { tags: &self.tags, pushed: &none };
-        let mut pins = rollout::plan(&t.containers, &t.settings, |h| registries.contains_key(h), &known, &t.record.bad);
+        let known = Known { registries: &registries, tags: &self.tags, pushed: &none };
+        let mut pins = rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
         if pins.iter().any(|p| p.previous_digest.is_some()) {
             // Never back to an older image: the ledgers say which is older (read only when a
             // pin would replace a digest, which is rare).
             let mut pushed = HashMap::new();
             for p in &pins {
                 if let Ok(image) = rollout::parse_image(&p.image)
-                    && !pushed.contains_key(&(image.host.clone(), image.path.clone()))
+                    && let Some(registry) = registries.registry(&image.host)
+                    && !pushed.contains_key(&(registry.to_string(), image.path.clone()))
                 {
-                    let times = self.pushed_times(&registries, &image.host, &image.path).await;
-                    pushed.insert((image.host, image.path), times);
+                    let times = self.pushed_times(registry, &image.path).await;
+                    pushed.insert((registry.to_string(), image.path), times);
                 }
             }
             let t = self.tracked.get(key)?;
-            let known = Known { tags: &self.tags, pushed: &pushed };
-            pins = rollout::plan(&t.containers, &t.settings, |h| registries.contains_key(h), &known, &t.record.bad);
+            let known = Known { registries: &registries, tags: &self.tags, pushed: &pushed };
+            pins = rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
         }
         let t = self.tracked.get(key)?;
         if pins.is_empty() {
@@ -592,16 +592,15 @@ impl Rollouts {
         if !self.ctx.leader.is_leader() {
             return;
         }
-        let registries = self.registries();
         for key in self.schedule.due(Instant::now()) {
-            let registry = registries.get(&key.0).cloned();
+            let registry = self.registry(&key.0);
             self.spawn_poll(key, registry, polls);
         }
     }
 
-    /// The Registry object behind a registry host, if berth knows one.
-    fn registry(&self, host: &str) -> Option<Arc<Registry>> {
-        self.ctx.registries.state().into_iter().find(|r| registry_host(&r.spec.url).as_deref() == Some(host))
+    /// The Registry object of that name, if berth knows it.
+    fn registry(&self, name: &str) -> Option<Arc<Registry>> {
+        self.ctx.registries.get(&ObjectRef::new(name))
     }
 
     /// Asks the registry where a tag points (one HEAD). One poll per tag at a time: a request
@@ -618,7 +617,7 @@ impl Rollouts {
             let started = Instant::now();
             let work = async {
                 let Some(registry) = registry else {
-                    return Err(RegistryError::Config(format!("no Registry for {}", key.0)));
+                    return Err(RegistryError::Config(format!("no Registry {:?}", key.0)));
                 };
                 let backend = ctx.backend(&registry).await.map_err(|e| RegistryError::Config(e.to_string()))?;
                 Ok(backend.resolve(&key.1, &key.2).await?.map(|d| d.digest))
@@ -659,7 +658,7 @@ impl Rollouts {
             }
             Ok(None) => Vec::new(),
             Err(e) => {
-                tracing::debug!(tag = %format!("{}/{}:{}", p.key.0, p.key.1, p.key.2), error = %e, "poll failed");
+                tracing::debug!(registry = %p.key.0, tag = %format!("{}:{}", p.key.1, p.key.2), error = %e, "poll failed");
                 Vec::new()
             }
         }
@@ -667,7 +666,7 @@ impl Rollouts {
 
     /// A registry event says a followed tag moved: ask the registry now.
     fn on_moved(&mut self, m: TagMoved, polls: &mut JoinSet<PollResult>) {
-        let key = (m.host, m.path, m.tag);
+        let key = (m.registry, m.path, m.tag);
         if !self.followers.contains_key(&key) {
             return;
         }

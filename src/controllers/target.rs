@@ -6,9 +6,10 @@ use std::{collections::BTreeMap, sync::Arc};
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
-use super::{Context, Error, NotReady, claim_of, registry_host};
+use super::{Context, Error, NotReady, claim_of};
 use crate::{
     api::{Registry, Repository},
+    hosts,
     registry::{Backend, Descriptor},
     repository::tenancy,
 };
@@ -17,7 +18,11 @@ use crate::{
 pub struct Target {
     pub registry: Arc<Registry>,
     pub path: String,
+    /// `<url host>/<path>`, the name berth reaches it by.
     pub uri: String,
+    /// Every host the registry is pulled by (its url's, then its aliases): workloads
+    /// may reference the repository under any of them.
+    pub hosts: Vec<String>,
 }
 
 /// Checks tenancy and conflicts; the registry, path and URI this Repository may act on.
@@ -44,9 +49,10 @@ pub fn target(repo: &Repository, ctx: &Context) -> Result<Target, NotReady> {
         }
         _ => {}
     }
-    let host = registry_host(&registry.spec.url)
+    let host = hosts::url_host(&registry.spec.url)
         .ok_or_else(|| NotReady::new("InvalidSpec", format!("Registry url {:?} has no host", registry.spec.url)))?;
-    Ok(Target { uri: format!("{host}/{}", claim.path), path: claim.path, registry })
+    let hosts = hosts::of_registry(&registry.spec);
+    Ok(Target { uri: format!("{host}/{}", claim.path), path: claim.path, registry, hosts })
 }
 
 /// Every tag of the repository resolved to its manifest, `concurrency` HEAD requests at a time.

@@ -307,10 +307,14 @@ pub async fn registry_events(
             continue;
         }
         count("accepted");
-        if let RegistryEvent::ManifestPushed { repository, digest, tag: Some(tag), at, .. } = &event
-            && let Some(host) = crate::controllers::registry_host(&registry.spec.url)
-        {
-            let moved = TagMoved { host, path: repository.clone(), tag: tag.clone(), digest: digest.clone(), at: *at };
+        if let RegistryEvent::ManifestPushed { repository, digest, tag: Some(tag), at, .. } = &event {
+            let moved = TagMoved {
+                registry: registry_name.clone(),
+                path: repository.clone(),
+                tag: tag.clone(),
+                digest: digest.clone(),
+                at: *at,
+            };
             if ctx.triggers.tags.try_send(moved).is_err() {
                 count("trigger_dropped"); // polling catches up
             }

@@ -16,6 +16,8 @@ pub use schedule::{PollOutcome, Schedule};
 
 use std::{collections::BTreeMap, time::Duration};
 
+use crate::hosts;
+
 /// `berth.dev/rollout: "digest"` opts a Deployment, StatefulSet, DaemonSet or CronJob in.
 pub const ROLLOUT_ANNOTATION: &str = "berth.dev/rollout";
 /// A namespace opts in first: berth rolls out workloads only in namespaces labelled
@@ -57,6 +59,18 @@ impl ImageRef {
     }
 }
 
+/// A followed tag: (Registry name, path, tag). Keyed by the Registry, not by the host an image
+/// names, so workloads that pull one tag by different names (the in-cluster url, a node port,
+/// an Ingress) share one poll, and a registry event (which knows its Registry, not the name a
+/// node pulls by) reaches them all.
+pub type TagKey = (String, String, String);
+
+/// The tag `image` follows, when berth knows its registry under the host the image names.
+pub fn tag_key(registries: &hosts::Index, image: &ImageRef) -> Option<TagKey> {
+    let registry = registries.registry(&image.host)?;
+    Some((registry.to_string(), image.path.clone(), image.tag_or_latest().to_string()))
+}
+
 fn valid_component(c: &str) -> bool {
     !c.is_empty()
         && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
@@ -65,7 +79,9 @@ fn valid_component(c: &str) -> bool {
 }
 
 /// Parses an image reference with the grammar of the distribution reference library: the first
-/// component is a host if it has a `.` or `:` or is `localhost`.
+/// component is a host if it has a `.` or `:`, is `localhost` or has an upper-case letter (see
+/// [`hosts::split_reference`]). The host stays as written, so a pin keeps the name the workload
+/// pulls by.
 pub fn parse_image(reference: &str) -> Result<ImageRef, String> {
     let bad = |why: &str| format!("image {reference:?}: {why}");
     if reference.is_empty() || reference.len() > 4096 || reference.chars().any(char::is_whitespace) {
@@ -94,20 +110,16 @@ pub fn parse_image(reference: &str) -> Result<ImageRef, String> {
     {
         return Err(bad("tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
     }
-    let mut parts: Vec<&str> = name.split('/').collect();
-    let first = parts[0];
-    let host = if parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost") {
-        parts.remove(0).to_string()
-    } else {
-        "docker.io".to_string()
-    };
-    if host.is_empty() || parts.is_empty() || !parts.iter().all(|c| valid_component(c)) {
+    let (host, rest) = hosts::split_reference(name);
+    let parts: Vec<&str> = rest.split('/').collect();
+    if host.is_empty() || !parts.iter().all(|c| valid_component(c)) {
         return Err(bad("repository path must be lower-case components joined by '/'"));
     }
     let mut path = parts.join("/");
-    if host == "docker.io" && parts.len() == 1 {
+    if hosts::canonical(host) == hosts::DOCKER_HUB && parts.len() == 1 {
         path = format!("library/{path}");
     }
+    let host = host.to_string();
     Ok(ImageRef { host, path, tag: tag.map(String::from), digest })
 }
 

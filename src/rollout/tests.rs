@@ -21,15 +21,28 @@ fn image_references_parse_like_the_distribution_library() {
     assert_eq!((r.host.as_str(), r.path.as_str()), ("docker.io", "team/app"));
     let r = parse_image("localhost/app").unwrap();
     assert_eq!(r.host, "localhost");
+    // An upper-case first component is a host (as in the distribution library), kept as written.
+    let r = parse_image("LocalHost/app").unwrap();
+    assert_eq!((r.host.as_str(), r.path.as_str()), ("LocalHost", "app"));
+    let r = parse_image("index.docker.io/nginx").unwrap();
+    assert_eq!((r.host.as_str(), r.path.as_str()), ("index.docker.io", "library/nginx"));
     assert_eq!(parse_image("r:5000/a:v1").unwrap().pinned(&d('b')), format!("r:5000/a:v1@{}", d('b')));
     assert_eq!(parse_image("r:5000/a").unwrap().pinned(&d('b')), format!("r:5000/a:latest@{}", d('b')));
 }
 
 #[test]
 fn malformed_references_are_errors() {
-    for bad in
-        ["", "UPPER/app", "r:5000/a:", "r:5000/a@sha256:xyz", "a b", "r:5000//a", "r:5000/a:-x", "r:5000/a@md5:00"]
-    {
+    for bad in [
+        "",
+        "team/App",
+        "r:5000/a:",
+        "r:5000/a@sha256:xyz",
+        "a b",
+        "r:5000//a",
+        "r:5000/a:-x",
+        "r:5000/a@md5:00",
+        "r:5000/",
+    ] {
         assert!(parse_image(bad).is_err(), "{bad:?} must be refused");
     }
 }
@@ -125,6 +138,57 @@ fn plans_pin_followed_containers_to_the_new_digest_only() {
     assert!(
         plan(&containers, &only_app, |h| h == "r:5000", &known, &[d('b')]).is_empty(),
         "a bad digest is not applied again"
+    );
+}
+
+/// What the rollout controller knows, keyed as it keys tags: by Registry, whatever name the
+/// image uses.
+struct ByRegistry(crate::hosts::Index, BTreeMap<TagKey, String>);
+
+impl Digests for ByRegistry {
+    fn current(&self, image: &ImageRef) -> Option<&str> {
+        self.1.get(&tag_key(&self.0, image)?).map(String::as_str)
+    }
+    fn pushed_at(&self, _: &ImageRef, _: &str) -> Option<i64> {
+        None
+    }
+}
+
+fn registry_spec(url: &str, aliases: &[&str]) -> crate::api::RegistrySpec {
+    serde_json::from_value(serde_json::json!({"url": url, "aliases": aliases})).unwrap()
+}
+
+#[test]
+fn a_tag_pulled_by_several_names_is_one_tag_and_each_pin_keeps_its_name() {
+    let main = registry_spec("http://berth-registry.berth.svc:5000", &["127.0.0.1:30500", "registry.example.com"]);
+    let index = crate::hosts::Index::new([("main", &main)]);
+    let key = |image: &str| tag_key(&index, &parse_image(image).unwrap());
+    let stable = Some(("main".to_string(), "team/app".to_string(), "stable".to_string()));
+    assert_eq!(key("berth-registry.berth.svc:5000/team/app:stable"), stable);
+    assert_eq!(key("127.0.0.1:30500/team/app:stable"), stable);
+    assert_eq!(key(&format!("Registry.Example.com/team/app:stable@{}", d('a'))), stable);
+    assert_eq!(key("127.0.0.1:30501/team/app:stable"), None, "another port is another registry");
+    assert_eq!(key("registry.example.com:443/team/app:stable"), None);
+    assert_eq!(key("team/app:stable"), None, "Docker Hub");
+
+    let known = ByRegistry(index.clone(), [(stable.clone().unwrap(), d('b'))].into());
+    let settings = Settings { containers: None, poll_interval: DEFAULT_POLL_INTERVAL, auto_rollback: false };
+    let containers = vec![
+        container("by-port", &format!("127.0.0.1:30500/team/app:stable@{}", d('a')), false),
+        container("by-ingress", "Registry.Example.com/team/app:stable", false),
+        container("in-cluster", "berth-registry.berth.svc:5000/team/app:stable", true),
+        container("elsewhere", "127.0.0.1:30501/team/app:stable", false),
+    ];
+    let known_host = |h: &str| index.registry(h).is_some();
+    let pins: Vec<(String, String)> =
+        plan(&containers, &settings, known_host, &known, &[]).into_iter().map(|p| (p.container, p.image)).collect();
+    assert_eq!(
+        pins,
+        vec![
+            ("by-port".to_string(), format!("127.0.0.1:30500/team/app:stable@{}", d('b'))),
+            ("by-ingress".to_string(), format!("Registry.Example.com/team/app:stable@{}", d('b'))),
+            ("in-cluster".to_string(), format!("berth-registry.berth.svc:5000/team/app:stable@{}", d('b'))),
+        ]
     );
 }
 

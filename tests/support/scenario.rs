@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use berth::api::{Registry, Repository};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, api::PostParams};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
 use serde_json::{Value, json};
 
 use super::{
@@ -17,6 +20,23 @@ use super::{
 };
 
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Sets a Registry object's `spec.aliases` (the names nodes pull it by) and waits until berth has
+/// reconciled that generation, so every controller's view of the Registry has them.
+pub async fn set_aliases(client: &kube::Client, name: &str, aliases: &[String]) {
+    let api = Api::<Registry>::all(client.clone());
+    let patch = json!({"spec": {"aliases": aliases}});
+    let generation = api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap().metadata.generation;
+    eventually(WAIT, &format!("Registry {name} reconciled with aliases {aliases:?}"), || {
+        let api = api.clone();
+        async move {
+            let r = api.get(name).await.map_err(|e| e.to_string())?;
+            let observed = r.status.as_ref().and_then(|s| s.observed_generation);
+            if observed == generation { Ok(()) } else { Err(format!("observed {observed:?} of {generation:?}")) }
+        }
+    })
+    .await;
+}
 
 pub struct Env {
     pub ns: TestNamespace,
@@ -71,6 +91,16 @@ impl Env {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let berth = Berth::start(cp, port, &ns.name, &args).await;
         Env { ns, registry, berth, name, token, skopeo: Skopeo::default(), layout: OciLayout::default() }
+    }
+
+    /// `localhost:<port>`: another name of the test registry (`127.0.0.1:<port>`), as a node
+    /// port or an Ingress host is in a real cluster.
+    pub fn alias(&self) -> String {
+        self.registry.host.replace("127.0.0.1", "localhost")
+    }
+
+    pub async fn set_aliases(&self, aliases: &[String]) {
+        set_aliases(&self.ns.client, &self.name, aliases).await;
     }
 
     pub fn repos(&self) -> Api<Repository> {

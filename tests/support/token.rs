@@ -127,6 +127,15 @@ impl TokenEnv {
         }
     }
 
+    /// `localhost:<port>`: another name of the test registry (`127.0.0.1:<port>`).
+    pub fn alias(&self) -> String {
+        self.registry.host.replace("127.0.0.1", "localhost")
+    }
+
+    pub async fn set_aliases(&self, aliases: &[String]) {
+        super::scenario::set_aliases(&self.ns.client, &self.name, aliases).await;
+    }
+
     pub async fn repository(&self, name: &str, visibility: &str) {
         let repo: Repository = serde_json::from_value(json!({
             "apiVersion": "berth.dev/v1alpha1", "kind": "Repository",

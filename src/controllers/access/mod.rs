@@ -36,7 +36,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::{Context, Error, NotReady, apis, claim_of, registry_host, stopped};
+use super::{Context, Error, NotReady, apis, claim_of, stopped};
 use crate::{
     api::{AccessPolicy, AccessPolicyStatus, SubjectKind},
     auth::{AccessIndex, RepoInput, StoredCredential, keys::now_unix, robot},
@@ -96,7 +96,8 @@ fn secret_api(ctx: &Context, ns: &str) -> Api<Secret> {
     Api::namespaced(ctx.client.clone(), ns)
 }
 
-/// Registry hosts of the token registries in which the policy selects Repositories; its
+/// Every host (the url's and the aliases) of the token registries in which the policy selects
+/// Repositories, since the kubelet looks a pull secret up by the name the image uses; its
 /// summed repository count; names that matched nothing anywhere; warnings.
 fn summarize(ctx: &Context, ns: &str, name: &str) -> (BTreeSet<String>, usize, BTreeSet<String>, Vec<String>) {
     let mut hosts = BTreeSet::new();
@@ -107,10 +108,8 @@ fn summarize(ctx: &Context, ns: &str, name: &str) -> (BTreeSet<String>, usize, B
         let Some(index) = ctx.tokens.index(&registry.name_any()) else { continue };
         if let Some(summary) = index.policy(ns, name) {
             count += summary.repository_count;
-            if summary.repository_count > 0
-                && let Some(h) = registry_host(&registry.spec.url)
-            {
-                hosts.insert(h);
+            if summary.repository_count > 0 {
+                hosts.extend(crate::hosts::of_registry(&registry.spec));
             }
             unmatched = Some(match unmatched {
                 None => summary.unmatched_names.clone(),
@@ -388,6 +387,20 @@ mod tests {
         assert_eq!(config["auths"]["r:5000"]["username"], "pull$a+b");
         let auth = config["auths"]["s"]["auth"].as_str().unwrap();
         assert_eq!(base64::engine::general_purpose::STANDARD.decode(auth).unwrap(), b"pull$a+b:pw");
+    }
+
+    #[test]
+    fn docker_config_names_the_registry_under_its_url_host_and_every_alias() {
+        let spec: crate::api::RegistrySpec = serde_json::from_value(json!({
+            "url": "http://berth-registry.berth.svc:5000",
+            "aliases": ["127.0.0.1:30500", "registry.example.com"],
+        }))
+        .unwrap();
+        let names: BTreeSet<String> = crate::hosts::of_registry(&spec).into_iter().collect();
+        let config: serde_json::Value = serde_json::from_str(&docker_config(&names, "pull$a+b", "pw")).unwrap();
+        let keys: Vec<&String> = config["auths"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["127.0.0.1:30500", "berth-registry.berth.svc:5000", "registry.example.com"]);
+        assert!(keys.iter().all(|k| config["auths"][k.as_str()] == config["auths"]["127.0.0.1:30500"]));
     }
 
     #[test]

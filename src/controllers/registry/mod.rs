@@ -12,9 +12,9 @@ use serde_json::json;
 
 use super::{Context, Error, claim_of, publish_about};
 use crate::{
-    api::{Registry, RegistryStatus},
+    api::{Registry, RegistrySpec, RegistryStatus},
     auth::{bundle_sha256, keys::now_unix},
-    conditions, duration,
+    conditions, duration, hosts,
     metrics::{ControllerLabels, ErrorLabels},
     namespaces::{NOT_MANAGED, Namespaces},
 };
@@ -99,7 +99,7 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
 
     let interval = duration::parse_or(registry.spec.check_interval.as_deref(), DEFAULT_CHECK_INTERVAL)
         .unwrap_or(DEFAULT_CHECK_INTERVAL);
-    let signed = match refused(&registry, &ctx.settings.namespaces) {
+    let signed = match invalid(&registry.spec).and_then(|()| refused(&registry, &ctx.settings.namespaces)) {
         Ok(()) => signing(&registry, &ctx, true).await,
         Err(e) => Err(e),
     };
@@ -163,6 +163,16 @@ pub fn requeue_after(base: Duration, next_key_event: Option<i64>, now_unix: i64)
         Some(at) => base.min(Duration::from_secs(u64::try_from(at.saturating_sub(now_unix)).unwrap_or(0) + 1)),
         None => base,
     }
+}
+
+/// What the admission rules refuse, checked again for objects they did not check (written
+/// before the CRD had them): an alias that is not `host[:port]` would be a pull-secret key and a
+/// host name that no image reference can use. Other controllers skip such aliases.
+pub fn invalid(spec: &RegistrySpec) -> Result<(), (&'static str, String)> {
+    for (i, alias) in spec.aliases.iter().enumerate() {
+        hosts::check_alias(alias).map_err(|m| ("InvalidSpec", format!("aliases[{i}]: {m}")))?;
+    }
+    Ok(())
 }
 
 /// A Registry whose Secrets (credentials, signing keys, notification token) are in a namespace
@@ -237,6 +247,23 @@ mod tests {
         assert_eq!(requeue_after(five_minutes, Some(now), now), Duration::from_secs(1), "due now: at once");
         assert_eq!(requeue_after(five_minutes, Some(now - 5), now), Duration::from_secs(1), "overdue");
         assert_eq!(requeue_after(Duration::from_secs(15), Some(now + 40), now), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn an_alias_that_is_not_host_and_port_makes_the_spec_invalid() {
+        let spec = |aliases: &[&str]| -> RegistrySpec {
+            serde_json::from_value(json!({"url": "http://berth-registry.berth.svc:5000", "aliases": aliases})).unwrap()
+        };
+        assert_eq!(invalid(&spec(&[])), Ok(()));
+        assert_eq!(invalid(&spec(&["127.0.0.1:30500", "registry.example.com"])), Ok(()));
+        let (reason, message) = invalid(&spec(&["127.0.0.1:30500", "https://registry.example.com"])).unwrap_err();
+        assert_eq!(reason, "InvalidSpec");
+        assert!(message.starts_with("aliases[1]: ") && message.contains("no scheme"), "{message}");
+        let (_, message) = invalid(&spec(&["registry"])).unwrap_err();
+        assert!(message.contains("aliases[0]") && message.contains("Docker Hub"), "{message}");
+        let s = status_from(Some(2), &[], invalid(&spec(&["r.example:99999"])).map(|()| None), &BTreeSet::new());
+        let ready = conditions::find_ready(&s.conditions).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
     }
 
     #[test]
