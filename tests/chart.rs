@@ -459,6 +459,82 @@ fn the_rendered_deployment_and_rbac_are_what_berth_needs() {
     assert!(!selector.is_empty() && selector.iter().all(|(k, v)| &service[k] == v), "{selector:?} vs {service}");
 }
 
+/// The bundled registry is Distribution 3 by default, run without its trace exporter, and a
+/// stopping pod leaves the Service and finishes its requests in flight before it is killed.
+#[test]
+fn the_bundled_registry_is_distribution_3_and_drains_before_it_stops() {
+    use base64::Engine;
+    let docs =
+        documents(&ok(helm().args(["template", "rel", CHART, "--namespace", "ops", "--set", "registry.enabled=true"])));
+    let registry =
+        find(&docs, "Deployment").into_iter().find(|d| d["metadata"]["name"] == "rel-berth-registry").unwrap();
+    let pod = &registry["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry:3.1.2");
+    assert_eq!(container["command"], json!(["registry", "serve", "/etc/berth-registry/config/config.yml"]));
+    assert!(container["env"].as_array().unwrap().contains(&json!({"name": "OTEL_TRACES_EXPORTER", "value": "none"})));
+    assert_eq!(container["lifecycle"], json!({"preStop": {"sleep": {"seconds": 5}}}));
+    assert_eq!(pod["securityContext"]["runAsUser"], 1000, "the user charts/build-image registry sets");
+
+    let config =
+        find(&docs, "Secret").into_iter().find(|d| d["metadata"]["name"] == "rel-berth-registry-config").unwrap();
+    let config =
+        base64::engine::general_purpose::STANDARD.decode(config["data"]["config.yml"].as_str().unwrap()).unwrap();
+    let config: Value = serde_yaml::from_slice(&config).unwrap();
+    assert_eq!(config["http"]["draintimeout"], "10s");
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(grace > 5 + 10, "the grace period ({grace} s) covers the preStop sleep and the drain timeout");
+
+    // The s3 credentials join the same env list.
+    let s3 = documents(&ok(helm().args([
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "registry.enabled=true,registry.storage.type=s3,registry.storage.s3.bucket=b,registry.storage.s3.region=r",
+        "--set",
+        "registry.storage.s3.credentialsSecret.name=keys",
+    ])));
+    let s3 = find(&s3, "Deployment").into_iter().find(|d| d["metadata"]["name"] == "rel-berth-registry").unwrap();
+    let names: Vec<&str> = s3["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["OTEL_TRACES_EXPORTER", "REGISTRY_STORAGE_S3_ACCESSKEY", "REGISTRY_STORAGE_S3_SECRETKEY"]);
+}
+
+/// charts/build-image and charts/Dockerfile build berth's image two ways; both must run as the
+/// chart's user with the same entrypoint, command and port. So must the registry image.
+#[test]
+fn the_image_script_and_the_dockerfile_agree_with_the_chart() {
+    let script = std::fs::read_to_string(repo_path("charts/build-image")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo_path("charts/Dockerfile")).unwrap();
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_path("charts/berth/values.yaml")).unwrap()).unwrap();
+    let berth = r#"config_user="65532:65532" entrypoint='["/berth"]' cmd='["run"]' port=8080"#;
+    assert!(script.contains(berth), "charts/build-image berth no longer sets {berth}");
+    for line in ["USER 65532:65532", "EXPOSE 8080", r#"ENTRYPOINT ["/berth"]"#, r#"CMD ["run"]"#] {
+        assert!(dockerfile.lines().any(|l| l == line), "charts/Dockerfile lacks {line}");
+    }
+    assert_eq!(values["podSecurityContext"]["runAsUser"], 65532);
+    assert_eq!(values["podSecurityContext"]["runAsGroup"], 65532);
+    assert_eq!(values["service"]["port"], 8080);
+    let registry =
+        r#"config_user="1000:1000" entrypoint='["registry"]' cmd='["serve","/etc/distribution/config.yml"]' port=5000"#;
+    assert!(script.contains(registry), "charts/build-image registry no longer sets {registry}");
+    assert_eq!(values["registry"]["podSecurityContext"]["runAsUser"], 1000);
+    assert_eq!(values["registry"]["podSecurityContext"]["runAsGroup"], 1000);
+    assert_eq!(values["registry"]["service"]["port"], 5000);
+    let go_mod = std::fs::read_to_string(repo_path("charts/registry-image/go.mod")).unwrap();
+    let tag = values["registry"]["image"]["tag"].as_str().unwrap();
+    assert!(
+        go_mod.contains(&format!("github.com/distribution/distribution/v3 v{tag}\n")),
+        "the chart's registry tag {tag} is the version charts/build-image registry builds (charts/registry-image/go.mod)"
+    );
+}
+
 #[test]
 fn the_kustomize_base_is_the_chart_with_default_values() {
     let rendered = ok(helm().args(KUSTOMIZE_ARGS));
