@@ -154,6 +154,9 @@ async fn install(cluster: &'static NodeCluster) -> Installed {
             "enabled": true,
             "image": {"repository": "localhost/berth-registry", "tag": registry_tag},
             "service": {"type": "NodePort", "nodePort": REGISTRY_PORT},
+            // One node: the old and the new pod share the volume, and a roll never leaves the
+            // registry without a Ready pod.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             // berth reaches the registry at its Service name (the chart's default url); nodes,
             // which do not resolve cluster names, pull by the node port.
             "aliases": [node_host()],
