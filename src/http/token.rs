@@ -49,10 +49,11 @@ struct TokenRequest {
 }
 
 async fn answer(ctx: &Context, registry: &str, request: TokenRequest, client: IpAddr) -> Response {
-    let count = |result: &'static str| ctx.metrics.token_requests.get_or_create(&TokenLabels { result }).inc();
+    let count = |result: &'static str| {
+        ctx.metrics.token_requests.get_or_create(&TokenLabels { result }).inc();
+    };
     let Some(tokens) = ctx.tokens.registry(registry) else {
-        count("unknown_registry");
-        return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no token service for this registry");
+        return not_loaded(ctx, registry, count);
     };
     if request.service.as_deref().is_some_and(|s| s != tokens.service) {
         count("bad_request");
@@ -91,11 +92,26 @@ async fn answer(ctx: &Context, registry: &str, request: TokenRequest, client: Ip
             tracing::error!(registry, error = %e, "cannot sign a token");
             error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "cannot sign a token")
         }
-        None => {
-            count("unknown_registry");
-            error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no token service for this registry")
-        }
+        None => not_loaded(ctx, registry, count),
     }
+}
+
+/// No signer for `registry` here. A Registry that exists with `tokenAuth` is one whose keys this
+/// replica has not loaded yet (a follower learns of keys the leader just made within a second):
+/// 503 with Retry-After, which clients retry, not a 404 that says it does not exist.
+fn not_loaded(ctx: &Context, registry: &str, count: impl Fn(&'static str)) -> Response {
+    let exists = ctx
+        .registries
+        .get(&kube::runtime::reflector::ObjectRef::new(registry))
+        .is_some_and(|r| r.spec.token_auth.is_some());
+    if !exists {
+        count("unknown_registry");
+        return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no token service for this registry");
+    }
+    count("keys_not_loaded");
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the signing keys are not loaded yet; retry");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 pub async fn get_token(

@@ -84,7 +84,8 @@ pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(match loaded {
             Err((reason, message)) => {
                 tracing::debug!(registry = %registry.name_any(), reason, message, "signing keys not loaded");
-                Duration::from_secs(5)
+                // Until the leader has made them: look again soon, tokens wait on it.
+                if reason == "SigningKeyPending" { Duration::from_secs(1) } else { Duration::from_secs(5) }
             }
             // It switches keys when the leader's plan does.
             Ok(keys) => requeue_after(FOLLOWER_RELOAD, keys.and_then(|k| k.next_event()), now_unix()),

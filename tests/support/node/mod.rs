@@ -259,13 +259,15 @@ impl NodeCluster {
         self.ns.net_command("skopeo")
     }
 
-    /// Memory charged to a pod's cgroup (v1 `memory.usage_in_bytes`), in bytes.
-    pub fn pod_memory_bytes(&self, pod_uid: &str) -> Option<u64> {
+    /// Memory charged to a pod's cgroup now and at its peak (cgroup v1 `memory.usage_in_bytes`
+    /// and `memory.max_usage_in_bytes`), in bytes.
+    pub fn pod_memory(&self, pod_uid: &str) -> Option<(u64, u64)> {
         let pod = format!("pod{pod_uid}");
         for qos in ["", "burstable/", "besteffort/"] {
-            let path = format!("/sys/fs/cgroup/memory/kubepods/{qos}{pod}/memory.usage_in_bytes");
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                return text.trim().parse().ok();
+            let dir = format!("/sys/fs/cgroup/memory/kubepods/{qos}{pod}");
+            let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok()?.trim().parse().ok();
+            if let (Some(now), Some(peak)) = (read("memory.usage_in_bytes"), read("memory.max_usage_in_bytes")) {
+                return Some((now, peak));
             }
         }
         None
