@@ -34,6 +34,8 @@ use tokio::sync::{Mutex, MutexGuard, OnceCell};
 const REGISTRY_PORT: u16 = 30500;
 const BERTH_PORT: u16 = 30080;
 const WAIT: Duration = Duration::from_secs(180);
+/// berth's own pods (not the registry's).
+const BERTH_PODS: &str = "app.kubernetes.io/name=berth,app.kubernetes.io/component!=registry";
 
 fn node_host() -> String {
     format!("{NODE_IP}:{REGISTRY_PORT}")
@@ -49,6 +51,8 @@ struct Installed {
     berth_image: (String, u64),
     /// From `helm install` to both replicas Ready and the Registry Ready.
     install_took: Duration,
+    /// berth's pods' memory 20 s after the install, before any test ran.
+    idle_memory: Vec<String>,
 }
 
 static INSTALLED: OnceCell<Installed> = OnceCell::const_new();
@@ -187,12 +191,17 @@ async fn install(cluster: &'static NodeCluster) -> Installed {
         cluster.log_tail("kubelet", 3000)
     );
     wait_registry_ready(cluster, &registry).await;
-    Installed {
+    let install_took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut installed = Installed {
         ns: ns.name,
         registry,
         berth_image: (berth_image, layer_bytes(&berth_dir)),
-        install_took: started.elapsed(),
-    }
+        install_took,
+        idle_memory: Vec::new(),
+    };
+    installed.idle_memory = berth_memory(cluster, &installed).await;
+    installed
 }
 
 async fn wait_registry_ready(cluster: &NodeCluster, name: &str) {
@@ -363,10 +372,7 @@ async fn the_chart_runs_berth_and_its_registry_on_the_node() {
     let Some((cluster, installed, _turn)) = setup().await else { return };
     let client = cluster.cp.client().await;
     let pods = Api::<Pod>::namespaced(client.clone(), &installed.ns);
-    let berth = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/name=berth,app.kubernetes.io/component!=registry"))
-        .await
-        .unwrap();
+    let berth = pods.list(&ListParams::default().labels(BERTH_PODS)).await.unwrap();
     let names: Vec<String> = berth.items.iter().map(|p| p.name_any()).collect();
     assert_eq!(berth.items.len(), 2, "two berth replicas: {names:?}");
     assert!(berth.items.iter().all(pod_ready), "both replicas Ready through their probes");
@@ -379,6 +385,16 @@ async fn the_chart_runs_berth_and_its_registry_on_the_node() {
     let lease = Api::<Lease>::namespaced(client.clone(), &installed.ns).get("berth").await.unwrap();
     let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
     assert!(names.iter().any(|n| holder.starts_with(n.as_str())), "the Lease holder {holder} is one of {names:?}");
+    // Exactly one replica says it leads (`berth_leader`), read from each pod's /metrics.
+    let mut leading = Vec::new();
+    for p in &berth.items {
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+        let port = cluster.ns.forward(format!("{ip}:8080").parse().unwrap());
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+        let line = metrics.lines().find(|l| l.starts_with("berth_leader ")).unwrap_or_default().to_string();
+        leading.push(line.ends_with(" 1"));
+    }
+    assert_eq!(leading.iter().filter(|l| **l).count(), 1, "one leader: {leading:?}");
     let registry = pods.list(&ListParams::default().labels("app.kubernetes.io/component=registry")).await.unwrap();
     assert!(registry.items.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")));
     eprintln!(
@@ -387,10 +403,8 @@ async fn the_chart_runs_berth_and_its_registry_on_the_node() {
         installed.install_took.as_secs_f64(),
         installed.berth_image.1 as f64 / 1048576.0
     );
-    for p in &berth.items {
-        let uid = p.metadata.uid.as_deref().unwrap();
-        eprintln!("figures: berth pod {} memory (cgroup) {}", p.name_any(), memory(cluster, uid));
-    }
+    eprintln!("figures: berth pods idle, 20 s after the install: {:?}", installed.idle_memory);
+    eprintln!("figures: berth pods now: {:?}", berth_memory(cluster, installed).await);
 }
 
 #[tokio::test]
@@ -422,6 +436,22 @@ async fn nodes_pull_private_images_with_the_pull_secrets_berth_writes_and_public
         eventually(WAIT, "the granted Deployment runs the private image", || running_digests(&pods, "app=granted"))
             .await;
     assert_eq!(ids.len(), 1);
+    // The pull secret has a key for each name of the registry: the Service name berth uses and
+    // the node port nodes pull by.
+    let secret = Api::<Secret>::namespaced(team.client.clone(), &team.name).get("berth-pull").await.unwrap();
+    let config: Value = serde_json::from_slice(&secret.data.unwrap()[".dockerconfigjson"].0).unwrap();
+    let keys: Vec<&String> = config["auths"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, [&node_host(), &format!("berth-registry.{}.svc:5000", installed.ns)], "{keys:?}");
+    // What breaks when nodes pull by a name the Registry does not list (here the same node port
+    // on the node's loopback): the kubelet picks credentials by the image's host, has none for
+    // it, and the registry refuses the anonymous pull. That is what `aliases` is for.
+    let unlisted_host = format!("127.0.0.1:{REGISTRY_PORT}");
+    cluster.allow_http_registry(&unlisted_host);
+    let unlisted = format!("{unlisted_host}/{}/private:v1", team.name);
+    apply(cluster, &team.name, &app_deployment("unlisted", &unlisted, 1, json!({}), json!({})));
+    let refused =
+        eventually(WAIT, "an unlisted name gets no credentials", || waiting_reason(&pods, "app=unlisted")).await;
+    assert!(refused_by_registry(&refused), "{refused}");
 
     // The same Deployment where nothing grants pull: the registry refuses the node.
     let other = cluster.cp.namespace("no-grant").await;
@@ -467,10 +497,18 @@ async fn pulling_team(cluster: &NodeCluster, installed: &Installed, name: &str) 
     team
 }
 
-/// "now X MiB, peak Y MiB" of a pod's cgroup.
-fn memory(cluster: &NodeCluster, uid: &str) -> String {
-    let (now, peak) = cluster.pod_memory(uid).unwrap_or_default();
-    format!("now {:.1} MiB, peak {:.1} MiB", now as f64 / 1048576.0, peak as f64 / 1048576.0)
+/// The memory of every berth pod, one line each.
+async fn berth_memory(cluster: &NodeCluster, installed: &Installed) -> Vec<String> {
+    let pods = Api::<Pod>::namespaced(cluster.cp.client().await, &installed.ns)
+        .list(&ListParams::default().labels(BERTH_PODS))
+        .await
+        .unwrap();
+    pods.items
+        .iter()
+        .map(|p| {
+            format!("{}: {}", p.name_any(), cluster.pod_memory(p.metadata.uid.as_deref().unwrap()).unwrap_or_default())
+        })
+        .collect()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -546,14 +584,7 @@ async fn a_push_to_a_watched_tag_rolls_every_pod_onto_the_pushed_digest() {
         took.iter().cloned().fold(f64::MAX, f64::min),
         took.iter().cloned().fold(0.0, f64::max)
     );
-    let berth_pods = Api::<Pod>::namespaced(cluster.cp.client().await, &installed.ns)
-        .list(&ListParams::default().labels("app.kubernetes.io/name=berth,app.kubernetes.io/component!=registry"))
-        .await
-        .unwrap();
-    for p in &berth_pods.items {
-        let uid = p.metadata.uid.as_deref().unwrap();
-        eprintln!("figures: berth pod {} memory (cgroup) after the pushes {}", p.name_any(), memory(cluster, uid));
-    }
+    eprintln!("figures: berth pods after the pushes: {:?}", berth_memory(cluster, installed).await);
 }
 
 #[tokio::test]

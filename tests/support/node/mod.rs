@@ -259,15 +259,31 @@ impl NodeCluster {
         self.ns.net_command("skopeo")
     }
 
-    /// Memory charged to a pod's cgroup now and at its peak (cgroup v1 `memory.usage_in_bytes`
-    /// and `memory.max_usage_in_bytes`), in bytes.
-    pub fn pod_memory(&self, pod_uid: &str) -> Option<(u64, u64)> {
+    /// Memory of a pod: charged to its cgroup now and at its peak (cgroup v1
+    /// `memory.usage_in_bytes`, `memory.max_usage_in_bytes`, page cache included), and the resident
+    /// set of its processes now (`VmRSS`), in bytes.
+    pub fn pod_memory(&self, pod_uid: &str) -> Option<PodMemory> {
         let pod = format!("pod{pod_uid}");
         for qos in ["", "burstable/", "besteffort/"] {
-            let dir = format!("/sys/fs/cgroup/memory/kubepods/{qos}{pod}");
-            let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok()?.trim().parse().ok();
+            let dir = PathBuf::from(format!("/sys/fs/cgroup/memory/kubepods/{qos}{pod}"));
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse().ok();
             if let (Some(now), Some(peak)) = (read("memory.usage_in_bytes"), read("memory.max_usage_in_bytes")) {
-                return Some((now, peak));
+                let mut rss = 0;
+                for procs in
+                    std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path().join("cgroup.procs"))
+                {
+                    for pid in std::fs::read_to_string(procs).unwrap_or_default().lines() {
+                        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                        let kib: u64 = status
+                            .lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        rss += kib * 1024;
+                    }
+                }
+                return Some(PodMemory { cgroup: now, cgroup_peak: peak, rss });
             }
         }
         None
@@ -276,6 +292,27 @@ impl NodeCluster {
     /// The last `max` bytes of a node component's log (`kubelet`, `containerd`, ...).
     pub fn log_tail(&self, component: &str, max: usize) -> String {
         super::process::log_tail(&self.ns.dir.join(format!("{component}.log")), max)
+    }
+}
+
+/// See [`NodeCluster::pod_memory`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PodMemory {
+    pub cgroup: u64,
+    pub cgroup_peak: u64,
+    pub rss: u64,
+}
+
+impl std::fmt::Display for PodMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        write!(
+            f,
+            "cgroup {:.1} MiB (peak {:.1} MiB), RSS {:.1} MiB",
+            mib(self.cgroup),
+            mib(self.cgroup_peak),
+            mib(self.rss)
+        )
     }
 }
 
