@@ -405,6 +405,7 @@ async fn the_chart_runs_berth_and_its_registry_on_the_node() {
     );
     eprintln!("figures: berth pods idle, 20 s after the install: {:?}", installed.idle_memory);
     eprintln!("figures: berth pods now: {:?}", berth_memory(cluster, installed).await);
+    assert_berth_logs_clean(cluster, installed).await;
 }
 
 #[tokio::test]
@@ -466,6 +467,7 @@ async fn nodes_pull_private_images_with_the_pull_secrets_berth_writes_and_public
     // A Public repository: no secret at all.
     apply(cluster, &other.name, &app_deployment("public", &public, 1, json!({}), json!({})));
     eventually(WAIT, "the public image runs without a secret", || running_digests(&other_pods, "app=public")).await;
+    assert_berth_logs_clean(cluster, installed).await;
 }
 
 /// Waits until berth attached its pull secret to the namespace's default ServiceAccount: pods
@@ -509,6 +511,18 @@ async fn berth_memory(cluster: &NodeCluster, installed: &Installed) -> Vec<Strin
             format!("{}: {}", p.name_any(), cluster.pod_memory(p.metadata.uid.as_deref().unwrap()).unwrap_or_default())
         })
         .collect()
+}
+
+/// berth's logs from its pods hold no `forbidden` (the chart's RBAC is enough for everything
+/// the scenario made berth do) and no panic.
+async fn assert_berth_logs_clean(cluster: &NodeCluster, installed: &Installed) {
+    let pods = Api::<Pod>::namespaced(cluster.cp.client().await, &installed.ns);
+    for p in pods.list(&ListParams::default().labels(BERTH_PODS)).await.unwrap().items {
+        let logs = pods.logs(&p.name_any(), &Default::default()).await.unwrap();
+        let bad: Vec<&str> =
+            logs.lines().filter(|l| l.to_lowercase().contains("forbidden") || l.contains("panicked")).take(5).collect();
+        assert!(bad.is_empty(), "berth pod {} logged: {bad:#?}", p.name_any());
+    }
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -577,6 +591,42 @@ async fn a_push_to_a_watched_tag_rolls_every_pod_onto_the_pushed_digest() {
         spec_image.starts_with(&format!("{image}@sha256:")),
         "pinned by digest under the name the node pulls by: {spec_image}"
     );
+
+    // The reference, measured the same way in the same run: the same push followed at once by
+    // `kubectl set image` to its digest, with berth not following the Deployment. The difference
+    // is what berth adds (hearing the push, checking it, pinning).
+    kubectl(cluster, &["annotate", "-n", &team.name, "deployment", "web", "berth.dev/rollout-"], None);
+    let mut reference = Vec::new();
+    for i in 1..=5 {
+        let tag = format!("ref-{i}");
+        let mut layout = OciLayout::default();
+        let pushed = busybox_image(&mut layout, &tag, &tag, &["/bin/sh", "-c", "cat /etc/version; exec sleep 3600"]);
+        let started = Instant::now();
+        must(push(cluster, layout.path(), &tag, &repo, &team.robot), "push");
+        let pinned = format!("{}/{repo}:{tag}@{}", node_host(), pushed.digest);
+        let out =
+            kubectl(cluster, &["set", "image", "-n", &team.name, "deployment/web", &format!("app={pinned}")], None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let pods = &pods;
+        let want = &pushed.digest;
+        eventually(WAIT, &format!("reference {i}: every pod runs {want}"), || async move {
+            let ids = running_digests(pods, "app=web").await?;
+            if ids.len() == 3 && ids.iter().all(|id| digest_of(id) == want.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("{ids:?}"))
+            }
+        })
+        .await;
+        reference.push(started.elapsed().as_secs_f64());
+    }
+    eprintln!(
+        "figures: reference, push then kubectl set image by hand: median {:.1}s over {} (min {:.1}s, max {:.1}s)",
+        median(reference.clone()),
+        reference.len(),
+        reference.iter().cloned().fold(f64::MAX, f64::min),
+        reference.iter().cloned().fold(0.0, f64::max)
+    );
     eprintln!(
         "figures: push -> all 3 pods on the new digest: median {:.1}s over {} pushes (min {:.1}s, max {:.1}s)",
         median(took.clone()),
@@ -585,6 +635,7 @@ async fn a_push_to_a_watched_tag_rolls_every_pod_onto_the_pushed_digest() {
         took.iter().cloned().fold(0.0, f64::max)
     );
     eprintln!("figures: berth pods after the pushes: {:?}", berth_memory(cluster, installed).await);
+    assert_berth_logs_clean(cluster, installed).await;
 }
 
 #[tokio::test]
@@ -655,6 +706,7 @@ async fn a_digest_whose_pods_never_become_ready_is_rolled_back_and_the_pods_run_
     let web = deployments.get("web").await.unwrap();
     let spec_image = web.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
     assert_eq!(spec_image, format!("{image}@{}", good.digest));
+    assert_berth_logs_clean(cluster, installed).await;
 }
 
 #[tokio::test]
@@ -730,6 +782,7 @@ async fn rotated_pull_secrets_keep_pulling_and_revoked_ones_stop() {
     assert!(refused_by_registry(&refused), "{refused}");
     apply(cluster, &team.name, &pod("after-revoke", None));
     eventually(WAIT, "the new pull secret pulls", runs("after-revoke")).await;
+    assert_berth_logs_clean(cluster, installed).await;
 }
 
 #[tokio::test]
@@ -799,6 +852,7 @@ async fn the_lifecycle_never_expires_the_digest_a_running_pod_runs() {
     let policies = Api::<berth::api::LifecyclePolicy>::namespaced(team.client.clone(), &team.name);
     let status = serde_json::to_value(policies.get("untagged").await.unwrap().status).unwrap();
     assert_eq!(status["protectedCount"], 1, "the running digest counted as protected: {status}");
+    assert_berth_logs_clean(cluster, installed).await;
 }
 
 /// The JOSE header of a token berth issues now for `user:password` (it names the signing key).
@@ -904,4 +958,5 @@ async fn signing_keys_rotate_and_the_registry_is_rolled_while_pulls_and_pushes_g
     assert!(failed.is_empty(), "no pull or push fails across the change: {failed:#?}\\nRegistry status: {status}");
     assert!(ok >= 10, "the worker ran: {ok}");
     assert_ne!(header, first_header);
+    assert_berth_logs_clean(cluster, installed).await;
 }
