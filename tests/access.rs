@@ -509,3 +509,81 @@ async fn pull_secrets_reach_other_namespaces_only_when_those_accept_them() {
     })
     .await;
 }
+
+/// A registry berth does not run reads a new signing key's certificate only when someone
+/// restarts it: berth says so, with the deadline, in a condition and in one Warning Event per new
+/// key (not one per reconcile). Short key periods make a new key every 15 s.
+#[tokio::test]
+async fn a_registry_berth_does_not_run_is_told_when_it_must_load_a_new_key() {
+    use berth::api::Registry;
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::ListParams;
+    let cp = support::control_plane().await;
+    cp.install_crds().await;
+    let ns = cp.namespace("key-deadline").await;
+    let registry: Registry = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+        "metadata": {"name": ns.name, "labels": {"berth.dev/test": ns.name}},
+        "spec": {
+            "url": format!("http://127.0.0.1:{}", support::free_port()),
+            "checkInterval": "1h",
+            "tokenAuth": {
+                "issuer": "berth-test", "service": "r", "tokenLifetime": "10s",
+                "signingKeySecretRef": {"name": SIGNING_SECRET, "namespace": ns.name},
+                "keyRotation": {"keyLifetime": "60s", "renewBefore": "45s", "activationDelay": "30s"},
+            },
+        },
+    }))
+    .unwrap();
+    Api::<Registry>::all(ns.client.clone()).create(&Default::default(), &registry).await.unwrap();
+    let _berth = support::berth::Berth::start(cp, support::free_port(), &ns.name, &[]).await;
+
+    let registries = Api::<Registry>::all(ns.client.clone());
+    let name = ns.name.clone();
+    let condition = eventually(Duration::from_secs(60), "SigningKeyRotation: RegistryRestartNeeded", || {
+        let registries = registries.clone();
+        let name = name.clone();
+        async move {
+            let s = serde_json::to_value(registries.get(&name).await.map_err(|e| e.to_string())?.status).unwrap();
+            let c =
+                s["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "SigningKeyRotation").cloned();
+            match c {
+                Some(c) if c["reason"] == "RegistryRestartNeeded" && c["status"] == "False" => Ok(c),
+                _ => Err(s.to_string()),
+            }
+        }
+    })
+    .await;
+    let message = condition["message"].as_str().unwrap();
+    assert!(message.contains(&format!("{SIGNING_SECRET}-bundle")), "names the bundle Secret: {message}");
+    assert!(message.contains(&chrono_like_year()), "names the deadline as a time: {message}");
+
+    // A few reconciles later (followers every second, the leader at each key event): still one
+    // Event per key that waited, not one per pass.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut events = Vec::new();
+    for namespace in [ns.name.as_str(), "default"] {
+        let list = Api::<Event>::namespaced(ns.client.clone(), namespace).list(&ListParams::default()).await.unwrap();
+        events.extend(list.items.into_iter().filter(|e| {
+            e.reason.as_deref() == Some("RegistryRestartNeeded")
+                && [ns.name.as_str(), &format!("{SIGNING_SECRET}-bundle")]
+                    .contains(&e.involved_object.name.as_deref().unwrap_or(""))
+        }));
+    }
+    let count: i32 =
+        events.iter().map(|e| e.count.unwrap_or(1) + e.series.as_ref().map_or(0, |s| s.count.unwrap_or(0))).sum();
+    let secret = Api::<Secret>::namespaced(ns.client.clone(), &ns.name).get(SIGNING_SECRET).await.unwrap();
+    let keys = secret.data.unwrap_or_default().keys().filter(|k| k.ends_with(".key")).count();
+    assert!(count >= 1, "a Warning Event names the deadline: {events:?}");
+    assert!(
+        count as usize <= keys.max(2) - 1,
+        "one Event per new key ({keys} stored keys), not per reconcile: {count} {events:#?}"
+    );
+    assert!(events.iter().all(|e| e.type_.as_deref() == Some("Warning")));
+}
+
+/// This year as written in RFC 3339 times ("2026-").
+fn chrono_like_year() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    k8s_openapi::jiff::Timestamp::from_second(secs).unwrap().to_string()[..5].to_string()
+}
