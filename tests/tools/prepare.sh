@@ -11,6 +11,8 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+# charts/build-image checks that berth's binary is static with file(1).
+command -v file >/dev/null || need_apt+=(file)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
