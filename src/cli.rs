@@ -1,4 +1,5 @@
-//! The `berth` command line: `run` (the operator) and `crds` (the CRD manifests).
+//! The `berth` command line: `run` (the operator), `crds` (the CRD manifests) and the offline
+//! previews (`lifecycle preview`, `rollout preview`).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -28,6 +29,33 @@ pub enum Command {
     /// Lifecycle policies offline.
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+    /// Rollout version policies offline.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Show which tag a version policy would choose, without a cluster or a registry.
+    Preview(RolloutPreviewArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RolloutPreviewArgs {
+    /// The policy, as the `berth.dev/rollout` annotation takes it: `digest`, `semver:<range>`,
+    /// `pattern:<regex> numerical|alphabetical[:<group>] [asc|desc]` or `newest-pushed:<regex>`.
+    #[arg(long)]
+    pub policy: String,
+    /// JSON array of {"tag": "...", "digest": "sha256:...", "pushedAt": "RFC3339"} (pushedAt is
+    /// needed by newest-pushed only).
+    #[arg(long, value_name = "FILE")]
+    pub tags: PathBuf,
+    /// The tag the workload runs now: the policy never chooses one below it.
+    #[arg(long, value_name = "TAG")]
+    pub current: Option<String>,
+    /// `json` for scripts, `table` for people.
+    #[arg(long, value_enum, default_value_t = PreviewOutput::Json)]
+    pub output: PreviewOutput,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +120,16 @@ impl Cli {
                     ExitCode::FAILURE
                 }
             },
+            Command::Rollout(RolloutCommand::Preview(args)) => match run_rollout_preview(&args) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth rollout preview: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Run(args) => {
                 let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                     Ok(rt) => rt,
@@ -124,6 +162,17 @@ fn run_preview(args: &PreviewArgs) -> Result<String, String> {
     Ok(match args.output {
         PreviewOutput::Json => format!("{}\n", serde_json::to_string_pretty(&preview).map_err(|e| e.to_string())?),
         PreviewOutput::Table => crate::lifecycle::preview::table(&preview),
+    })
+}
+
+fn run_rollout_preview(args: &RolloutPreviewArgs) -> Result<String, String> {
+    let tags = std::fs::read_to_string(&args.tags).map_err(|e| format!("reading {}: {e}", args.tags.display()))?;
+    let outcome = crate::rollout::preview::preview(&args.policy, &tags, args.current.as_deref())?;
+    Ok(match args.output {
+        PreviewOutput::Json => {
+            format!("{}\n", serde_json::to_string_pretty(&outcome.preview).map_err(|e| e.to_string())?)
+        }
+        PreviewOutput::Table => crate::rollout::preview::table(&outcome),
     })
 }
 

@@ -1,9 +1,12 @@
 //! Digest-pinned rollouts, the pure part: which workloads opted in and how, what their images
 //! refer to, which container images to pin to which digest, when to roll back, what the
-//! server-side apply body is, and when to poll a tag. No I/O; `controllers::rollout` reads
-//! workloads and digests, calls these, and applies the result.
+//! server-side apply body is, and when to poll a tag; which tag a version policy chooses
+//! (`policy`, not yet used by the controller) and its offline preview. No I/O;
+//! `controllers::rollout` reads workloads and digests, calls these, and applies the result.
 
 mod namespaces;
+pub mod policy;
+pub mod preview;
 mod record;
 mod schedule;
 
