@@ -444,7 +444,8 @@ async fn delete_images(repo: &Repository, ctx: &Context) -> Result<usize, NotRea
         .into_iter()
         .filter(|u| workloads::in_repository(&u.image, &target.hosts, &target.path))
         .collect();
-    if let Some(first) = in_use.first() {
+    // Name what a person changes to release the image: the workload, not one of its Pods.
+    if let Some(first) = in_use.iter().find(|u| !u.workload.starts_with("Pod ")).or(in_use.first()) {
         return Err(NotReady::new(
             "ImagesInUse",
             format!("{} uses {} ({} references in all)", first.workload, first.image, in_use.len()),
