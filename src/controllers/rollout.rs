@@ -192,6 +192,9 @@ struct TagState {
     /// The last event's claim (digest, push time): when the registry confirms it, its time
     /// measures push-to-patch latency.
     hint: Option<(String, i64)>,
+    /// How many times the registry was asked again because it did not point the tag at the
+    /// last event's digest yet.
+    rechecks: u32,
     /// A poll is under way; `true` when another must follow it (an event came meanwhile).
     in_flight: Option<bool>,
 }
@@ -594,7 +597,7 @@ impl Rollouts {
         }
         for key in self.schedule.due(Instant::now()) {
             let registry = self.registry(&key.0);
-            self.spawn_poll(key, registry, polls);
+            self.spawn_poll(key, registry, Duration::ZERO, polls);
         }
     }
 
@@ -603,9 +606,15 @@ impl Rollouts {
         self.ctx.registries.get(&ObjectRef::new(name))
     }
 
-    /// Asks the registry where a tag points (one HEAD). One poll per tag at a time: a request
-    /// for another while one is under way runs once that one is done.
-    fn spawn_poll(&mut self, key: TagKey, registry: Option<Arc<Registry>>, polls: &mut JoinSet<PollResult>) {
+    /// Asks the registry where a tag points (one HEAD), `after` a while. One poll per tag at a
+    /// time: a request for another while one is under way runs once that one is done.
+    fn spawn_poll(
+        &mut self,
+        key: TagKey,
+        registry: Option<Arc<Registry>>,
+        after: Duration,
+        polls: &mut JoinSet<PollResult>,
+    ) {
         let state = self.tags.0.entry(key.clone()).or_default();
         if state.in_flight.is_some() {
             state.in_flight = Some(true);
@@ -614,6 +623,7 @@ impl Rollouts {
         state.in_flight = Some(false);
         let ctx = self.ctx.clone();
         polls.spawn(async move {
+            tokio::time::sleep(after).await;
             let started = Instant::now();
             let work = async {
                 let Some(registry) = registry else {
@@ -638,10 +648,10 @@ impl Rollouts {
         self.schedule.done(&p.key, outcome, Instant::now(), jitter);
         let again = self.tags.0.get_mut(&p.key).and_then(|t| t.in_flight.take()).unwrap_or(false);
         if again && self.followers.contains_key(&p.key) {
-            self.spawn_poll(p.key.clone(), self.registry(&p.key.0), polls);
+            self.spawn_poll(p.key.clone(), self.registry(&p.key.0), Duration::ZERO, polls);
         }
         match p.result {
-            Ok(Some(digest)) => {
+            Ok(answer) => {
                 if !self.followers.contains_key(&p.key) {
                     return Vec::new();
                 }
@@ -650,13 +660,33 @@ impl Rollouts {
                 if t.heard_at.is_some_and(|h| h > p.started) {
                     return Vec::new();
                 }
-                let pushed_at = t.hint.take_if(|(d, _)| *d == digest).map(|(_, at)| at);
-                t.digest = Some(digest);
+                let pushed_at = t.hint.take_if(|(d, _)| answer.as_ref() == Some(d)).map(|(_, at)| at);
+                // The registry does not point the tag at the event's digest (yet): Distribution
+                // sends the event once the manifest is stored and writes the tag just after,
+                // so ask again shortly, a few times (a poll already asked for will do).
+                let mut recheck = None;
+                if t.hint.is_some() && !again {
+                    match rollout::recheck_delay(t.rechecks) {
+                        Some(delay) => {
+                            t.rechecks += 1;
+                            recheck = Some(delay);
+                        }
+                        None => t.hint = None,
+                    }
+                }
+                if let Some(digest) = &answer {
+                    t.digest = Some(digest.clone());
+                }
+                if let Some(delay) = recheck {
+                    self.spawn_poll(p.key.clone(), self.registry(&p.key.0), delay, polls);
+                }
+                if answer.is_none() {
+                    return Vec::new();
+                }
                 // Every answer is checked against every follower: a pin that disagrees with the
                 // registry (a failed patch, an edit, an old forged event) is repaired.
                 self.on_tag(&p.key, pushed_at).await
             }
-            Ok(None) => Vec::new(),
             Err(e) => {
                 tracing::debug!(registry = %p.key.0, tag = %format!("{}:{}", p.key.1, p.key.2), error = %e, "poll failed");
                 Vec::new()
@@ -674,9 +704,10 @@ impl Rollouts {
         let t = self.tags.0.entry(key.clone()).or_default();
         t.heard_at = Some(Instant::now());
         t.hint = Some((m.digest, m.at));
+        t.rechecks = 0;
         if self.ctx.leader.is_leader() {
             let registry = self.registry(&key.0);
-            self.spawn_poll(key, registry, polls);
+            self.spawn_poll(key, registry, Duration::ZERO, polls);
         }
     }
 }
