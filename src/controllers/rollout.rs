@@ -70,10 +70,12 @@ use crate::{
 /// The field manager of every rollout patch: it owns the pinned image fields and berth's
 /// annotations, nothing else.
 pub const FIELD_MANAGER: &str = "berth-rollout";
-/// Patches in flight at once, over every workload and tag (each with the Event that says what
-/// it did): a burst of moved tags is pinned in parallel without flooding an API server that
-/// the cluster shares.
+/// Patches in flight at once, over every workload and tag: a burst of moved tags is pinned in
+/// parallel without flooding an API server that the cluster shares.
 const APPLY_CONCURRENCY: usize = 8;
+/// Events (`Pinned`, `PinFailed`, ...) being published at once. Apart from the patches, so
+/// that in a burst the pins go first and the Events that tell of them follow.
+const EVENT_CONCURRENCY: usize = 4;
 /// Ledger reads in flight at once. A moved tag whose followers would replace a digest needs its
 /// repository's push times (never back to an older image): one read per tag move, shared by
 /// every follower, and a read may wait up to 100 ms for the API server's cache to catch up.
@@ -304,6 +306,7 @@ struct Rollouts {
     applies: JoinSet<ApplyResult>,
     read_permits: Arc<Semaphore>,
     apply_permits: Arc<Semaphore>,
+    event_permits: Arc<Semaphore>,
 }
 
 /// What the pins of an apply did, for Events and logs.
@@ -591,17 +594,20 @@ impl Rollouts {
     }
 
     /// Sends one patch (at most `APPLY_CONCURRENCY` at a time), then publishes the Event that
-    /// says what it did; the result comes back to `on_applied`.
+    /// says what it did (at most `EVENT_CONCURRENCY` at a time); the result comes back to
+    /// `on_applied`.
     fn start_apply(&mut self, a: Apply) {
         self.busy.insert(a.key.clone(), None);
         let ctx = self.ctx.clone();
         let permits = self.apply_permits.clone();
+        let event_permits = self.event_permits.clone();
         self.applies.spawn(async move {
-            let _permit = permits.acquire_owned().await;
+            let permit = permits.acquire_owned().await;
             if !ctx.leader.is_leader() {
                 return (a, None);
             }
             let result = patch(&ctx.client, &a.key, &a.body).await;
+            drop(permit);
             let what = describe(&a.pins);
             let object = Rollouts::object_ref(&a.key, a.uid.clone());
             let event = match &result {
@@ -633,6 +639,7 @@ impl Rollouts {
                 }
             };
             if let Some((type_, reason, note)) = event {
+                let _permit = event_permits.acquire_owned().await;
                 super::publish_about(&ctx, &object, (type_, reason, "Rollout"), note).await;
             }
             (a, Some(result))
@@ -936,6 +943,7 @@ pub async fn run(
         applies: JoinSet::new(),
         read_permits: Arc::new(Semaphore::new(LEDGER_READ_CONCURRENCY)),
         apply_permits: Arc::new(Semaphore::new(APPLY_CONCURRENCY)),
+        event_permits: Arc::new(Semaphore::new(EVENT_CONCURRENCY)),
     };
     let mut leadership = state.ctx.leader.subscribe();
     let stop = super::stopped(shutdown);
