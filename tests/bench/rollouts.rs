@@ -4,11 +4,12 @@
 //! - push-to-patch latency over 50 pushes of a watched tag (polling hourly, so events only);
 //! - a burst: 50 tags (one declared Repository each) with 10 Deployments following each, all
 //!   pushed at once, push to all of a tag's followers pinned, beside one follower's latency in
-//!   the same berth between the bursts;
+//!   the same berth between the bursts; then the same with no Repository declared (no ledger to
+//!   read before a pin), as tools that only know the registry run;
 //! - berth's resident memory with 5,000 Deployments in its namespace, 500 of them annotated.
 //!
-//! `cargo bench --bench rollouts -- burst` (or `push_to_patch`, `memory_5k`) runs only those
-//! whose name contains one of the words given.
+//! `cargo bench --bench rollouts -- burst` (or `push_to_patch`, `memory_5k`,
+//! `burst_without_repositories`) runs only those whose name contains one of the words given.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -55,7 +56,10 @@ async fn main() {
         push_to_patch().await;
     }
     if wanted("burst") {
-        burst().await;
+        burst(true).await;
+    }
+    if wanted("burst_without_repositories") {
+        burst(false).await;
     }
     if wanted("memory_5k") {
         memory_5k().await;
@@ -170,19 +174,22 @@ fn pinned_at(seen: &Seen, name: &str, digest: &str) -> Option<Instant> {
     seen.get(name)?.iter().find(|(_, image)| image.ends_with(&format!("@{digest}"))).map(|(at, _)| *at)
 }
 
-/// Many tags moving at once: 50 tags (each the `stable` tag of its own declared Repository,
-/// so the never-backwards check reads a ledger as it does for users), 10 Deployments following
-/// each, registry events on (polling hourly). Each round pushes a new image to every tag,
-/// `BURST_PUSHES_IN_FLIGHT` skopeo copies at a time, and measures, per tag, from its push done
-/// to the last of its followers pinned (seen by a watch). Before each burst, the reference: one
-/// tag with one follower in the same berth, pushed `REFERENCE_PUSHES` times.
-async fn burst() {
-    let mut env = Env::new("bench-rollout-burst", true, "1h").await;
+/// Many tags moving at once: 50 tags (each the `stable` tag of its own repository, declared as
+/// a Repository when `declared`, so the never-backwards check reads a ledger as it does for
+/// users), 10 Deployments following each, registry events on (polling hourly). Each round
+/// pushes a new image to every tag, `BURST_PUSHES_IN_FLIGHT` skopeo copies at a time, and
+/// measures, per tag, from its push done to the last of its followers pinned (seen by a watch).
+/// Before each burst, the reference: one tag with one follower in the same berth, pushed
+/// `REFERENCE_PUSHES` times.
+async fn burst(declared: bool) {
+    let label = if declared { "burst" } else { "burst_without_repositories" };
+    let mut env =
+        Env::new(&format!("bench-rollout-{}", if declared { "burst" } else { "burst-norepo" }), true, "1h").await;
     env.ns.enable_rollouts(true).await;
     let api = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
     let seen = watch_images(api.clone());
     let names: Vec<String> = (0..BURST_TAGS).map(|t| format!("burst{t}")).collect();
-    for name in names.iter().map(String::as_str).chain(["single"]) {
+    for name in names.iter().map(String::as_str).chain(["single"]).filter(|_| declared) {
         env.create_repository(name, json!({})).await;
     }
     let mut first = HashMap::new();
@@ -274,7 +281,7 @@ async fn burst() {
             }
         }
         println!(
-            "burst round {}: {BURST_TAGS} pushes done within {:.1} s; push to all {BURST_FOLLOWERS} followers pinned: {}",
+            "{label} round {}: {BURST_TAGS} pushes done within {:.1} s; push to all {BURST_FOLLOWERS} followers pinned: {}",
             round + 1,
             spread.as_secs_f64(),
             summary(&round_latencies)
@@ -285,9 +292,10 @@ async fn burst() {
     let count = env.berth.metric("berth_rollout_push_to_patch_seconds_count").await;
     let sum = env.berth.metric("berth_rollout_push_to_patch_seconds_sum").await;
     println!(
-        "burst: {BURST_TAGS} tags (one Repository each), {BURST_FOLLOWERS} Deployments following each, events on, \
+        "{label}: {BURST_TAGS} tags ({}), {BURST_FOLLOWERS} Deployments following each, events on, \
          pushes {BURST_PUSHES_IN_FLIGHT} at a time (each burst within {:.1} s); {BURST_ROUNDS} rounds, {} tags: push done to all followers pinned {}; \
          single follower, same berth between bursts ({} pushes): {}; berth's histogram: {count} patches, mean {:.0} ms",
+        if declared { "one Repository each" } else { "no Repository declared" },
         spreads.iter().max().unwrap().as_secs_f64(),
         per_tag.len(),
         summary(&per_tag),
