@@ -14,6 +14,13 @@
 //! in the repository's ledger, so a restarted or new leader decides the same way. A pin that
 //! fails is tried again with backoff. Decisions are the pure functions of `crate::rollout`;
 //! this file reads, calls them and applies.
+//!
+//! The task that owns the state decides and never waits on the API server or the registry:
+//! HEADs, ledger reads and patches (with their Events) run as tasks that report back. So when
+//! many tags move at once, their followers are pinned side by side instead of each tag waiting
+//! for the reads and patches of the tags before it. Ledger reads and patches are bounded
+//! (`LEDGER_READ_CONCURRENCY`, `APPLY_CONCURRENCY`), and a workload has at most one read or
+//! patch under way: what asks for it meanwhile is decided once that is done.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -44,14 +51,14 @@ use kube::{
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{Semaphore, mpsc, watch},
     task::JoinSet,
 };
 use tokio_stream::StreamMap;
 
 use super::Context;
 use crate::{
-    api::Registry,
+    api::{Registry, Repository},
     hosts,
     metrics::{ControllerLabels, RolloutLabels},
     namespaces::Namespaces,
@@ -63,7 +70,16 @@ use crate::{
 /// The field manager of every rollout patch: it owns the pinned image fields and berth's
 /// annotations, nothing else.
 pub const FIELD_MANAGER: &str = "berth-rollout";
+/// Patches in flight at once, over every workload and tag: a burst of moved tags is pinned in
+/// parallel without flooding an API server that the cluster shares.
 const APPLY_CONCURRENCY: usize = 8;
+/// Events (`Pinned`, `PinFailed`, ...) being published at once. Apart from the patches, so
+/// that in a burst the pins go first and the Events that tell of them follow.
+const EVENT_CONCURRENCY: usize = 4;
+/// Ledger reads in flight at once. A moved tag whose followers would replace a digest needs its
+/// repository's push times (never back to an older image): one read per tag move, shared by
+/// every follower, and a read may wait up to 100 ms for the API server's cache to catch up.
+const LEDGER_READ_CONCURRENCY: usize = 4;
 /// A failed pin is tried again after 2 s, doubling to 5 min.
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -192,6 +208,9 @@ struct TagState {
     /// The last event's claim (digest, push time): when the registry confirms it, its time
     /// measures push-to-patch latency.
     hint: Option<(String, i64)>,
+    /// How many times the registry was asked again because it did not point the tag at the
+    /// last event's digest yet.
+    rechecks: u32,
     /// A poll is under way; `true` when another must follow it (an event came meanwhile).
     in_flight: Option<bool>,
 }
@@ -236,6 +255,36 @@ struct PollResult {
     result: Result<Option<String>, RegistryError>,
 }
 
+/// A repository berth declares: (Registry name, path).
+type RepoKey = (String, String);
+/// Push times (digest -> unix ms) of the repositories a decision needed.
+type PushTimes = HashMap<RepoKey, BTreeMap<String, i64>>;
+
+/// Push times read for the workloads that wait on them, each with the push time of the tag
+/// move that made it wait.
+struct ReadResult {
+    pushed: PushTimes,
+    waiting: Vec<(WorkloadKey, Option<i64>)>,
+}
+
+/// A patch's outcome; `None` when this replica stopped leading before sending it.
+type ApplyResult = (Apply, Option<Result<Applied, kube::Error>>);
+
+/// Why a workload is decided (again).
+#[derive(Clone, Copy, Debug, Default)]
+struct Why {
+    /// The workload itself changed: a stuck rollout may need rolling back.
+    changed: bool,
+    /// The push time of the tag move, for the latency histogram.
+    pushed_at: Option<i64>,
+}
+
+impl Why {
+    fn and(self, other: Why) -> Why {
+        Why { changed: self.changed || other.changed, pushed_at: self.pushed_at.or(other.pushed_at) }
+    }
+}
+
 struct Rollouts {
     ctx: Arc<Context>,
     tracked: HashMap<WorkloadKey, Tracked>,
@@ -246,6 +295,33 @@ struct Rollouts {
     warned: HashMap<WorkloadKey, Option<i64>>,
     /// Workloads whose pin failed: when to try again, and how many times it failed.
     retries: HashMap<WorkloadKey, (Instant, u32)>,
+    /// Workloads with a ledger read or a patch under way, and why they must be decided again
+    /// once it is done (something asked meanwhile).
+    busy: HashMap<WorkloadKey, Option<Why>>,
+    /// Workloads that need these repositories' push times, gathered over one turn of the loop
+    /// so that the followers of a moved tag share one read.
+    to_read: BTreeMap<Vec<RepoKey>, Vec<(WorkloadKey, Option<i64>)>>,
+    polls: JoinSet<PollResult>,
+    reads: JoinSet<ReadResult>,
+    applies: JoinSet<ApplyResult>,
+    read_permits: Arc<Semaphore>,
+    apply_permits: Arc<Semaphore>,
+    event_permits: Arc<Semaphore>,
+}
+
+/// What the pins of an apply did, for Events and logs.
+fn describe(pins: &[rollout::Pin]) -> String {
+    pins.iter()
+        .map(|p| match &p.previous_digest {
+            Some(prev) => format!("{} to {} (was {prev})", p.container, p.image),
+            None => format!("{} to {}", p.container, p.image),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn workload_name(key: &WorkloadKey) -> String {
+    format!("{} {}/{}", key.0.as_str(), key.1, key.2)
 }
 
 fn now_rfc3339() -> String {
@@ -320,13 +396,13 @@ impl Rollouts {
     }
 
     /// A workload appeared or changed: track it (or stop), then roll back or pin as needed.
-    async fn on_workload(&mut self, v: View) -> Vec<Apply> {
+    async fn on_workload(&mut self, v: View) {
         let settings = match rollout::parse_settings(&v.annotations) {
             Ok(Some(s)) => s,
             Ok(None) => {
                 self.untrack(&v.key);
                 self.warned.remove(&v.key);
-                return Vec::new();
+                return;
             }
             Err(message) => {
                 self.untrack(&v.key);
@@ -334,7 +410,7 @@ impl Rollouts {
                     self.warned.insert(v.key.clone(), v.generation);
                     self.publish(&v.key, v.uid.clone(), EventType::Warning, "InvalidRolloutAnnotation", message).await;
                 }
-                return Vec::new();
+                return;
             }
         };
         if let Some(names) = &settings.containers
@@ -383,10 +459,7 @@ impl Rollouts {
             self.followers.entry(tag.clone()).or_default().insert(v.key.clone());
             self.reschedule(tag);
         }
-        if let Some(apply) = self.rollback(&v.key) {
-            return vec![apply];
-        }
-        self.plan(&v.key, None).await.into_iter().collect()
+        self.decide(&v.key, Why { changed: true, pushed_at: None }, None).await;
     }
 
     /// The rollback of a stuck Deployment that asked for `berth.dev/rollback: auto`.
@@ -402,49 +475,50 @@ impl Rollouts {
         Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: true, pushed_at: None })
     }
 
-    /// Push times of a repository berth declares, from its ledger (empty for others, or when
-    /// the ledger cannot be read: then the registry's tag alone decides).
-    async fn pushed_times(&self, registry: &str, path: &str) -> BTreeMap<String, i64> {
-        let Some(repo) = self.ctx.repository_for_path(registry, path) else {
-            return BTreeMap::new();
-        };
-        match ledger::load(&self.ctx.client, &repo).await {
-            Ok(stored) => stored.ledger.pushed,
-            Err(e) => {
-                tracing::warn!(registry, repository = path, error = %e, "cannot read the ledger");
-                BTreeMap::new()
-            }
+    /// Decides what a workload needs now and starts it: a rollback, a pin, or nothing. A pin
+    /// that replaces a digest first needs the push times of its repository (never back to an
+    /// older image): the workload then waits for a ledger read made after this decision, and
+    /// is decided again with it. A workload with a read or a patch under way is decided again
+    /// once that is done, so its patches never race each other. Only the leader decides: a
+    /// follower writes nothing, Events included.
+    async fn decide(&mut self, key: &WorkloadKey, why: Why, pushed: Option<&PushTimes>) {
+        if !self.ctx.leader.is_leader() || !self.tracked.contains_key(key) {
+            return;
         }
-    }
-
-    /// The pins a workload needs now, if any; a paused Deployment gets an event instead.
-    async fn plan(&mut self, key: &WorkloadKey, pushed_at: Option<i64>) -> Option<Apply> {
+        if let Some(again) = self.busy.get_mut(key) {
+            *again = Some(again.map_or(why, |a| a.and(why)));
+            return;
+        }
+        if why.changed
+            && let Some(apply) = self.rollback(key)
+        {
+            self.start_apply(apply);
+            return;
+        }
         let registries = self.registries();
         let known_host = |h: &str| registries.registry(h).is_some();
-        let t = self.tracked.get(key)?;
+        let Some(t) = self.tracked.get(key) else { return };
         let none = HashMap::new();
-        let known = Known { registries: &registries, tags: &self.tags, pushed: &none };
-        let mut pins = rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
-        if pins.iter().any(|p| p.previous_digest.is_some()) {
-            // Never back to an older image: the ledgers say which is older (read only when a
-            // pin would replace a digest, which is rare).
-            let mut pushed = HashMap::new();
-            for p in &pins {
-                if let Ok(image) = rollout::parse_image(&p.image)
-                    && let Some(registry) = registries.registry(&image.host)
-                    && !pushed.contains_key(&(registry.to_string(), image.path.clone()))
-                {
-                    let times = self.pushed_times(registry, &image.path).await;
-                    pushed.insert((registry.to_string(), image.path), times);
-                }
-            }
-            let t = self.tracked.get(key)?;
-            let known = Known { registries: &registries, tags: &self.tags, pushed: &pushed };
-            pins = rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
-        }
-        let t = self.tracked.get(key)?;
+        let known = Known { registries: &registries, tags: &self.tags, pushed: pushed.unwrap_or(&none) };
+        let pins = rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
         if pins.is_empty() {
-            return None;
+            self.retries.remove(key);
+            return;
+        }
+        // The repositories whose push times these pins need and this decision has not read
+        // (repositories berth does not declare have no ledger: the registry's tag decides).
+        let needed: BTreeSet<RepoKey> = pins
+            .iter()
+            .filter(|p| p.previous_digest.is_some())
+            .filter_map(|p| rollout::parse_image(&p.image).ok())
+            .filter_map(|i| Some((registries.registry(&i.host)?.to_string(), i.path)))
+            .filter(|repo| pushed.is_none_or(|read| !read.contains_key(repo)))
+            .filter(|(registry, path)| self.ctx.repository_for_path(registry, path).is_some())
+            .collect();
+        if !needed.is_empty() {
+            self.busy.insert(key.clone(), None);
+            self.to_read.entry(needed.into_iter().collect()).or_default().push((key.clone(), why.pushed_at));
+            return;
         }
         if t.paused {
             let target = pins[0].digest.clone();
@@ -458,70 +532,89 @@ impl Rollouts {
                     format!("paused: not pinning {} to {target} until the Deployment is resumed", pins[0].container);
                 self.publish(key, uid, EventType::Normal, "RolloutPaused", note).await;
             }
-            return None;
+            self.retries.remove(key);
+            return;
         }
         let record = t.record.pinned(&pins, &now_rfc3339(), t.generation);
         let mut body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
         body["metadata"]["resourceVersion"] = serde_json::json!(t.resource_version);
-        Some(Apply { key: key.clone(), uid: t.uid.clone(), body, record, pins, rollback: false, pushed_at })
+        let apply = Apply {
+            key: key.clone(),
+            uid: t.uid.clone(),
+            body,
+            record,
+            pins,
+            rollback: false,
+            pushed_at: why.pushed_at,
+        };
+        self.start_apply(apply);
     }
 
-    /// A tag moved: every follower gets its plan.
-    async fn on_tag(&mut self, tag: &TagKey, pushed_at: Option<i64>) -> Vec<Apply> {
+    /// A tag moved: every follower is decided.
+    async fn on_tag(&mut self, tag: &TagKey, pushed_at: Option<i64>) {
         let keys: Vec<WorkloadKey> = self.followers.get(tag).into_iter().flatten().cloned().collect();
-        let mut applies = Vec::new();
         for key in keys {
-            if let Some(a) = self.plan(&key, pushed_at).await {
-                applies.push(a);
-            }
+            self.decide(&key, Why { changed: false, pushed_at }, None).await;
         }
-        applies
     }
 
-    /// Sends the patches (a few at a time) and records what happened.
-    async fn apply(&mut self, applies: Vec<Apply>) {
-        if applies.is_empty() || !self.ctx.leader.is_leader() {
-            return;
-        }
-        let client = self.ctx.client.clone();
-        let results: Vec<(Apply, Result<Applied, kube::Error>)> = futures::stream::iter(applies)
-            .map(|a| {
-                let client = client.clone();
-                async move {
-                    let r = patch(&client, &a.key, &a.body).await;
-                    (a, r)
+    /// Starts the ledger reads the decisions of this turn asked for: one per set of
+    /// repositories, each read started after the decisions that wait on it.
+    fn start_reads(&mut self) {
+        for (needed, waiting) in std::mem::take(&mut self.to_read) {
+            let repos: Vec<(RepoKey, Option<Arc<Repository>>)> =
+                needed.into_iter().map(|r| (r.clone(), self.ctx.repository_for_path(&r.0, &r.1))).collect();
+            let ctx = self.ctx.clone();
+            let permits = self.read_permits.clone();
+            self.reads.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let mut pushed = PushTimes::new();
+                for ((registry, path), repo) in repos {
+                    // Unreadable (or no longer declared): the registry's tag alone decides.
+                    let times = match repo {
+                        Some(repo) => ledger::load_pushed(&ctx.client, &repo).await.unwrap_or_else(|e| {
+                            tracing::warn!(%registry, repository = %path, error = %e, "cannot read the ledger");
+                            BTreeMap::new()
+                        }),
+                        None => BTreeMap::new(),
+                    };
+                    pushed.insert((registry, path), times);
                 }
-            })
-            .buffer_unordered(APPLY_CONCURRENCY)
-            .collect()
-            .await;
-        for (a, result) in results {
-            let what = a
-                .pins
-                .iter()
-                .map(|p| match &p.previous_digest {
-                    Some(prev) => format!("{} to {} (was {prev})", p.container, p.image),
-                    None => format!("{} to {}", p.container, p.image),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            match result {
-                Ok((generation, resource_version)) => {
-                    self.retries.remove(&a.key);
-                    if let Some(t) = self.tracked.get_mut(&a.key) {
-                        t.resource_version = resource_version;
-                        t.generation = generation;
-                        for p in &a.pins {
-                            if let Some(c) = t.containers.iter_mut().find(|c| c.name == p.container && c.init == p.init)
-                            {
-                                c.image = p.image.clone();
-                            }
-                        }
-                        t.record = a.record.clone();
-                    }
+                ReadResult { pushed, waiting }
+            });
+        }
+    }
+
+    /// Push times arrived: the workloads that waited on them are decided with them.
+    async fn on_read(&mut self, r: ReadResult) {
+        for (key, pushed_at) in r.waiting {
+            let asked = self.busy.remove(&key).flatten().unwrap_or_default();
+            self.decide(&key, asked.and(Why { changed: false, pushed_at }), Some(&r.pushed)).await;
+        }
+    }
+
+    /// Sends one patch (at most `APPLY_CONCURRENCY` at a time), then publishes the Event that
+    /// says what it did (at most `EVENT_CONCURRENCY` at a time); the result comes back to
+    /// `on_applied`.
+    fn start_apply(&mut self, a: Apply) {
+        self.busy.insert(a.key.clone(), None);
+        let ctx = self.ctx.clone();
+        let permits = self.apply_permits.clone();
+        let event_permits = self.event_permits.clone();
+        self.applies.spawn(async move {
+            let permit = permits.acquire_owned().await;
+            if !ctx.leader.is_leader() {
+                return (a, None);
+            }
+            let result = patch(&ctx.client, &a.key, &a.body).await;
+            drop(permit);
+            let what = describe(&a.pins);
+            let object = Rollouts::object_ref(&a.key, a.uid.clone());
+            let event = match &result {
+                Ok(_) => {
                     if let Some(at) = a.pushed_at {
                         let secs = (Timestamp::now().as_millisecond() - at).max(0) as f64 / 1000.0;
-                        self.ctx.metrics.rollout_latency.observe(secs);
+                        ctx.metrics.rollout_latency.observe(secs);
                     }
                     let (result, type_, reason, note) = if a.rollback {
                         (
@@ -533,29 +626,68 @@ impl Rollouts {
                     } else {
                         ("pinned", EventType::Normal, "Pinned", format!("pinned {what}"))
                     };
-                    tracing::info!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), "{note}");
-                    self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result }).inc();
-                    self.publish(&a.key, a.uid.clone(), type_, reason, note).await;
+                    tracing::info!(workload = %workload_name(&a.key), "{note}");
+                    ctx.metrics.rollouts.get_or_create(&RolloutLabels { result }).inc();
+                    Some((type_, reason, note))
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    self.retries.remove(&a.key);
-                    self.untrack(&a.key);
-                }
-                // Someone changed the workload since berth read it: the watch brings the new
-                // version, and berth decides again on that (and once more shortly, in case the
-                // new version arrived before this answer).
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    tracing::debug!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), "changed meanwhile; deciding again");
-                    self.retry_later(&a.key);
-                }
+                // Gone: nothing to say. Changed meanwhile: decided again on the new version.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => None,
                 Err(e) => {
-                    self.retry_later(&a.key);
-                    self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: "failed" }).inc();
-                    tracing::warn!(workload = %format!("{} {}/{}", a.key.0.as_str(), a.key.1, a.key.2), error = %e, "cannot pin");
-                    let note = format!("cannot pin {what}: {e}");
-                    self.publish(&a.key, a.uid.clone(), EventType::Warning, "PinFailed", note).await;
+                    ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: "failed" }).inc();
+                    tracing::warn!(workload = %workload_name(&a.key), error = %e, "cannot pin");
+                    Some((EventType::Warning, "PinFailed", format!("cannot pin {what}: {e}")))
+                }
+            };
+            if let Some((type_, reason, note)) = event {
+                let _permit = event_permits.acquire_owned().await;
+                super::publish_about(&ctx, &object, (type_, reason, "Rollout"), note).await;
+            }
+            (a, Some(result))
+        });
+    }
+
+    /// A patch is done: record what it changed, or try again later; then decide again what
+    /// asked meanwhile.
+    async fn on_applied(&mut self, (a, result): ApplyResult) {
+        let again = self.busy.remove(&a.key).flatten();
+        // The watch delivered the workload while the patch was under way: a patch that
+        // succeeded had the version berth last saw, so what came after is this patch's result
+        // or newer (kube-controller-manager's status, someone's edit), and it is what berth
+        // keeps. Putting this patch's version back would make every later patch a 409.
+        let seen_since = again.is_some_and(|why| why.changed);
+        match result {
+            None => {}
+            Some(Ok(_)) if seen_since => {
+                self.retries.remove(&a.key);
+            }
+            Some(Ok((generation, resource_version))) => {
+                self.retries.remove(&a.key);
+                if let Some(t) = self.tracked.get_mut(&a.key) {
+                    t.resource_version = resource_version;
+                    t.generation = generation;
+                    for p in &a.pins {
+                        if let Some(c) = t.containers.iter_mut().find(|c| c.name == p.container && c.init == p.init) {
+                            c.image = p.image.clone();
+                        }
+                    }
+                    t.record = a.record.clone();
                 }
             }
+            Some(Err(kube::Error::Api(s))) if s.code == 404 => {
+                self.retries.remove(&a.key);
+                self.untrack(&a.key);
+            }
+            // Someone changed the workload since berth read it: the watch brings the new
+            // version, and berth decides again on that (and once more shortly, in case the
+            // new version arrived before this answer).
+            Some(Err(kube::Error::Api(s))) if s.code == 409 => {
+                tracing::debug!(workload = %workload_name(&a.key), "changed meanwhile; deciding again");
+                self.retry_later(&a.key);
+            }
+            Some(Err(_)) => self.retry_later(&a.key),
+        }
+        if let Some(why) = again {
+            self.decide(&a.key, why, None).await;
         }
     }
 
@@ -567,34 +699,28 @@ impl Rollouts {
     }
 
     /// The workloads whose retry is due, decided again.
-    async fn retry_due(&mut self) -> Vec<Apply> {
+    async fn retry_due(&mut self) {
         let now = Instant::now();
         let due: Vec<WorkloadKey> =
             self.retries.iter().filter(|(_, (at, _))| *at <= now).map(|(k, _)| k.clone()).collect();
-        let mut applies = Vec::new();
         for key in due {
-            // Stays in `retries` (for its count) until a pin succeeds; pushed out meanwhile.
+            // Stays in `retries` (for its count) until a pin succeeds or none is needed;
+            // pushed out meanwhile.
             if let Some((at, _)) = self.retries.get_mut(&key) {
                 *at = now + RETRY_MAX;
             }
-            match self.plan(&key, None).await {
-                Some(a) => applies.push(a),
-                None => {
-                    self.retries.remove(&key);
-                }
-            }
+            self.decide(&key, Why::default(), None).await;
         }
-        applies
     }
 
     /// Starts the polls that are due (only the leader polls: followers keep their state warm).
-    fn poll_due(&mut self, polls: &mut JoinSet<PollResult>) {
+    fn poll_due(&mut self) {
         if !self.ctx.leader.is_leader() {
             return;
         }
         for key in self.schedule.due(Instant::now()) {
             let registry = self.registry(&key.0);
-            self.spawn_poll(key, registry, polls);
+            self.spawn_poll(key, registry, Duration::ZERO);
         }
     }
 
@@ -603,9 +729,9 @@ impl Rollouts {
         self.ctx.registries.get(&ObjectRef::new(name))
     }
 
-    /// Asks the registry where a tag points (one HEAD). One poll per tag at a time: a request
-    /// for another while one is under way runs once that one is done.
-    fn spawn_poll(&mut self, key: TagKey, registry: Option<Arc<Registry>>, polls: &mut JoinSet<PollResult>) {
+    /// Asks the registry where a tag points (one HEAD), `after` a while. One poll per tag at a
+    /// time: a request for another while one is under way runs once that one is done.
+    fn spawn_poll(&mut self, key: TagKey, registry: Option<Arc<Registry>>, after: Duration) {
         let state = self.tags.0.entry(key.clone()).or_default();
         if state.in_flight.is_some() {
             state.in_flight = Some(true);
@@ -613,7 +739,8 @@ impl Rollouts {
         }
         state.in_flight = Some(false);
         let ctx = self.ctx.clone();
-        polls.spawn(async move {
+        self.polls.spawn(async move {
+            tokio::time::sleep(after).await;
             let started = Instant::now();
             let work = async {
                 let Some(registry) = registry else {
@@ -628,7 +755,7 @@ impl Rollouts {
         });
     }
 
-    async fn on_poll(&mut self, p: PollResult, polls: &mut JoinSet<PollResult>) -> Vec<Apply> {
+    async fn on_poll(&mut self, p: PollResult) {
         let jitter = rand::rng().random::<f64>();
         let outcome = match &p.result {
             Ok(_) => PollOutcome::Answered,
@@ -638,34 +765,50 @@ impl Rollouts {
         self.schedule.done(&p.key, outcome, Instant::now(), jitter);
         let again = self.tags.0.get_mut(&p.key).and_then(|t| t.in_flight.take()).unwrap_or(false);
         if again && self.followers.contains_key(&p.key) {
-            self.spawn_poll(p.key.clone(), self.registry(&p.key.0), polls);
+            self.spawn_poll(p.key.clone(), self.registry(&p.key.0), Duration::ZERO);
         }
         match p.result {
-            Ok(Some(digest)) => {
+            Ok(answer) => {
                 if !self.followers.contains_key(&p.key) {
-                    return Vec::new();
+                    return;
                 }
                 let t = self.tags.0.entry(p.key.clone()).or_default();
                 // A push event heard after this poll's request was sent: its own poll answers.
                 if t.heard_at.is_some_and(|h| h > p.started) {
-                    return Vec::new();
+                    return;
                 }
-                let pushed_at = t.hint.take_if(|(d, _)| *d == digest).map(|(_, at)| at);
-                t.digest = Some(digest);
-                // Every answer is checked against every follower: a pin that disagrees with the
-                // registry (a failed patch, an edit, an old forged event) is repaired.
-                self.on_tag(&p.key, pushed_at).await
+                let pushed_at = t.hint.take_if(|(d, _)| answer.as_ref() == Some(d)).map(|(_, at)| at);
+                // The registry does not point the tag at the event's digest (yet): Distribution
+                // sends the event once the manifest is stored and writes the tag just after,
+                // so ask again shortly, a few times (a poll already asked for will do).
+                let mut recheck = None;
+                if t.hint.is_some() && !again {
+                    match rollout::recheck_delay(t.rechecks) {
+                        Some(delay) => {
+                            t.rechecks += 1;
+                            recheck = Some(delay);
+                        }
+                        None => t.hint = None,
+                    }
+                }
+                if let Some(digest) = answer {
+                    t.digest = Some(digest);
+                    // Every answer is checked against every follower: a pin that disagrees with
+                    // the registry (a failed patch, an edit, an old forged event) is repaired.
+                    self.on_tag(&p.key, pushed_at).await;
+                }
+                if let Some(delay) = recheck {
+                    self.spawn_poll(p.key.clone(), self.registry(&p.key.0), delay);
+                }
             }
-            Ok(None) => Vec::new(),
             Err(e) => {
                 tracing::debug!(registry = %p.key.0, tag = %format!("{}:{}", p.key.1, p.key.2), error = %e, "poll failed");
-                Vec::new()
             }
         }
     }
 
     /// A registry event says a followed tag moved: ask the registry now.
-    fn on_moved(&mut self, m: TagMoved, polls: &mut JoinSet<PollResult>) {
+    fn on_moved(&mut self, m: TagMoved) {
         let key = (m.registry, m.path, m.tag);
         if !self.followers.contains_key(&key) {
             return;
@@ -674,9 +817,10 @@ impl Rollouts {
         let t = self.tags.0.entry(key.clone()).or_default();
         t.heard_at = Some(Instant::now());
         t.hint = Some((m.digest, m.at));
+        t.rechecks = 0;
         if self.ctx.leader.is_leader() {
             let registry = self.registry(&key.0);
-            self.spawn_poll(key, registry, polls);
+            self.spawn_poll(key, registry, Duration::ZERO);
         }
     }
 }
@@ -792,8 +936,15 @@ pub async fn run(
         schedule: Schedule::default(),
         warned: HashMap::new(),
         retries: HashMap::new(),
+        busy: HashMap::new(),
+        to_read: BTreeMap::new(),
+        polls: JoinSet::new(),
+        reads: JoinSet::new(),
+        applies: JoinSet::new(),
+        read_permits: Arc::new(Semaphore::new(LEDGER_READ_CONCURRENCY)),
+        apply_permits: Arc::new(Semaphore::new(APPLY_CONCURRENCY)),
+        event_permits: Arc::new(Semaphore::new(EVENT_CONCURRENCY)),
     };
-    let mut polls = JoinSet::new();
     let mut leadership = state.ctx.leader.subscribe();
     let stop = super::stopped(shutdown);
     tokio::pin!(stop);
@@ -806,53 +957,45 @@ pub async fn run(
         } else {
             idle
         };
-        let applies = tokio::select! {
+        tokio::select! {
             Some(()) = namespaces.next() => {
                 let now = opted_in.state().iter().map(|n| n.name_any()).collect();
                 for ns in inputs.follow(&client, now, &state.ctx.settings.namespaces) {
                     state.untrack_namespace(&ns);
                 }
-                Vec::new()
             }
             Some((_, input)) = inputs.streams.next() => match input {
                 Input::Applied(v) if !inputs.enabled.contains(&v.key.1) => {
                     state.untrack(&v.key);
                     state.warned.remove(&v.key);
-                    Vec::new()
                 }
                 Input::Applied(v) => state.on_workload(v).await,
                 Input::Deleted(key) => {
                     state.untrack(&key);
                     state.warned.remove(&key);
-                    Vec::new()
                 }
             },
-            Some(m) = moved.recv() => {
-                state.on_moved(m, &mut polls);
-                Vec::new()
-            }
-            Some(Ok(p)) = polls.join_next(), if !polls.is_empty() => state.on_poll(p, &mut polls).await,
+            Some(m) = moved.recv() => state.on_moved(m),
+            Some(Ok(p)) = state.polls.join_next(), if !state.polls.is_empty() => state.on_poll(p).await,
+            Some(Ok(r)) = state.reads.join_next(), if !state.reads.is_empty() => state.on_read(r).await,
+            Some(Ok(a)) = state.applies.join_next(), if !state.applies.is_empty() => state.on_applied(a).await,
             Ok(()) = leadership.changed() => {
                 let leading = *leadership.borrow_and_update();
                 if leading {
                     // Taking over: check every tag, then every follower against what is known.
                     state.schedule.all_due(Instant::now());
                     let keys: Vec<WorkloadKey> = state.tracked.keys().cloned().collect();
-                    let mut applies = Vec::new();
                     for key in keys {
-                        applies.extend(state.plan(&key, None).await);
+                        state.decide(&key, Why::default(), None).await;
                     }
-                    applies
-                } else {
-                    Vec::new()
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
-                state.poll_due(&mut polls);
-                state.retry_due().await
+                state.poll_due();
+                state.retry_due().await;
             }
             _ = &mut stop => return,
-        };
-        state.apply(applies).await;
+        }
+        state.start_reads();
     }
 }

@@ -318,6 +318,13 @@ pub async fn load(client: &Client, repo: &Repository) -> Result<Stored, kube::Er
     Ok(Stored { ledger, pushed, pins })
 }
 
+/// Reads only a Repository's push times (one LIST): all a rollout needs to never go back.
+pub async fn load_pushed(client: &Client, repo: &Repository) -> Result<BTreeMap<String, i64>, kube::Error> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), &repo.namespace().unwrap_or_default());
+    let pushed = load_kind(&api, LEDGER_LABEL, &repo.uid().unwrap_or_default(), "pushed").await?;
+    Ok(Ledger::from_shards(pushed.iter().map(|(s, _)| s), []).pushed)
+}
+
 enum Write {
     Done,
     Conflict,

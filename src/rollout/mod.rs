@@ -15,7 +15,7 @@ pub use record::{
     BAD_DIGESTS_ANNOTATION, DIGEST_ANNOTATION, Kind, PINNED_AT_ANNOTATION, PINNED_GENERATION_ANNOTATION,
     PREVIOUS_DIGEST_ANNOTATION, Record, apply_body, rollback,
 };
-pub use schedule::{PollOutcome, Schedule};
+pub use schedule::{PollOutcome, Schedule, recheck_delay};
 
 use std::{collections::BTreeMap, time::Duration};
 

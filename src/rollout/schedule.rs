@@ -10,6 +10,18 @@ use std::{
 
 /// Longest wait between two polls of a tag whose registry keeps refusing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How many times to ask again when the registry does not point a tag at a push event's
+/// digest yet: 50 ms doubling to 1.6 s, about 3 s in all.
+pub const RECHECKS: u32 = 6;
+
+/// How long to wait before asking the registry again (`attempt` from 0) when it does not point
+/// a tag at a push event's digest. Distribution sends the event once the manifest is stored
+/// and writes the tag just after, so an answer right after the event can still be the old
+/// digest (or none, for a new tag). `None`: stop asking; polling catches up, and a forged
+/// event costs a few HEADs.
+pub fn recheck_delay(attempt: u32) -> Option<Duration> {
+    (attempt < RECHECKS).then(|| Duration::from_millis(50 << attempt))
+}
 
 /// What one poll of a tag gave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +157,16 @@ mod tests {
         s.done(&"a", PollOutcome::Answered, t0, 0.5);
         assert!(s.due(t0 + MIN - Duration::from_secs(1)).is_empty());
         assert_eq!(s.due(t0 + MIN + Duration::from_secs(1)), vec!["a"]);
+    }
+
+    #[test]
+    fn an_unconfirmed_event_is_checked_again_a_few_times_then_left_to_polling() {
+        let delays: Vec<Duration> = (0..).map_while(recheck_delay).collect();
+        assert_eq!(delays.len(), RECHECKS as usize);
+        assert_eq!(delays[0], Duration::from_millis(50));
+        assert!(delays.windows(2).all(|w| w[1] == w[0] * 2));
+        let total: Duration = delays.iter().sum();
+        assert!(total > Duration::from_secs(2) && total < Duration::from_secs(5), "{total:?}");
     }
 
     #[test]
