@@ -243,6 +243,12 @@ async fn running_digests(pods: &Api<Pod>, selector: &str) -> Result<Vec<String>,
     Ok(ids)
 }
 
+/// Ok when exactly `n` Ready pods match `selector`, all running `want`.
+async fn all_on(pods: &Api<Pod>, selector: &str, n: usize, want: &str) -> Result<(), String> {
+    let ids = running_digests(pods, selector).await?;
+    if ids.len() == n && ids.iter().all(|id| digest_of(id) == want) { Ok(()) } else { Err(format!("{ids:?}")) }
+}
+
 fn digest_of(image_id: &str) -> &str {
     image_id.rsplit_once('@').map_or(image_id, |(_, d)| d)
 }
@@ -574,12 +580,7 @@ async fn a_push_to_a_watched_tag_rolls_every_pod_onto_the_pushed_digest() {
         let pods = &pods;
         let want = &pushed.digest;
         eventually(WAIT, &format!("push {i}: every pod runs {want}"), || async move {
-            let ids = running_digests(pods, "app=web").await?;
-            if ids.len() == 3 && ids.iter().all(|id| digest_of(id) == want.as_str()) {
-                Ok(())
-            } else {
-                Err(format!("{ids:?}"))
-            }
+            all_on(pods, "app=web", 3, want).await
         })
         .await;
         took.push(started.elapsed().as_secs_f64());
@@ -610,12 +611,7 @@ async fn a_push_to_a_watched_tag_rolls_every_pod_onto_the_pushed_digest() {
         let pods = &pods;
         let want = &pushed.digest;
         eventually(WAIT, &format!("reference {i}: every pod runs {want}"), || async move {
-            let ids = running_digests(pods, "app=web").await?;
-            if ids.len() == 3 && ids.iter().all(|id| digest_of(id) == want.as_str()) {
-                Ok(())
-            } else {
-                Err(format!("{ids:?}"))
-            }
+            all_on(pods, "app=web", 3, want).await
         })
         .await;
         reference.push(started.elapsed().as_secs_f64());
@@ -677,14 +673,7 @@ async fn a_digest_whose_pods_never_become_ready_is_rolled_back_and_the_pods_run_
         let pods = &pods;
         move || {
             let want = want.clone();
-            async move {
-                let ids = running_digests(pods, "app=web").await?;
-                if ids.len() == 2 && ids.iter().all(|id| digest_of(id) == want) {
-                    Ok(())
-                } else {
-                    Err(format!("{ids:?}"))
-                }
-            }
+            async move { all_on(pods, "app=web", 2, &want).await }
         }
     };
     eventually(WAIT, "two pods on the good digest", on(good.digest.clone())).await;

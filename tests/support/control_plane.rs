@@ -60,13 +60,7 @@ pub async fn control_plane() -> &'static ControlPlane {
     use futures::FutureExt;
     let started = CONTROL_PLANE
         .get_or_init(|| async {
-            std::panic::AssertUnwindSafe(ControlPlane::start()).catch_unwind().await.map_err(|panic| {
-                panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into())
-            })
+            std::panic::AssertUnwindSafe(ControlPlane::start()).catch_unwind().await.map_err(super::panic_message)
         })
         .await;
     match started {

@@ -54,13 +54,7 @@ pub async fn control_plane_with_node() -> Option<&'static NodeCluster> {
     use futures::FutureExt;
     let started = NODE_CLUSTER
         .get_or_init(|| async {
-            std::panic::AssertUnwindSafe(NodeCluster::start()).catch_unwind().await.map_err(|panic| {
-                panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into())
-            })
+            std::panic::AssertUnwindSafe(NodeCluster::start()).catch_unwind().await.map_err(super::panic_message)
         })
         .await;
     match started {
