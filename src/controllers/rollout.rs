@@ -1,4 +1,6 @@
-//! The rollout controller: workloads annotated `berth.dev/rollout: digest` follow their tags.
+//! The rollout controller: workloads annotated `berth.dev/rollout: digest` follow their tags;
+//! workloads annotated with a version policy (`semver:~1.4`, ...) follow the versions published
+//! in their repositories.
 //!
 //! A namespace opts in first (label `berth.dev/rollouts: enabled`): workloads elsewhere are never
 //! touched, and are watched only by a cluster-wide install (which keeps nothing of them).
@@ -9,7 +11,14 @@
 //! it makes berth ask the registry at once (one HEAD), and only the registry's answer moves a
 //! tag, so a forged or replayed event cannot pin anything. Polling is the fallback, one request
 //! per distinct tag per interval, and every answer is checked against every follower, so a pin
-//! that disagrees with the registry is repaired. What a decision needs beyond the registry is
+//! that disagrees with the registry is repaired.
+//!
+//! Version policies follow repositories, not tags: one tags listing per repository per interval
+//! (however many workloads follow it, at the shortest interval any asked for), and one HEAD for
+//! each tag a policy picks whose digest berth does not know yet (for `newest-pushed`, each
+//! matching tag: push times are kept by digest). A push event for a tag some follower's policy
+//! considers is confirmed with one HEAD and then counts as listed, so a new version is pinned
+//! without waiting for the next listing. What a decision needs beyond the registry is
 //! stored, not remembered: berth's record on the workload (its annotations) and the push times
 //! in the repository's ledger, so a restarted or new leader decides the same way. A pin that
 //! fails is tried again with backoff. Decisions are the pure functions of `crate::rollout`;
@@ -64,7 +73,10 @@ use crate::{
     namespaces::Namespaces,
     registry::{RegistryError, count_requests},
     repository::ledger,
-    rollout::{self, Container, Digests, ImageRef, Kind, PollOutcome, Record, Schedule, Settings, TagKey, tag_key},
+    rollout::{
+        self, Candidate, Container, Digests, ImageRef, Kind, Policy, PollOutcome, Record, RepoKey, Schedule, Settings,
+        TagKey, repo_key, tag_key,
+    },
 };
 
 /// The field manager of every rollout patch: it owns the pinned image fields and berth's
@@ -194,7 +206,10 @@ struct Tracked {
     paused: bool,
     stuck: bool,
     observed_generation: Option<i64>,
+    /// The tags it follows (`digest`).
     follows: Vec<TagKey>,
+    /// The repositories it follows (a version policy).
+    repos: Vec<RepoKey>,
     /// The digest a "paused" event was last published for, so it is said once.
     paused_noted: Option<String>,
 }
@@ -213,6 +228,22 @@ struct TagState {
     rechecks: u32,
     /// A poll is under way; `true` when another must follow it (an event came meanwhile).
     in_flight: Option<bool>,
+    /// A push time for `digest` from a push event the registry confirmed (unix ms, never later
+    /// than when it was heard): what the repository's ledger records too, used for
+    /// `newest-pushed` until the ledger has it.
+    pushed: Option<(String, i64)>,
+}
+
+/// A repository followed by version policies.
+#[derive(Default)]
+struct Listing {
+    /// Its tags as last listed, and those push events made berth confirm since; `None` until
+    /// the first listing.
+    tags: Option<BTreeSet<String>>,
+    /// Tags a push event made berth confirm, and when: a listing sent before keeps them.
+    confirmed: Vec<(String, Instant)>,
+    /// A listing is under way; `true` when another must follow it.
+    in_flight: Option<bool>,
 }
 
 #[derive(Default)]
@@ -223,6 +254,7 @@ struct Tags(HashMap<TagKey, TagState>);
 struct Known<'a> {
     registries: &'a hosts::Index,
     tags: &'a Tags,
+    listings: &'a HashMap<RepoKey, Listing>,
     pushed: &'a HashMap<(String, String), BTreeMap<String, i64>>,
 }
 
@@ -234,6 +266,28 @@ impl Digests for Known<'_> {
     fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64> {
         let registry = self.registries.registry(&image.host)?;
         self.pushed.get(&(registry.to_string(), image.path.clone())).and_then(|m| m.get(digest).copied())
+    }
+
+    fn candidates(&self, image: &ImageRef) -> Option<Vec<Candidate>> {
+        let (registry, path) = repo_key(self.registries, image)?;
+        let listed = self.listings.get(&(registry.clone(), path.clone()))?.tags.as_ref()?;
+        let ledger = self.pushed.get(&(registry.clone(), path.clone()));
+        let mut key = (registry, path, String::new());
+        Some(
+            listed
+                .iter()
+                .map(|tag| {
+                    key.2.clone_from(tag);
+                    let state = self.tags.0.get(&key);
+                    let digest = state.and_then(|s| s.digest.clone());
+                    let pushed_at_ms = digest.as_ref().and_then(|d| {
+                        let heard = state.and_then(|s| s.pushed.as_ref()).filter(|(pd, _)| pd == d).map(|(_, at)| *at);
+                        ledger.and_then(|m| m.get(d).copied()).or(heard)
+                    });
+                    Candidate { tag: tag.clone(), digest, pushed_at_ms }
+                })
+                .collect(),
+        )
     }
 }
 
@@ -255,8 +309,11 @@ struct PollResult {
     result: Result<Option<String>, RegistryError>,
 }
 
-/// A repository berth declares: (Registry name, path).
-type RepoKey = (String, String);
+struct ListResult {
+    repo: RepoKey,
+    started: Instant,
+    result: Result<Vec<String>, RegistryError>,
+}
 /// Push times (digest -> unix ms) of the repositories a decision needed.
 type PushTimes = HashMap<RepoKey, BTreeMap<String, i64>>;
 
@@ -291,6 +348,11 @@ struct Rollouts {
     followers: HashMap<TagKey, HashSet<WorkloadKey>>,
     tags: Tags,
     schedule: Schedule<TagKey>,
+    /// Workloads following each repository with a version policy, its listing and when to list
+    /// it next.
+    repo_followers: HashMap<RepoKey, HashSet<WorkloadKey>>,
+    listings: HashMap<RepoKey, Listing>,
+    list_schedule: Schedule<RepoKey>,
     /// Workload generations a Warning about malformed annotations was published for.
     warned: HashMap<WorkloadKey, Option<i64>>,
     /// Workloads whose pin failed: when to try again, and how many times it failed.
@@ -302,6 +364,7 @@ struct Rollouts {
     /// so that the followers of a moved tag share one read.
     to_read: BTreeMap<Vec<RepoKey>, Vec<(WorkloadKey, Option<i64>)>>,
     polls: JoinSet<PollResult>,
+    lists: JoinSet<ListResult>,
     reads: JoinSet<ReadResult>,
     applies: JoinSet<ApplyResult>,
     read_permits: Arc<Semaphore>,
@@ -312,9 +375,14 @@ struct Rollouts {
 /// What the pins of an apply did, for Events and logs.
 fn describe(pins: &[rollout::Pin]) -> String {
     pins.iter()
-        .map(|p| match &p.previous_digest {
-            Some(prev) => format!("{} to {} (was {prev})", p.container, p.image),
-            None => format!("{} to {}", p.container, p.image),
+        .map(|p| {
+            let was = match (&p.previous_tag, &p.previous_digest) {
+                (Some(tag), Some(prev)) => format!(" (was {tag}@{prev})"),
+                (None, Some(prev)) => format!(" (was {prev})"),
+                _ => String::new(),
+            };
+            let why = p.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+            format!("{} to {}{was}{why}", p.container, p.image)
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -356,6 +424,9 @@ impl Rollouts {
             for tag in t.follows {
                 self.unfollow(&tag, key);
             }
+            for repo in t.repos {
+                self.unfollow_repo(&repo, key);
+            }
         }
     }
 
@@ -374,11 +445,44 @@ impl Rollouts {
             if set.is_empty() {
                 self.followers.remove(tag);
                 self.schedule.unwatch(tag);
-                self.tags.0.remove(tag);
+                if !self.repo_followers.contains_key(&(tag.0.clone(), tag.1.clone())) {
+                    self.tags.0.remove(tag);
+                }
             } else {
                 self.reschedule(tag);
             }
         }
+    }
+
+    /// A workload stops following a repository; the last one takes its listing and the digests
+    /// learnt for its tags along.
+    fn unfollow_repo(&mut self, repo: &RepoKey, key: &WorkloadKey) {
+        if let Some(set) = self.repo_followers.get_mut(repo) {
+            set.remove(key);
+            if set.is_empty() {
+                self.repo_followers.remove(repo);
+                self.list_schedule.unwatch(repo);
+                self.listings.remove(repo);
+                let followers = &self.followers;
+                self.tags.0.retain(|k, _| (&k.0, &k.1) != (&repo.0, &repo.1) || followers.contains_key(k));
+            } else {
+                self.reschedule_repo(repo);
+            }
+        }
+    }
+
+    /// Lists a repository at the shortest interval any of its followers asked for.
+    fn reschedule_repo(&mut self, repo: &RepoKey) {
+        let interval = self
+            .repo_followers
+            .get(repo)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.tracked.get(k))
+            .fold(rollout::DEFAULT_POLL_INTERVAL.max(Duration::from_secs(3600 * 24)), |min, t| {
+                min.min(t.settings.poll_interval)
+            });
+        self.list_schedule.watch(repo.clone(), interval, Instant::now());
     }
 
     /// Polls a tag at the shortest interval any of its followers asked for.
@@ -425,17 +529,34 @@ impl Rollouts {
             self.publish(&v.key, v.uid.clone(), EventType::Warning, "InvalidRolloutAnnotation", note).await;
         }
         let registries = self.registries();
-        let mut follows: Vec<TagKey> = v
+        let images: Vec<ImageRef> = v
             .containers
             .iter()
             .filter(|c| settings.containers.as_ref().is_none_or(|names| names.contains(&c.name)))
             .filter_map(|c| rollout::parse_image(&c.image).ok())
-            .filter_map(|i| tag_key(&registries, &i))
             .collect();
+        let (mut follows, mut repos): (Vec<TagKey>, Vec<RepoKey>) = if settings.policy.is_version() {
+            (Vec::new(), images.iter().filter_map(|i| repo_key(&registries, i)).collect())
+        } else {
+            (images.iter().filter_map(|i| tag_key(&registries, i)).collect(), Vec::new())
+        };
         follows.sort();
         follows.dedup();
-        let previous = self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.paused_noted.clone()));
-        let (old_follows, paused_noted) = previous.unwrap_or_default();
+        repos.sort();
+        repos.dedup();
+        if let Policy::NewestPushed(_) = settings.policy
+            && let Some((registry, path)) = repos.iter().find(|(r, p)| self.ctx.repository_for_path(r, p).is_none())
+            && self.warned.get(&v.key) != Some(&v.generation)
+        {
+            self.warned.insert(v.key.clone(), v.generation);
+            let note = format!(
+                "newest-pushed orders tags by push time, which berth records only for repositories it \
+                 declares: declare a Repository for {path} in Registry {registry}, or use another policy"
+            );
+            self.publish(&v.key, v.uid.clone(), EventType::Warning, "InvalidRolloutAnnotation", note).await;
+        }
+        let previous = self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.repos.clone(), t.paused_noted.clone()));
+        let (old_follows, old_repos, paused_noted) = previous.unwrap_or_default();
         self.tracked.insert(
             v.key.clone(),
             Tracked {
@@ -449,6 +570,7 @@ impl Rollouts {
                 stuck: v.stuck,
                 observed_generation: v.observed_generation,
                 follows: follows.clone(),
+                repos: repos.clone(),
                 paused_noted,
             },
         );
@@ -458,6 +580,13 @@ impl Rollouts {
         for tag in &follows {
             self.followers.entry(tag.clone()).or_default().insert(v.key.clone());
             self.reschedule(tag);
+        }
+        for repo in old_repos.iter().filter(|r| !repos.contains(r)) {
+            self.unfollow_repo(repo, &v.key);
+        }
+        for repo in &repos {
+            self.repo_followers.entry(repo.clone()).or_default().insert(v.key.clone());
+            self.reschedule_repo(repo);
         }
         self.decide(&v.key, Why { changed: true, pushed_at: None }, None).await;
     }
@@ -498,9 +627,41 @@ impl Rollouts {
         let registries = self.registries();
         let known_host = |h: &str| registries.registry(h).is_some();
         let Some(t) = self.tracked.get(key) else { return };
+        // `newest-pushed` orders by push time: it reads its repositories' ledgers first.
+        if let Policy::NewestPushed(_) = t.settings.policy {
+            let needed: Vec<RepoKey> = t
+                .repos
+                .iter()
+                .filter(|repo| pushed.is_none_or(|read| !read.contains_key(*repo)))
+                .filter(|(registry, path)| self.ctx.repository_for_path(registry, path).is_some())
+                .cloned()
+                .collect();
+            if !needed.is_empty() {
+                self.busy.insert(key.clone(), None);
+                self.to_read.entry(needed).or_default().push((key.clone(), why.pushed_at));
+                return;
+            }
+        }
         let none = HashMap::new();
-        let known = Known { registries: &registries, tags: &self.tags, pushed: pushed.unwrap_or(&none) };
-        let pins = rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
+        let known = Known {
+            registries: &registries,
+            tags: &self.tags,
+            listings: &self.listings,
+            pushed: pushed.unwrap_or(&none),
+        };
+        let rollout::Plan { pins, resolve } =
+            rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
+        // Digests a version policy needs: asked once each (a HEAD under way is not asked
+        // again); the answer decides the repository's followers again.
+        for image in resolve {
+            if let Some(tag) = tag_key(&registries, &image)
+                && self.tags.0.get(&tag).is_none_or(|s| s.in_flight.is_none())
+            {
+                let registry = self.registry(&tag.0);
+                self.spawn_poll(tag, registry, Duration::ZERO);
+            }
+        }
+        let Some(t) = self.tracked.get(key) else { return };
         if pins.is_empty() {
             self.retries.remove(key);
             return;
@@ -509,7 +670,7 @@ impl Rollouts {
         // (repositories berth does not declare have no ledger: the registry's tag decides).
         let needed: BTreeSet<RepoKey> = pins
             .iter()
-            .filter(|p| p.previous_digest.is_some())
+            .filter(|p| p.previous_digest.is_some() && !t.settings.policy.is_version())
             .filter_map(|p| rollout::parse_image(&p.image).ok())
             .filter_map(|i| Some((registries.registry(&i.host)?.to_string(), i.path)))
             .filter(|repo| pushed.is_none_or(|read| !read.contains_key(repo)))
@@ -553,6 +714,15 @@ impl Rollouts {
     /// A tag moved: every follower is decided.
     async fn on_tag(&mut self, tag: &TagKey, pushed_at: Option<i64>) {
         let keys: Vec<WorkloadKey> = self.followers.get(tag).into_iter().flatten().cloned().collect();
+        for key in keys {
+            self.decide(&key, Why { changed: false, pushed_at }, None).await;
+        }
+    }
+
+    /// A followed repository's tags changed (listed, or a pushed tag confirmed): every
+    /// follower is decided.
+    async fn on_repo(&mut self, repo: &RepoKey, pushed_at: Option<i64>) {
+        let keys: Vec<WorkloadKey> = self.repo_followers.get(repo).into_iter().flatten().cloned().collect();
         for key in keys {
             self.decide(&key, Why { changed: false, pushed_at }, None).await;
         }
@@ -722,6 +892,75 @@ impl Rollouts {
             let registry = self.registry(&key.0);
             self.spawn_poll(key, registry, Duration::ZERO);
         }
+        for repo in self.list_schedule.due(Instant::now()) {
+            self.spawn_list(repo);
+        }
+    }
+
+    /// Lists a repository's tags (every page). One listing per repository at a time: a request
+    /// for another while one is under way runs once that one is done.
+    fn spawn_list(&mut self, repo: RepoKey) {
+        let listing = self.listings.entry(repo.clone()).or_default();
+        if listing.in_flight.is_some() {
+            listing.in_flight = Some(true);
+            return;
+        }
+        listing.in_flight = Some(false);
+        let registry = self.registry(&repo.0);
+        let ctx = self.ctx.clone();
+        self.lists.spawn(async move {
+            let started = Instant::now();
+            let work = async {
+                let Some(registry) = registry else {
+                    return Err(RegistryError::Config(format!("no Registry {:?}", repo.0)));
+                };
+                let backend = ctx.backend(&registry).await.map_err(|e| RegistryError::Config(e.to_string()))?;
+                backend.tags(&repo.1).await
+            };
+            let (result, requests) = count_requests(work).await;
+            ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: "rollout" }).inc_by(requests);
+            ListResult { repo, started, result }
+        });
+    }
+
+    /// A listing came back: it replaces the tags known (keeping those a push event confirmed
+    /// after it was sent), the digests of tags no longer listed are forgotten, and the
+    /// repository's followers are decided.
+    async fn on_list(&mut self, l: ListResult) {
+        let outcome = match &l.result {
+            Ok(_) => PollOutcome::Answered,
+            Err(RegistryError::Status { status: 429, .. }) => PollOutcome::RateLimited,
+            Err(_) => PollOutcome::Failed,
+        };
+        self.list_schedule.done(&l.repo, outcome, Instant::now(), rand::rng().random::<f64>());
+        if !self.repo_followers.contains_key(&l.repo) {
+            return;
+        }
+        let again = self.listings.get_mut(&l.repo).and_then(|x| x.in_flight.take()).unwrap_or(false);
+        if again {
+            self.spawn_list(l.repo.clone());
+        }
+        let tags = match l.result {
+            Ok(tags) => tags,
+            Err(e) => {
+                tracing::debug!(registry = %l.repo.0, repository = %l.repo.1, error = %e, "listing tags failed");
+                return;
+            }
+        };
+        let listing = self.listings.entry(l.repo.clone()).or_default();
+        listing.confirmed.retain(|(_, at)| *at > l.started);
+        let mut now: BTreeSet<String> = tags.into_iter().collect();
+        now.extend(listing.confirmed.iter().map(|(t, _)| t.clone()));
+        let gone: Vec<String> =
+            listing.tags.as_ref().map(|old| old.difference(&now).cloned().collect()).unwrap_or_default();
+        listing.tags = Some(now);
+        for tag in gone {
+            let key = (l.repo.0.clone(), l.repo.1.clone(), tag);
+            if !self.followers.contains_key(&key) && self.tags.0.get(&key).is_none_or(|s| s.in_flight.is_none()) {
+                self.tags.0.remove(&key);
+            }
+        }
+        self.on_repo(&l.repo, None).await;
     }
 
     /// The Registry object of that name, if berth knows it.
@@ -763,13 +1002,17 @@ impl Rollouts {
             Err(_) => PollOutcome::Failed,
         };
         self.schedule.done(&p.key, outcome, Instant::now(), jitter);
+        let repo: RepoKey = (p.key.0.clone(), p.key.1.clone());
+        let tag_followed = self.followers.contains_key(&p.key);
+        let repo_followed = self.repo_followers.contains_key(&repo);
         let again = self.tags.0.get_mut(&p.key).and_then(|t| t.in_flight.take()).unwrap_or(false);
-        if again && self.followers.contains_key(&p.key) {
+        if again && (tag_followed || repo_followed) {
             self.spawn_poll(p.key.clone(), self.registry(&p.key.0), Duration::ZERO);
         }
         match p.result {
             Ok(answer) => {
-                if !self.followers.contains_key(&p.key) {
+                if !tag_followed && !repo_followed {
+                    self.tags.0.remove(&p.key);
                     return;
                 }
                 let t = self.tags.0.entry(p.key.clone()).or_default();
@@ -792,10 +1035,36 @@ impl Rollouts {
                     }
                 }
                 if let Some(digest) = answer {
+                    if let Some(at) = pushed_at {
+                        // The event's time, bounded by when it was heard.
+                        t.pushed = Some((digest.clone(), at.min(Timestamp::now().as_millisecond())));
+                    }
+                    let moved = t.digest.as_ref() != Some(&digest);
                     t.digest = Some(digest);
                     // Every answer is checked against every follower: a pin that disagrees with
                     // the registry (a failed patch, an edit, an old forged event) is repaired.
-                    self.on_tag(&p.key, pushed_at).await;
+                    if tag_followed {
+                        self.on_tag(&p.key, pushed_at).await;
+                    }
+                    if repo_followed {
+                        let listing = self.listings.entry(repo.clone()).or_default();
+                        let listed = listing.tags.as_ref().is_some_and(|t| t.contains(&p.key.2));
+                        if !listed {
+                            listing.confirmed.push((p.key.2.clone(), p.started));
+                            if let Some(tags) = &mut listing.tags {
+                                tags.insert(p.key.2.clone());
+                            }
+                        }
+                        if moved || !listed {
+                            self.on_repo(&repo, pushed_at).await;
+                        }
+                    }
+                } else if repo_followed && !tag_followed {
+                    // Gone (or not written yet): not a candidate until listed or confirmed again.
+                    t.digest = None;
+                    if let Some(tags) = self.listings.get_mut(&repo).and_then(|l| l.tags.as_mut()) {
+                        tags.remove(&p.key.2);
+                    }
                 }
                 if let Some(delay) = recheck {
                     self.spawn_poll(p.key.clone(), self.registry(&p.key.0), delay);
@@ -810,7 +1079,14 @@ impl Rollouts {
     /// A registry event says a followed tag moved: ask the registry now.
     fn on_moved(&mut self, m: TagMoved) {
         let key = (m.registry, m.path, m.tag);
-        if !self.followers.contains_key(&key) {
+        let tag_followed = self.followers.contains_key(&key);
+        // A version policy cares about a tag it would consider (or one it follows now, moved).
+        let considered = self.repo_followers.get(&(key.0.clone(), key.1.clone())).is_some_and(|workloads| {
+            let tracked = &self.tracked;
+            let follows_now = self.tags.0.get(&key).is_some_and(|t| t.digest.is_some());
+            follows_now || workloads.iter().any(|w| tracked.get(w).is_some_and(|t| t.settings.policy.considers(&key.2)))
+        });
+        if !tag_followed && !considered {
             return;
         }
         self.schedule.heard(&key, Instant::now(), rand::rng().random::<f64>());
@@ -934,11 +1210,15 @@ pub async fn run(
         followers: HashMap::new(),
         tags: Tags::default(),
         schedule: Schedule::default(),
+        repo_followers: HashMap::new(),
+        listings: HashMap::new(),
+        list_schedule: Schedule::default(),
         warned: HashMap::new(),
         retries: HashMap::new(),
         busy: HashMap::new(),
         to_read: BTreeMap::new(),
         polls: JoinSet::new(),
+        lists: JoinSet::new(),
         reads: JoinSet::new(),
         applies: JoinSet::new(),
         read_permits: Arc::new(Semaphore::new(LEDGER_READ_CONCURRENCY)),
@@ -953,7 +1233,8 @@ pub async fn run(
         let idle = Instant::now() + Duration::from_secs(60);
         let wake = if state.ctx.leader.is_leader() {
             let retry = state.retries.values().map(|(at, _)| *at).min();
-            state.schedule.next_due().into_iter().chain(retry).min().unwrap_or(idle)
+            let list = state.list_schedule.next_due();
+            state.schedule.next_due().into_iter().chain(list).chain(retry).min().unwrap_or(idle)
         } else {
             idle
         };
@@ -977,6 +1258,7 @@ pub async fn run(
             },
             Some(m) = moved.recv() => state.on_moved(m),
             Some(Ok(p)) = state.polls.join_next(), if !state.polls.is_empty() => state.on_poll(p).await,
+            Some(Ok(l)) = state.lists.join_next(), if !state.lists.is_empty() => state.on_list(l).await,
             Some(Ok(r)) = state.reads.join_next(), if !state.reads.is_empty() => state.on_read(r).await,
             Some(Ok(a)) = state.applies.join_next(), if !state.applies.is_empty() => state.on_applied(a).await,
             Ok(()) = leadership.changed() => {
@@ -984,6 +1266,7 @@ pub async fn run(
                 if leading {
                     // Taking over: check every tag, then every follower against what is known.
                     state.schedule.all_due(Instant::now());
+                    state.list_schedule.all_due(Instant::now());
                     let keys: Vec<WorkloadKey> = state.tracked.keys().cloned().collect();
                     for key in keys {
                         state.decide(&key, Why::default(), None).await;

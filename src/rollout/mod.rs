@@ -1,7 +1,7 @@
 //! Digest-pinned rollouts, the pure part: which workloads opted in and how, what their images
 //! refer to, which container images to pin to which digest, when to roll back, what the
-//! server-side apply body is, and when to poll a tag; which tag a version policy chooses
-//! (`policy`, not yet used by the controller) and its offline preview. No I/O;
+//! server-side apply body is, and when to poll a tag or list a repository; which tag a version
+//! policy chooses (`policy`) and its offline preview. No I/O;
 //! `controllers::rollout` reads workloads and digests, calls these, and applies the result.
 
 mod namespaces;
@@ -11,9 +11,10 @@ mod record;
 mod schedule;
 
 pub use namespaces::{WatchChanges, WatchKey, watch_changes};
+pub use policy::{Candidate, Policy};
 pub use record::{
     BAD_DIGESTS_ANNOTATION, DIGEST_ANNOTATION, Kind, PINNED_AT_ANNOTATION, PINNED_GENERATION_ANNOTATION,
-    PREVIOUS_DIGEST_ANNOTATION, Record, apply_body, rollback,
+    PREVIOUS_DIGEST_ANNOTATION, PREVIOUS_TAG_ANNOTATION, Record, apply_body, rollback,
 };
 pub use schedule::{PollOutcome, Schedule, recheck_delay};
 
@@ -21,7 +22,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::hosts;
 
-/// `berth.dev/rollout: "digest"` opts a Deployment, StatefulSet, DaemonSet or CronJob in.
+/// `berth.dev/rollout: "digest"` (or a version policy, see [`policy`]) opts a Deployment,
+/// StatefulSet, DaemonSet or CronJob in.
 pub const ROLLOUT_ANNOTATION: &str = "berth.dev/rollout";
 /// A namespace opts in first: berth rolls out workloads only in namespaces labelled
 /// `berth.dev/rollouts: enabled`, so whoever may annotate a workload cannot alone make berth
@@ -60,6 +62,20 @@ impl ImageRef {
     pub fn pinned(&self, digest: &str) -> String {
         format!("{}/{}:{}@{digest}", self.host, self.path, self.tag_or_latest())
     }
+
+    /// The same repository under another tag, without a digest.
+    pub fn with_tag(&self, tag: &str) -> ImageRef {
+        ImageRef { host: self.host.clone(), path: self.path.clone(), tag: Some(tag.to_string()), digest: None }
+    }
+}
+
+/// A repository followed by version policies: (Registry name, path).
+pub type RepoKey = (String, String);
+
+/// The repository `image` is in, when berth knows its registry under the host the image names.
+pub fn repo_key(registries: &hosts::Index, image: &ImageRef) -> Option<RepoKey> {
+    let registry = registries.registry(&image.host)?;
+    Some((registry.to_string(), image.path.clone()))
 }
 
 /// A followed tag: (Registry name, path, tag). Keyed by the Registry, not by the host an image
@@ -129,6 +145,9 @@ pub fn parse_image(reference: &str) -> Result<ImageRef, String> {
 /// How a workload asked to be rolled out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
+    /// `digest`: follow the workload's own tags; any other policy chooses among the tags of
+    /// each followed container's repository.
+    pub policy: Policy,
     /// Only these containers; `None`: every container in a known registry.
     pub containers: Option<Vec<String>>,
     pub poll_interval: Duration,
@@ -138,11 +157,10 @@ pub struct Settings {
 /// Reads a workload's annotations: `Ok(None)` when it did not opt in, `Err` with a message for a
 /// Warning event when an annotation is malformed (the workload is then left alone).
 pub fn parse_settings(annotations: &BTreeMap<String, String>) -> Result<Option<Settings>, String> {
-    match annotations.get(ROLLOUT_ANNOTATION).map(|v| v.trim()) {
+    let policy = match annotations.get(ROLLOUT_ANNOTATION) {
         None => return Ok(None),
-        Some("digest") => {}
-        Some(other) => return Err(format!("{ROLLOUT_ANNOTATION} must be \"digest\", got {other:?}")),
-    }
+        Some(text) => policy::parse(text).map_err(|e| format!("{ROLLOUT_ANNOTATION}: {e}"))?,
+    };
     let containers = match annotations.get(CONTAINERS_ANNOTATION) {
         None => None,
         Some(list) => {
@@ -170,7 +188,7 @@ pub fn parse_settings(annotations: &BTreeMap<String, String>) -> Result<Option<S
         Some("auto") => true,
         Some(other) => return Err(format!("{ROLLBACK_ANNOTATION} must be \"auto\" or \"off\", got {other:?}")),
     };
-    Ok(Some(Settings { containers, poll_interval, auto_rollback }))
+    Ok(Some(Settings { policy, containers, poll_interval, auto_rollback }))
 }
 
 fn valid_container_name(n: &str) -> bool {
@@ -188,13 +206,18 @@ pub struct Container {
 }
 
 /// A container to pin: its new image and the digest it had.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pin {
     pub container: String,
     pub init: bool,
     pub image: String,
     pub digest: String,
     pub previous_digest: Option<String>,
+    /// The tag the container named before, when a version policy moves it to another tag (a
+    /// rollback goes back to it).
+    pub previous_tag: Option<String>,
+    /// Why a version policy chose this tag, for Events.
+    pub reason: Option<String>,
 }
 
 /// What berth knows now about the tags its workloads follow.
@@ -204,20 +227,39 @@ pub trait Digests {
     /// When a digest was pushed (unix ms), if the repository's ledger knows: the same answer
     /// after a restart or a failover.
     fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64>;
+    /// The tags of the repository `image` is in, as last listed, each with the digest the
+    /// registry gave for it (when berth asked) and its push time (when known); `None` until the
+    /// repository has been listed.
+    fn candidates(&self, image: &ImageRef) -> Option<Vec<Candidate>>;
+}
+
+/// What a workload needs now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub pins: Vec<Pin>,
+    /// Tags (`host/path:tag`) whose digest a version policy needs before it can decide: the tag
+    /// it picks, or for `newest-pushed` every matching tag (push times are kept by digest).
+    /// Asked of the registry once each, then decided again.
+    pub resolve: Vec<ImageRef>,
 }
 
 /// Which containers to pin. A container is followed when it is selected (or no selection was
-/// given and its image is in a known registry), its tag now points at a digest other than the
-/// one it runs, that digest is not marked bad for this workload, and it is not older than the
-/// running one.
+/// given) and its image is in a known registry.
+///
+/// - `digest`: it is pinned when its tag now points at a digest other than the one it runs,
+///   that digest is not marked bad for this workload, and it is not older than the running one
+///   (by the ledger's push times).
+/// - A version policy: the policy picks among the repository's tags, leaving out those whose
+///   digest is marked bad, never below the running tag in its order; the container is pinned to
+///   `repo:<tag>@<digest>` when that differs from what it runs.
 pub fn plan(
     containers: &[Container],
     settings: &Settings,
     known_host: impl Fn(&str) -> bool,
     digests: &impl Digests,
     bad: &[String],
-) -> Vec<Pin> {
-    let mut pins = Vec::new();
+) -> Plan {
+    let mut out = Plan::default();
     for c in containers {
         let selected = match &settings.containers {
             Some(names) => names.contains(&c.name),
@@ -230,25 +272,79 @@ pub fn plan(
         if !known_host(&image.host) {
             continue;
         }
-        let Some(target) = digests.current(&image) else { continue };
-        if image.digest.as_deref() == Some(target) || bad.iter().any(|b| b == target) {
-            continue;
-        }
-        if let Some(running) = &image.digest
-            && let (Some(new), Some(old)) = (digests.pushed_at(&image, target), digests.pushed_at(&image, running))
-            && new < old
-        {
-            continue; // never back to an older image
-        }
-        pins.push(Pin {
-            container: c.name.clone(),
-            init: c.init,
-            image: image.pinned(target),
-            digest: target.to_string(),
-            previous_digest: image.digest.clone(),
-        });
+        let pin = if settings.policy.is_version() {
+            version_pin(c, &image, &settings.policy, digests, bad, &mut out.resolve)
+        } else {
+            digest_pin(c, &image, digests, bad)
+        };
+        out.pins.extend(pin);
     }
-    pins
+    out
+}
+
+fn digest_pin(c: &Container, image: &ImageRef, digests: &impl Digests, bad: &[String]) -> Option<Pin> {
+    let target = digests.current(image)?;
+    if image.digest.as_deref() == Some(target) || bad.iter().any(|b| b == target) {
+        return None;
+    }
+    if let Some(running) = &image.digest
+        && let (Some(new), Some(old)) = (digests.pushed_at(image, target), digests.pushed_at(image, running))
+        && new < old
+    {
+        return None; // never back to an older image
+    }
+    Some(Pin {
+        container: c.name.clone(),
+        init: c.init,
+        image: image.pinned(target),
+        digest: target.to_string(),
+        previous_digest: image.digest.clone(),
+        ..Pin::default()
+    })
+}
+
+fn version_pin(
+    c: &Container,
+    image: &ImageRef,
+    policy: &Policy,
+    digests: &impl Digests,
+    bad: &[String],
+    resolve: &mut Vec<ImageRef>,
+) -> Option<Pin> {
+    let mut candidates = digests.candidates(image)?;
+    candidates.retain(|c| c.digest.as_ref().is_none_or(|d| !bad.contains(d)));
+    if let Policy::NewestPushed(_) = policy {
+        let unknown: Vec<ImageRef> = candidates
+            .iter()
+            .filter(|c| c.digest.is_none() && policy.considers(&c.tag))
+            .map(|c| image.with_tag(&c.tag))
+            .collect();
+        if !unknown.is_empty() {
+            resolve.extend(unknown);
+            return None;
+        }
+    }
+    let selection = policy::select(policy, &candidates, image.tag.as_deref());
+    let tag = selection.tag?;
+    if image.tag.as_deref() == Some(tag.as_str()) && !candidates.iter().any(|c| c.tag == tag) {
+        return None; // kept: the running tag is no longer listed, and nothing is above it
+    }
+    let Some(digest) = selection.digest else {
+        resolve.push(image.with_tag(&tag));
+        return None;
+    };
+    if image.tag.as_deref() == Some(tag.as_str()) && image.digest.as_deref() == Some(digest.as_str()) {
+        return None;
+    }
+    Some(Pin {
+        container: c.name.clone(),
+        init: c.init,
+        image: image.with_tag(&tag).pinned(&digest),
+        previous_digest: image.digest.clone(),
+        previous_tag: (image.tag_or_latest() != tag).then(|| image.tag_or_latest().to_string()),
+        digest,
+        reason: Some(selection.reason),
+    })
 }
 
 #[cfg(test)]

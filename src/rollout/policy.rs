@@ -6,7 +6,9 @@
 //! - `semver:<range>`: the highest version in the range, in Flux's constraint syntax
 //!   (see [`Range`]): `semver:~1.4`, `semver:^1.0.0`, `semver:1.x`, `semver:>=2.0.0 <3`,
 //!   `semver:>=2.0.0-rc.0, <3`. Tags are versions with or without a leading `v`; other tags
-//!   are ignored. Pre-releases only when the range names one; build metadata never counts.
+//!   are ignored. Pre-releases only when the range names one; build metadata never counts for
+//!   the range and only breaks ties. Tags cannot hold `+`: build metadata is written after `_`
+//!   (`1.4.3_build.7`), as Helm does for charts in OCI registries.
 //! - `pattern:<regex> numerical[:<group>] [asc|desc]`: tags the regular expression matches
 //!   (anywhere: anchor it with `^` and `$`), ordered by the number in the named or numbered
 //!   capture group (the whole tag without one); `asc` (the default) picks the highest, `desc`
@@ -79,8 +81,8 @@ pub enum Direction {
 pub struct Candidate {
     pub tag: String,
     pub digest: Option<String>,
-    /// Push time, unix seconds.
-    pub pushed_at: Option<i64>,
+    /// Push time, unix milliseconds (the ledger's unit: two pushes in one second stay ordered).
+    pub pushed_at_ms: Option<i64>,
 }
 
 /// What a policy chose, and why in a short sentence for people (Events, the preview).
@@ -213,9 +215,16 @@ impl fmt::Display for Policy {
 }
 
 /// The version a tag names, with or without a leading `v` (strict semver otherwise: three
-/// numbers without leading zeros, optional pre-release and build metadata).
+/// numbers without leading zeros, optional pre-release and build metadata). A tag cannot hold a
+/// `+`, so build metadata is written after a `_` (`1.4.3_build.7` is `1.4.3+build.7`), as Helm
+/// writes chart versions into OCI tags.
 pub fn semver_of(tag: &str) -> Option<Version> {
-    Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+    let text = tag.strip_prefix('v').unwrap_or(tag);
+    match text.split_once('_') {
+        Some((version, build)) if !version.contains('+') => Version::parse(&format!("{version}+{build}")).ok(),
+        Some(_) => None,
+        None => Version::parse(text).ok(),
+    }
 }
 
 /// A decimal number as written in a tag, compared exactly (timestamps of 17 digits and more stay
@@ -285,7 +294,27 @@ struct Position<'a> {
     tag: &'a str,
 }
 
+/// Two policies are equal when they are written the same (their canonical text).
+impl PartialEq for Policy {
+    fn eq(&self, other: &Policy) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Policy {}
+
 impl Policy {
+    /// Whether the policy chooses among the repository's tags (every policy but `digest`).
+    pub fn is_version(&self) -> bool {
+        !matches!(self, Policy::Digest)
+    }
+
+    /// Whether the policy would consider `tag` (for `newest-pushed`, given a push time): a push
+    /// of any other tag cannot change what it selects.
+    pub fn considers(&self, tag: &str) -> bool {
+        self.position(tag, Some(0)).is_some()
+    }
+
     /// Where `tag` stands in this policy's order, `None` when the policy does not consider it.
     fn position<'a>(&self, tag: &'a str, pushed_at: Option<i64>) -> Option<Position<'a>> {
         let value = match self {
@@ -329,7 +358,7 @@ impl Policy {
     /// The position of a tag that may or may not be among the candidates (the running one): its
     /// push time, if needed, comes from its candidate.
     fn position_of<'a>(&self, tag: &'a str, candidates: &[Candidate]) -> Option<Position<'a>> {
-        let pushed_at = candidates.iter().find(|c| c.tag == tag).and_then(|c| c.pushed_at);
+        let pushed_at = candidates.iter().find(|c| c.tag == tag).and_then(|c| c.pushed_at_ms);
         self.position(tag, pushed_at)
     }
 
@@ -372,11 +401,11 @@ fn number_text(n: &Number<'_>) -> String {
     if n.frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{}", n.frac) }
 }
 
-/// A push time as people read it.
-pub(crate) fn rfc3339(unix_seconds: i64) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(unix_seconds)
+/// A push time (unix ms) as people read it.
+pub(crate) fn rfc3339(unix_ms: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(unix_ms)
         .map(|t| t.to_string())
-        .unwrap_or_else(|_| format!("unix time {unix_seconds}"))
+        .unwrap_or_else(|_| format!("unix time {unix_ms} ms"))
 }
 
 fn tags(n: usize) -> String {
@@ -386,7 +415,7 @@ fn tags(n: usize) -> String {
 /// The candidates the policy considers, newest first in its order (none for `digest`).
 pub fn ranked<'a>(policy: &Policy, candidates: &'a [Candidate]) -> Vec<&'a Candidate> {
     let mut ranked: Vec<(Position<'_>, &Candidate)> =
-        candidates.iter().filter_map(|c| Some((policy.position(&c.tag, c.pushed_at)?, c))).collect();
+        candidates.iter().filter_map(|c| Some((policy.position(&c.tag, c.pushed_at_ms)?, c))).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0));
     ranked.into_iter().map(|(_, c)| c).collect()
 }
@@ -424,7 +453,7 @@ pub fn select(policy: &Policy, candidates: &[Candidate], current: Option<&str>) 
     let mut best: Option<(Position<'_>, &Candidate)> = None;
     let mut matching = 0;
     for c in candidates {
-        let Some(p) = policy.position(&c.tag, c.pushed_at) else { continue };
+        let Some(p) = policy.position(&c.tag, c.pushed_at_ms) else { continue };
         matching += 1;
         if best.as_ref().is_none_or(|(b, _)| p > *b) {
             best = Some((p, c));

@@ -62,14 +62,14 @@ pub fn candidates(tags_text: &str, policy: &Policy) -> Result<Vec<Candidate>, St
             Some(p) => Some(
                 p.parse::<k8s_openapi::jiff::Timestamp>()
                     .map_err(|e| bad(format!("pushedAt {p:?} is not an RFC 3339 time: {e}")))?
-                    .as_second(),
+                    .as_millisecond(),
             ),
             None if matches!(policy, Policy::NewestPushed(_)) => {
                 return Err(bad("newest-pushed needs pushedAt on every tag".into()));
             }
             None => None,
         };
-        out.push(Candidate { tag: t.tag, digest: t.digest, pushed_at });
+        out.push(Candidate { tag: t.tag, digest: t.digest, pushed_at_ms: pushed_at });
     }
     Ok(out)
 }
@@ -88,7 +88,7 @@ pub fn preview(policy_text: &str, tags_text: &str, current: Option<&str>) -> Res
         let chosen = candidates.iter().find(|c| &c.tag == tag).cloned();
         ranked.insert(
             0,
-            chosen.unwrap_or(Candidate { tag: tag.clone(), digest: selection.digest.clone(), pushed_at: None }),
+            chosen.unwrap_or(Candidate { tag: tag.clone(), digest: selection.digest.clone(), pushed_at_ms: None }),
         );
     }
     Ok(Outcome {
@@ -112,7 +112,7 @@ pub fn table(outcome: &Outcome) -> String {
         } else {
             ""
         };
-        let pushed = c.pushed_at.map(policy::rfc3339).unwrap_or_else(|| "-".into());
+        let pushed = c.pushed_at_ms.map(policy::rfc3339).unwrap_or_else(|| "-".into());
         out.push_str(&format!("{mark:<10} {:<40} {:<20} {pushed}\n", c.tag, short(&c.digest)));
     }
     out.push_str(&format!("{}\n", p.reason));

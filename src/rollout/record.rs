@@ -11,6 +11,9 @@ use super::{Container, Pin, parse_image};
 pub const DIGEST_ANNOTATION: &str = "berth.dev/digest";
 /// `container=digest,...`: the digest each container ran before its last pin (rollback target).
 pub const PREVIOUS_DIGEST_ANNOTATION: &str = "berth.dev/previous-digest";
+/// `container=tag,...`: the tag a container named before a version policy moved it to another
+/// tag (a rollback goes back to it, not only to its digest).
+pub const PREVIOUS_TAG_ANNOTATION: &str = "berth.dev/previous-tag";
 /// RFC 3339 time of the last pin or rollback.
 pub const PINNED_AT_ANNOTATION: &str = "berth.dev/pinned-at";
 /// Comma-separated digests rolled back from: not applied again to this workload.
@@ -27,6 +30,7 @@ pub const MAX_BAD_DIGESTS: usize = 16;
 pub struct Record {
     pub digests: BTreeMap<String, String>,
     pub previous: BTreeMap<String, String>,
+    pub previous_tags: BTreeMap<String, String>,
     pub pinned_at: Option<String>,
     pub bad: Vec<String>,
     pub pinned_generation: Option<i64>,
@@ -47,6 +51,24 @@ fn parse_map(text: Option<&String>) -> BTreeMap<String, String> {
     .unwrap_or_default()
 }
 
+/// `container=tag,...`, keeping only valid tags.
+fn parse_tags(text: Option<&String>) -> BTreeMap<String, String> {
+    let valid = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 128
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && !t.starts_with(['.', '-'])
+    };
+    text.map(|t| {
+        t.split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(c, t)| (c.trim().to_string(), t.trim().to_string()))
+            .filter(|(c, t)| !c.is_empty() && valid(t))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn format_map(map: &BTreeMap<String, String>) -> String {
     map.iter().map(|(c, d)| format!("{c}={d}")).collect::<Vec<_>>().join(",")
 }
@@ -56,6 +78,7 @@ impl Record {
         Record {
             digests: parse_map(annotations.get(DIGEST_ANNOTATION)),
             previous: parse_map(annotations.get(PREVIOUS_DIGEST_ANNOTATION)),
+            previous_tags: parse_tags(annotations.get(PREVIOUS_TAG_ANNOTATION)),
             pinned_at: annotations.get(PINNED_AT_ANNOTATION).cloned(),
             bad: annotations
                 .get(BAD_DIGESTS_ANNOTATION)
@@ -73,6 +96,9 @@ impl Record {
         }
         if !self.previous.is_empty() {
             a.insert(PREVIOUS_DIGEST_ANNOTATION.to_string(), format_map(&self.previous));
+        }
+        if !self.previous_tags.is_empty() {
+            a.insert(PREVIOUS_TAG_ANNOTATION.to_string(), format_map(&self.previous_tags));
         }
         if let Some(t) = &self.pinned_at {
             a.insert(PINNED_AT_ANNOTATION.to_string(), t.clone());
@@ -97,6 +123,10 @@ impl Record {
                 Some(prev) => next.previous.insert(p.container.clone(), prev.clone()),
                 None => next.previous.remove(&p.container),
             };
+            match &p.previous_tag {
+                Some(tag) => next.previous_tags.insert(p.container.clone(), tag.clone()),
+                None => next.previous_tags.remove(&p.container),
+            };
         }
         next.pinned_at = Some(now.to_string());
         next
@@ -106,7 +136,9 @@ impl Record {
 /// The rollback of a Deployment whose rollout berth started and which exceeded its progress
 /// deadline: every container pinned by berth that still runs the pinned digest and has a
 /// previous digest goes back to it, and the failed digest is marked bad so it is not applied
-/// again until the tag moves. `None` when there is nothing berth can roll back.
+/// again (until the tag moves, or by a version policy at all). A container a version policy
+/// moved to another tag goes back to that tag too. `None` when there is nothing berth can roll
+/// back.
 pub fn rollback(containers: &[Container], record: &Record, now: &str) -> Option<(Vec<Pin>, Record)> {
     let mut pins = Vec::new();
     let mut next = record.clone();
@@ -118,18 +150,24 @@ pub fn rollback(containers: &[Container], record: &Record, now: &str) -> Option<
         if image.digest.as_deref() != Some(current.as_str()) || current == previous {
             continue;
         }
+        let back = match record.previous_tags.get(&c.name) {
+            Some(tag) => image.with_tag(tag),
+            None => image.clone(),
+        };
         pins.push(Pin {
             container: c.name.clone(),
             init: c.init,
-            image: image.pinned(previous),
+            image: back.pinned(previous),
             digest: previous.clone(),
             previous_digest: Some(current.clone()),
+            ..Pin::default()
         });
         if !next.bad.contains(current) {
             next.bad.push(current.clone());
         }
         next.digests.insert(c.name.clone(), previous.clone());
         next.previous.remove(&c.name);
+        next.previous_tags.remove(&c.name);
     }
     if pins.is_empty() {
         return None;

@@ -1,5 +1,6 @@
 //! When to ask the registry where a watched tag points: one request per distinct image reference
-//! per interval however many workloads follow it, jittered so that tags do not move in lockstep,
+//! (or repository listing) per interval however many workloads follow it, spread over the
+//! interval so that keys watched at the same instant (at start-up, say) do not poll in lockstep,
 //! backing off when the registry rate-limits or fails.
 
 use std::{
@@ -10,6 +11,8 @@ use std::{
 
 /// Longest wait between two polls of a tag whose registry keeps refusing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// The shortest wait after a key's first answer.
+pub const MIN_FIRST_WAIT: Duration = Duration::from_secs(1);
 /// How many times to ask again when the registry does not point a tag at a push event's
 /// digest yet: 50 ms doubling to 1.6 s, about 3 s in all.
 pub const RECHECKS: u32 = 6;
@@ -40,6 +43,8 @@ struct Entry {
     next: Instant,
     in_flight: bool,
     failures: u32,
+    /// Not answered yet: the first answer places the next poll anywhere in the interval.
+    fresh: bool,
 }
 
 /// Poll times of the watched tags, keyed by `K` (host, path, tag).
@@ -71,7 +76,7 @@ impl<K: Eq + Hash + Clone> Schedule<K> {
                 }
                 e.interval = interval;
             })
-            .or_insert(Entry { interval, next: now, in_flight: false, failures: 0 });
+            .or_insert(Entry { interval, next: now, in_flight: false, failures: 0, fresh: true });
     }
 
     pub fn unwatch(&mut self, key: &K) {
@@ -99,10 +104,19 @@ impl<K: Eq + Hash + Clone> Schedule<K> {
     }
 
     /// Records a poll's outcome and schedules the next one. `jitter` is a number in [0, 1).
+    /// After a key's first answer the next poll is `jitter` of an interval away (at least
+    /// [`MIN_FIRST_WAIT`]): keys watched together spread evenly over the interval, and keep
+    /// their phase afterwards (each later wait is the interval, jittered by 10%).
     pub fn done(&mut self, key: &K, outcome: PollOutcome, now: Instant, jitter: f64) {
         let Some(e) = self.entries.get_mut(key) else { return };
         e.in_flight = false;
         let wait = match outcome {
+            PollOutcome::Answered if e.fresh => {
+                e.failures = 0;
+                e.fresh = false;
+                e.next = now + e.interval.mul_f64(jitter.clamp(0.0, 1.0)).max(MIN_FIRST_WAIT);
+                return;
+            }
             PollOutcome::Answered => {
                 e.failures = 0;
                 e.interval
@@ -155,8 +169,33 @@ mod tests {
         assert_eq!(s.due(t0), vec!["a"]);
         assert!(s.due(t0).is_empty(), "in flight: not handed out twice");
         s.done(&"a", PollOutcome::Answered, t0, 0.5);
-        assert!(s.due(t0 + MIN - Duration::from_secs(1)).is_empty());
-        assert_eq!(s.due(t0 + MIN + Duration::from_secs(1)), vec!["a"]);
+        // The first answer places the next poll half an interval away (jitter 0.5) ...
+        assert!(s.due(t0 + MIN / 2 - Duration::from_secs(1)).is_empty());
+        let t1 = t0 + MIN / 2;
+        assert_eq!(s.due(t1), vec!["a"]);
+        // ... and from then on, one interval.
+        s.done(&"a", PollOutcome::Answered, t1, 0.5);
+        assert!(s.due(t1 + MIN - Duration::from_secs(1)).is_empty());
+        assert_eq!(s.due(t1 + MIN + Duration::from_secs(1)), vec!["a"]);
+    }
+
+    #[test]
+    fn keys_watched_at_the_same_instant_spread_over_the_interval() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        let n = 100;
+        for k in 0..n {
+            s.watch(k, MIN, t0);
+        }
+        assert_eq!(s.due(t0).len(), n, "every new key is polled at once");
+        for k in 0..n {
+            s.done(&k, PollOutcome::Answered, t0, (k as f64 + 0.5) / n as f64);
+        }
+        // Each tenth of the interval holds a tenth of the next polls, not all at its end.
+        for tenth in 1..=10 {
+            let due = s.due(t0 + MIN.mul_f64(tenth as f64 / 10.0)).len();
+            assert_eq!(due, 10, "tenth {tenth}");
+        }
     }
 
     #[test]
@@ -187,6 +226,8 @@ mod tests {
             let mut s = Schedule::default();
             s.watch("a", MIN, t0);
             s.due(t0);
+            s.done(&"a", PollOutcome::Answered, t0, 0.0);
+            s.due(t0 + MIN);
             s.done(&"a", PollOutcome::Answered, t0, j);
             let next = s.next_due().unwrap() - t0;
             assert!(next >= MIN.mul_f64(0.9) && next <= MIN.mul_f64(1.1), "{j}: {next:?}");
@@ -210,8 +251,8 @@ mod tests {
         assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
         assert!(waits[0] > MIN && *waits.last().unwrap() <= MAX_BACKOFF.mul_f64(1.1), "{waits:?}");
         s.due(now);
-        s.done(&"a", PollOutcome::Answered, now, 0.5);
-        assert_eq!(s.next_due().unwrap() - now, MIN);
+        s.done(&"a", PollOutcome::Answered, now, 1.0);
+        assert_eq!(s.next_due().unwrap() - now, MIN, "the first answer, at jitter 1: one interval");
     }
 
     #[test]

@@ -55,7 +55,15 @@ fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn settings_come_from_annotations() {
     assert_eq!(parse_settings(&ann(&[])).unwrap(), None, "not opted in");
     let s = parse_settings(&ann(&[(ROLLOUT_ANNOTATION, "digest")])).unwrap().unwrap();
-    assert_eq!(s, Settings { containers: None, poll_interval: DEFAULT_POLL_INTERVAL, auto_rollback: false });
+    assert_eq!(
+        s,
+        Settings {
+            policy: Policy::Digest,
+            containers: None,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            auto_rollback: false
+        }
+    );
     let s = parse_settings(&ann(&[
         (ROLLOUT_ANNOTATION, "digest"),
         (CONTAINERS_ANNOTATION, "app, worker"),
@@ -72,7 +80,8 @@ fn settings_come_from_annotations() {
 #[test]
 fn malformed_annotations_say_what_is_wrong() {
     let cases = [
-        (vec![(ROLLOUT_ANNOTATION, "tag")], "must be \"digest\""),
+        (vec![(ROLLOUT_ANNOTATION, "tag")], "unknown rollout policy"),
+        (vec![(ROLLOUT_ANNOTATION, "semver:~x.4")], "berth.dev/rollout: "),
         (vec![(ROLLOUT_ANNOTATION, "digest"), (CONTAINERS_ANNOTATION, "app,,worker")], "comma-separated list"),
         (vec![(ROLLOUT_ANNOTATION, "digest"), (CONTAINERS_ANNOTATION, "App")], "comma-separated list"),
         (vec![(ROLLOUT_ANNOTATION, "digest"), (POLL_INTERVAL_ANNOTATION, "soon")], "poll-interval"),
@@ -94,6 +103,9 @@ impl Digests for Known {
     fn pushed_at(&self, _: &ImageRef, digest: &str) -> Option<i64> {
         self.1.get(digest).copied()
     }
+    fn candidates(&self, _: &ImageRef) -> Option<Vec<Candidate>> {
+        None
+    }
 }
 
 fn container(name: &str, image: &str, init: bool) -> Container {
@@ -106,14 +118,19 @@ fn plans_pin_followed_containers_to_the_new_digest_only() {
         [("r:5000/t/app:stable".to_string(), d('b')), ("r:5000/t/init:v1".to_string(), d('c'))].into(),
         [(d('a'), 1), (d('b'), 2), (d('c'), 3)].into(),
     );
-    let settings = Settings { containers: None, poll_interval: DEFAULT_POLL_INTERVAL, auto_rollback: false };
+    let settings = Settings {
+        policy: Policy::Digest,
+        containers: None,
+        poll_interval: DEFAULT_POLL_INTERVAL,
+        auto_rollback: false,
+    };
     let containers = vec![
         container("app", &format!("r:5000/t/app:stable@{}", d('a')), false),
         container("migrate", "r:5000/t/init:v1", true),
         container("sidecar", "docker.io/library/envoy:v1", false),
         container("same", &format!("r:5000/t/init:v1@{}", d('c')), false),
     ];
-    let pins = plan(&containers, &settings, |h| h == "r:5000", &known, &[]);
+    let pins = plan(&containers, &settings, |h| h == "r:5000", &known, &[]).pins;
     assert_eq!(
         pins,
         vec![
@@ -123,6 +140,7 @@ fn plans_pin_followed_containers_to_the_new_digest_only() {
                 image: format!("r:5000/t/app:stable@{}", d('b')),
                 digest: d('b'),
                 previous_digest: Some(d('a')),
+                ..Pin::default()
             },
             Pin {
                 container: "migrate".into(),
@@ -130,13 +148,14 @@ fn plans_pin_followed_containers_to_the_new_digest_only() {
                 image: format!("r:5000/t/init:v1@{}", d('c')),
                 digest: d('c'),
                 previous_digest: None,
+                ..Pin::default()
             },
         ]
     );
     let only_app = Settings { containers: Some(vec!["app".into()]), ..settings.clone() };
-    assert_eq!(plan(&containers, &only_app, |h| h == "r:5000", &known, &[]).len(), 1);
+    assert_eq!(plan(&containers, &only_app, |h| h == "r:5000", &known, &[]).pins.len(), 1);
     assert!(
-        plan(&containers, &only_app, |h| h == "r:5000", &known, &[d('b')]).is_empty(),
+        plan(&containers, &only_app, |h| h == "r:5000", &known, &[d('b')]).pins.is_empty(),
         "a bad digest is not applied again"
     );
 }
@@ -150,6 +169,9 @@ impl Digests for ByRegistry {
         self.1.get(&tag_key(&self.0, image)?).map(String::as_str)
     }
     fn pushed_at(&self, _: &ImageRef, _: &str) -> Option<i64> {
+        None
+    }
+    fn candidates(&self, _: &ImageRef) -> Option<Vec<Candidate>> {
         None
     }
 }
@@ -172,7 +194,12 @@ fn a_tag_pulled_by_several_names_is_one_tag_and_each_pin_keeps_its_name() {
     assert_eq!(key("team/app:stable"), None, "Docker Hub");
 
     let known = ByRegistry(index.clone(), [(stable.clone().unwrap(), d('b'))].into());
-    let settings = Settings { containers: None, poll_interval: DEFAULT_POLL_INTERVAL, auto_rollback: false };
+    let settings = Settings {
+        policy: Policy::Digest,
+        containers: None,
+        poll_interval: DEFAULT_POLL_INTERVAL,
+        auto_rollback: false,
+    };
     let containers = vec![
         container("by-port", &format!("127.0.0.1:30500/team/app:stable@{}", d('a')), false),
         container("by-ingress", "Registry.Example.com/team/app:stable", false),
@@ -180,8 +207,11 @@ fn a_tag_pulled_by_several_names_is_one_tag_and_each_pin_keeps_its_name() {
         container("elsewhere", "127.0.0.1:30501/team/app:stable", false),
     ];
     let known_host = |h: &str| index.registry(h).is_some();
-    let pins: Vec<(String, String)> =
-        plan(&containers, &settings, known_host, &known, &[]).into_iter().map(|p| (p.container, p.image)).collect();
+    let pins: Vec<(String, String)> = plan(&containers, &settings, known_host, &known, &[])
+        .pins
+        .into_iter()
+        .map(|p| (p.container, p.image))
+        .collect();
     assert_eq!(
         pins,
         vec![
@@ -195,9 +225,14 @@ fn a_tag_pulled_by_several_names_is_one_tag_and_each_pin_keeps_its_name() {
 #[test]
 fn never_back_to_an_older_digest() {
     let known = Known([("r:5000/t/app:stable".to_string(), d('a'))].into(), [(d('a'), 1), (d('b'), 2)].into());
-    let settings = Settings { containers: None, poll_interval: DEFAULT_POLL_INTERVAL, auto_rollback: false };
+    let settings = Settings {
+        policy: Policy::Digest,
+        containers: None,
+        poll_interval: DEFAULT_POLL_INTERVAL,
+        auto_rollback: false,
+    };
     let running_newer = vec![container("app", &format!("r:5000/t/app:stable@{}", d('b')), false)];
-    assert!(plan(&running_newer, &settings, |_| true, &known, &[]).is_empty());
+    assert!(plan(&running_newer, &settings, |_| true, &known, &[]).pins.is_empty());
 }
 
 proptest! {
@@ -226,6 +261,7 @@ fn pin(container: &str, digest: &str, previous: Option<&str>) -> Pin {
         image: format!("r:5000/team/app:stable@{digest}"),
         digest: digest.into(),
         previous_digest: previous.map(String::from),
+        ..Pin::default()
     }
 }
 
@@ -261,10 +297,15 @@ fn rollback_returns_to_the_previous_digest_and_marks_the_bad_one() {
     // After the rollback: nothing more to roll back, and the plan skips the bad digest.
     let rolled = vec![container("app", &pins[0].image, false)];
     assert!(rollback(&rolled, &next, "T3").is_none());
-    let s = Settings { containers: None, poll_interval: DEFAULT_POLL_INTERVAL, auto_rollback: true };
+    let s = Settings {
+        policy: Policy::Digest,
+        containers: None,
+        poll_interval: DEFAULT_POLL_INTERVAL,
+        auto_rollback: true,
+    };
     let tags = Known([("r:5000/team/app:stable".to_string(), d('b'))].into(), BTreeMap::new());
-    assert!(plan(&rolled, &s, |_| true, &tags, &next.bad).is_empty());
-    assert_eq!(plan(&rolled, &s, |_| true, &tags, &[]).len(), 1, "only the bad mark keeps it off");
+    assert!(plan(&rolled, &s, |_| true, &tags, &next.bad).pins.is_empty());
+    assert_eq!(plan(&rolled, &s, |_| true, &tags, &[]).pins.len(), 1, "only the bad mark keeps it off");
 }
 
 #[test]
@@ -329,4 +370,129 @@ fn the_generation_of_berths_rollout_is_kept_on_the_workload() {
     assert_eq!(after.pinned_generation, None, "a rollback is not a rollout to roll back");
     let garbage = ann(&[(PINNED_GENERATION_ANNOTATION, "x")]);
     assert_eq!(Record::from_annotations(&garbage).pinned_generation, None);
+}
+
+/// A repository as a version policy sees it: tag -> (digest if resolved, push time in ms).
+struct Listed(Vec<(&'static str, Option<String>, Option<i64>)>);
+
+impl Digests for Listed {
+    fn current(&self, _: &ImageRef) -> Option<&str> {
+        None
+    }
+    fn pushed_at(&self, _: &ImageRef, _: &str) -> Option<i64> {
+        None
+    }
+    fn candidates(&self, _: &ImageRef) -> Option<Vec<Candidate>> {
+        Some(
+            self.0
+                .iter()
+                .map(|(t, d, at)| Candidate { tag: t.to_string(), digest: d.clone(), pushed_at_ms: *at })
+                .collect(),
+        )
+    }
+}
+
+fn versioned(policy: &str) -> Settings {
+    Settings {
+        policy: policy::parse(policy).unwrap(),
+        containers: None,
+        poll_interval: DEFAULT_POLL_INTERVAL,
+        auto_rollback: false,
+    }
+}
+
+#[test]
+fn a_version_policy_pins_the_picked_tag_with_its_digest_and_remembers_the_tag_it_left() {
+    let repo = Listed(vec![
+        ("v1.4.2", Some(d('a')), None),
+        ("v1.4.3", Some(d('b')), None),
+        ("v1.5.0", Some(d('c')), None),
+        ("v1.4.4-rc.1", Some(d('e')), None),
+    ]);
+    let running = vec![container("app", &format!("r:5000/t/app:v1.4.2@{}", d('a')), false)];
+    let plan = plan(&running, &versioned("semver:~1.4"), |_| true, &repo, &[]);
+    assert!(plan.resolve.is_empty());
+    assert_eq!(plan.pins.len(), 1);
+    let p = &plan.pins[0];
+    assert_eq!(p.image, format!("r:5000/t/app:v1.4.3@{}", d('b')));
+    assert_eq!((p.previous_digest.as_deref(), p.previous_tag.as_deref()), (Some(d('a').as_str()), Some("v1.4.2")));
+    assert!(p.reason.as_deref().unwrap().contains("v1.4.3 is the highest"), "{:?}", p.reason);
+
+    // Pinned already: nothing to do.
+    let pinned = vec![container("app", &p.image, false)];
+    assert_eq!(plan_of(&pinned, "semver:~1.4", &repo, &[]), Plan::default());
+    // The picked tag's digest is not known yet: ask for it, pin nothing.
+    let unresolved = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", None, None)]);
+    let plan = plan_of(&running, "semver:~1.4", &unresolved, &[]);
+    assert!(plan.pins.is_empty());
+    assert_eq!(plan.resolve, vec![parse_image("r:5000/t/app:v1.4.3").unwrap()]);
+    // A digest marked bad is left out: the next best stands, here the running one.
+    assert_eq!(plan_of(&running, "semver:~1.4", &repo, &[d('b')]), Plan::default());
+}
+
+fn plan_of(containers: &[Container], policy: &str, repo: &Listed, bad: &[String]) -> Plan {
+    plan(containers, &versioned(policy), |_| true, repo, bad)
+}
+
+#[test]
+fn a_version_policy_never_moves_back_and_keeps_a_running_tag_no_longer_listed() {
+    let repo = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", Some(d('b')), None)]);
+    let ahead = vec![container("app", &format!("r:5000/t/app:v1.4.9@{}", d('f')), false)];
+    assert_eq!(plan_of(&ahead, "semver:~1.4", &repo, &[]), Plan::default(), "v1.4.9 is not listed, nothing is above");
+    let listed_ahead = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.9", Some(d('f')), None)]);
+    let older = vec![container("app", &format!("r:5000/t/app:v1.4.9@{}", d('f')), false)];
+    assert_eq!(plan_of(&older, "semver:~1.4", &listed_ahead, &[]), Plan::default());
+    // Outside the policy (the user changed it): the policy's pick stands, even if lower.
+    let outside = vec![container("app", &format!("r:5000/t/app:v2.0.0@{}", d('f')), false)];
+    let plan = plan_of(&outside, "semver:~1.4", &repo, &[]);
+    assert_eq!(plan.pins[0].image, format!("r:5000/t/app:v1.4.3@{}", d('b')));
+    // A tag re-pushed in place: same tag, new digest.
+    let moved = Listed(vec![("v1.4.3", Some(d('c')), None)]);
+    let on_old = vec![container("app", &format!("r:5000/t/app:v1.4.3@{}", d('b')), false)];
+    let plan = plan_of(&on_old, "semver:~1.4", &moved, &[]);
+    assert_eq!((plan.pins[0].digest.as_str(), plan.pins[0].previous_tag.as_deref()), (d('c').as_str(), None));
+}
+
+#[test]
+fn newest_pushed_first_learns_every_matching_digest_then_picks_by_push_time() {
+    let running = vec![container("app", "r:5000/t/app:nightly-1", false)];
+    let half = Listed(vec![
+        ("nightly-1", Some(d('a')), Some(1_000)),
+        ("nightly-2", None, None),
+        ("nightly-3", None, None),
+        ("stable", None, None),
+    ]);
+    let plan = plan_of(&running, "newest-pushed:^nightly-", &half, &[]);
+    assert!(plan.pins.is_empty());
+    let asked: Vec<_> = plan.resolve.iter().map(|i| i.tag.clone().unwrap()).collect();
+    assert_eq!(asked, ["nightly-2", "nightly-3"]);
+    let known = Listed(vec![
+        ("nightly-1", Some(d('a')), Some(1_000)),
+        ("nightly-2", Some(d('b')), Some(1_002)),
+        ("nightly-3", Some(d('c')), Some(1_001)),
+    ]);
+    let plan = plan_of(&running, "newest-pushed:^nightly-", &known, &[]);
+    assert_eq!(plan.pins[0].image, format!("r:5000/t/app:nightly-2@{}", d('b')), "2 ms later is newer");
+}
+
+#[test]
+fn a_rollback_goes_back_to_the_tag_a_version_policy_left() {
+    let p = Pin {
+        container: "app".into(),
+        image: format!("r:5000/t/app:v1.4.3@{}", d('b')),
+        digest: d('b'),
+        previous_digest: Some(d('a')),
+        previous_tag: Some("v1.4.2".into()),
+        ..Pin::default()
+    };
+    let record = Record::default().pinned(std::slice::from_ref(&p), "T1", Some(1));
+    assert_eq!(Record::from_annotations(&record.to_annotations()), record);
+    let (pins, next) = rollback(&[container("app", &p.image, false)], &record, "T2").unwrap();
+    assert_eq!(pins[0].image, format!("r:5000/t/app:v1.4.2@{}", d('a')));
+    assert_eq!(next.bad, vec![d('b')]);
+    assert!(next.previous_tags.is_empty());
+    // Then the policy leaves the bad digest out and keeps v1.4.2.
+    let repo = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", Some(d('b')), None)]);
+    let back = vec![container("app", &pins[0].image, false)];
+    assert_eq!(plan_of(&back, "semver:~1.4", &repo, &next.bad), Plan::default());
 }

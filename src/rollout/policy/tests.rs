@@ -320,7 +320,7 @@ fn malformed_policies_say_what_is_wrong() {
 }
 
 fn cand(tag: &str) -> Candidate {
-    Candidate { tag: tag.into(), digest: Some(format!("sha256:{:0>64}", tag.len())), pushed_at: None }
+    Candidate { tag: tag.into(), digest: Some(format!("sha256:{:0>64}", tag.len())), pushed_at_ms: None }
 }
 
 fn cands(tags: &[&str]) -> Vec<Candidate> {
@@ -376,6 +376,18 @@ fn semver_ties_are_broken_by_build_metadata_then_tag_text() {
     // A workload on the newest build of a version stays there.
     let p = parse("semver:*").unwrap();
     assert!(is_backwards(&p, "1.2.3+build.10", "1.2.3+build.9", &[]));
+}
+
+#[test]
+fn registry_tags_write_build_metadata_after_an_underscore() {
+    assert_eq!(semver_of("1.4.3_build.7"), Some(Version::parse("1.4.3+build.7").unwrap()));
+    assert_eq!(semver_of("v1.4.3-rc.1_ci.12"), Some(Version::parse("1.4.3-rc.1+ci.12").unwrap()));
+    for not_a_version in ["1.4.3_", "1.4.3_a_b", "1.4.3+x_y", "1.4_3", "_1.4.3"] {
+        assert_eq!(semver_of(not_a_version), None, "{not_a_version}");
+    }
+    let tags = ["1.4.3_build.9", "1.4.3_build.10", "1.4.2_build.99", "1.5.0-rc.1_b.1"];
+    assert_eq!(pick("semver:~1.4", &tags, None).as_deref(), Some("1.4.3_build.10"));
+    assert_eq!(pick("semver:>=1.5.0-rc.0", &tags, None).as_deref(), Some("1.5.0-rc.1_b.1"));
 }
 
 #[test]
@@ -485,7 +497,7 @@ fn alphabetical_orders_by_bytes() {
 }
 
 fn pushed(tag: &str, at: Option<i64>) -> Candidate {
-    Candidate { tag: tag.into(), digest: None, pushed_at: at }
+    Candidate { tag: tag.into(), digest: None, pushed_at_ms: at.map(|s| s * 1000) }
 }
 
 #[test]
@@ -588,7 +600,7 @@ fn with_times(tags: &[String], times: &[i64]) -> Vec<Candidate> {
     tags.iter()
         .zip(times.iter().cycle())
         .filter(|(t, _)| seen.insert(t.to_string()))
-        .map(|(t, at)| Candidate { tag: t.clone(), digest: None, pushed_at: Some(*at) })
+        .map(|(t, at)| Candidate { tag: t.clone(), digest: None, pushed_at_ms: Some(*at) })
         .collect()
 }
 
