@@ -331,7 +331,10 @@ async fn paused_deployments_wait_and_malformed_annotations_only_warn() {
     let note = wait_event(&env, "paused", "RolloutPaused").await;
     assert!(note.contains(&d1), "{note}");
     let warning = wait_event(&env, "typo", "InvalidRolloutAnnotation").await;
-    assert!(warning.contains("berth.dev/rollout must be \"digest\""), "{warning}");
+    assert!(
+        warning.contains("berth.dev/rollout: unknown rollout policy \"yes please\": expected digest, semver:"),
+        "{warning}"
+    );
     let warning = wait_event(&env, "wrong", "InvalidRolloutAnnotation").await;
     assert!(warning.contains("nosuch"), "{warning}");
 
@@ -538,4 +541,202 @@ spec:
     let out = cp.kubectl().args(["delete", "-f"]).arg(file.path()).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     wait_images(&env, "Deployment", "web", &[("app", format!("{image}@{d2}"))]).await;
+}
+
+/// The image a Deployment's container `app` runs now.
+async fn app_image(env: &Env, name: &str) -> String {
+    images(env, "Deployment", name).await.into_iter().find(|(c, _)| c == "app").map(|(_, i)| i).unwrap()
+}
+
+/// Deployments `(name, policy, tag)` following `repo` with a version policy.
+async fn follow_versions(env: &Env, repo: &str, interval: &str, workloads: &[(&str, &str, &str)]) {
+    for (name, policy, tag) in workloads {
+        let follow = json!({"berth.dev/rollout": policy, "berth.dev/poll-interval": interval});
+        let c = json!([{"name": "app", "image": format!("{repo}:{tag}")}]);
+        create::<Deployment>(env, deployment(name, follow, c, json!([]))).await;
+    }
+}
+
+/// Semver ranges, on push events alone (polling is hourly): pre-releases only for a range that
+/// names one, build metadata (written after `_` in tags) only breaking ties, a caret range that
+/// stops before the next major, and every pin `repo:<tag>@<digest>` with berth's records.
+#[tokio::test]
+async fn semver_policies_follow_pushed_versions_within_their_ranges() {
+    let mut env = Env::new("rollout-semver", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let path = format!("{}/app", env.ns.name);
+    let repo = env.registry.image(&path);
+    let d142 = env.push(&path, "1.4.2", "1.4.2").await;
+    env.push(&path, "latest", "latest").await;
+    let workloads = [
+        ("patch", "semver:~1.4", "1.4.2"),
+        ("rc", "semver:>=1.4.2-rc.0 <1.5", "1.4.2"),
+        ("minor", "semver:^1.0", "1.4.2"),
+    ];
+    follow_versions(&env, &repo, "1h", &workloads).await;
+    let on = |tag: &str, digest: &str| vec![("app", format!("{repo}:{tag}@{digest}"))];
+    for (name, _, _) in workloads {
+        wait_images(&env, "Deployment", name, &on("1.4.2", &d142)).await;
+    }
+
+    let rc1 = env.push(&path, "1.4.3-rc.1", "rc1").await;
+    wait_images(&env, "Deployment", "rc", &on("1.4.3-rc.1", &rc1)).await;
+    let d150 = env.push(&path, "1.5.0", "1.5.0").await;
+    wait_images(&env, "Deployment", "minor", &on("1.5.0", &d150)).await;
+    env.push(&path, "2.0.0", "2.0.0").await;
+    let d143 = env.push(&path, "v1.4.3", "1.4.3").await;
+    wait_images(&env, "Deployment", "patch", &on("v1.4.3", &d143)).await;
+    wait_images(&env, "Deployment", "rc", &on("v1.4.3", &d143)).await;
+    let build = env.push(&path, "1.4.3_build.2", "1.4.3 rebuilt").await;
+    wait_images(&env, "Deployment", "patch", &on("1.4.3_build.2", &build)).await;
+    let d144 = env.push(&path, "1.4.4_build.1", "1.4.4").await;
+    wait_images(&env, "Deployment", "patch", &on("1.4.4_build.1", &d144)).await;
+    wait_images(&env, "Deployment", "rc", &on("1.4.4_build.1", &d144)).await;
+
+    // ^1.0 never reached 2.0.0, pushed before 1.4.3 and still the highest tag.
+    assert_eq!(app_image(&env, "minor").await, format!("{repo}:1.5.0@{d150}"));
+    let deployments = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let a = annotations(&deployments.get("patch").await.unwrap());
+    assert_eq!(a["berth.dev/digest"], format!("app={d144}"));
+    assert_eq!(a["berth.dev/previous-digest"], format!("app={build}"));
+    assert_eq!(a["berth.dev/previous-tag"], "app=1.4.3_build.2");
+    let events = events_for(&env, "patch").await;
+    assert!(
+        events.iter().any(|(t, r, m)| t == "Normal"
+            && r == "Pinned"
+            && m.contains("1.4.4_build.1 is the highest of")
+            && m.contains("matching ~1.4")),
+        "{events:?}"
+    );
+    assert!(env.berth.metric("berth_rollout_push_to_patch_seconds_count").await >= 5.0);
+}
+
+/// A numerical pattern over a few hundred tags, by polling alone (no events): one listing per
+/// interval for the repository, a HEAD only when the pick changes.
+#[tokio::test]
+async fn a_numerical_pattern_over_hundreds_of_tags_is_followed_by_polling() {
+    let mut env = Env::new("rollout-pattern", false, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let path = format!("{}/app", env.ns.name);
+    let repo = env.registry.image(&path);
+    env.push(&path, "main-0000000-0", "base").await;
+    let build = |n: usize| format!("main-{:07x}-{n}", n * 7919);
+    let mut tags: Vec<String> = (1..=300).map(build).collect();
+    tags.extend((1..=50).map(|n| format!("pr-{n}")));
+    tags.extend(["main-latest".to_string(), "main-abc-x".to_string(), "main-0000000-99999-old".to_string()]);
+    let digests = env.registry.put_tags(&path, "main-0000000-0", &tags).await;
+    let policy = "pattern:^main-[0-9a-f]+-(?P<n>[0-9]+)$ numerical:n";
+    follow_versions(&env, &repo, "10s", &[("web", policy, "main-0000000-0")]).await;
+    // 300 beats 99 and 299: numbers, not text.
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:{}@{}", build(300), digests[299]))]).await;
+
+    let requests = "berth_registry_requests_total{controller=\"rollout\"}";
+    let before = env.berth.metric(requests).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let idle = env.berth.metric(requests).await - before;
+    // Every 9-11 s over 25 s: 2 or 3 listings of one page each, and nothing else.
+    assert!((2.0..=3.0).contains(&idle), "{idle} requests in 25 s with nothing pushed");
+
+    let next = env.registry.put_tags(&path, "main-0000000-0", &[build(301)]).await;
+    let before = env.berth.metric(requests).await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:{}@{}", build(301), next[0]))]).await;
+    let moved = env.berth.metric(requests).await - before;
+    assert!(moved <= 3.0, "{moved} requests to see one new tag: a listing and one HEAD");
+}
+
+/// `newest-pushed` orders by the push times the repository's ledger keeps (not by tag text),
+/// and warns when the repository is not declared (no ledger, no push times).
+#[tokio::test]
+async fn newest_pushed_follows_the_ledger_of_a_declared_repository() {
+    let mut env = Env::new("rollout-newest", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    env.create_repository("app", json!({})).await;
+    let path = format!("{}/app", env.ns.name);
+    let repo = env.registry.image(&path);
+    env.push(&path, "nightly-b", "b").await;
+    let a = env.push(&path, "nightly-a", "a").await;
+    env.push(&path, "stable", "stable").await;
+    env.wait_repo("app", "3 images in the ledger", |s| s["imageCount"] == 3).await;
+    follow_versions(&env, &repo, "1h", &[("web", "newest-pushed:^nightly-", "nightly-b")]).await;
+    // nightly-a was pushed last of the two: the text order does not matter.
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:nightly-a@{a}"))]).await;
+    let zero = env.push(&path, "nightly-0", "0").await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:nightly-0@{zero}"))]).await;
+    // A push of a tag outside the pattern changes nothing.
+    env.push(&path, "stable", "stable 2").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app_image(&env, "web").await, format!("{repo}:nightly-0@{zero}"));
+
+    // Not declared: no push times, a Warning that says what to do, nothing pinned.
+    let other = format!("{}/undeclared", env.ns.name);
+    env.push(&other, "nightly-1", "1").await;
+    let other_repo = env.registry.image(&other);
+    follow_versions(&env, &other_repo, "1h", &[("orphan", "newest-pushed:^nightly-", "nightly-1")]).await;
+    let warning = wait_event(&env, "orphan", "InvalidRolloutAnnotation").await;
+    assert!(warning.contains("declare a Repository"), "{warning}");
+    assert_eq!(app_image(&env, "orphan").await, format!("{other_repo}:nightly-1"));
+}
+
+/// A policy never moves a workload back: a pinned version whose tag is deleted stays, until the
+/// user changes the policy.
+#[tokio::test]
+async fn a_version_policy_never_moves_back_unless_the_policy_changes() {
+    let mut env = Env::new("rollout-backwards", false, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let path = format!("{}/app", env.ns.name);
+    let repo = env.registry.image(&path);
+    env.push(&path, "1.4.2", "1.4.2").await;
+    let d143 = env.push(&path, "1.4.3", "1.4.3").await;
+    let d149 = env.push(&path, "1.4.9", "1.4.9").await;
+    follow_versions(&env, &repo, "10s", &[("web", "semver:~1.4", "1.4.2")]).await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:1.4.9@{d149}"))]).await;
+
+    env.registry.delete_manifest(&path, &d149).await;
+    let requests = "berth_registry_requests_total{controller=\"rollout\"}";
+    let before = env.berth.metric(requests).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(env.berth.metric(requests).await > before, "listed again meanwhile");
+    assert_eq!(app_image(&env, "web").await, format!("{repo}:1.4.9@{d149}"), "1.4.3 is below the running 1.4.9");
+
+    // The user narrows the policy: 1.4.9 is outside it, and its pick stands.
+    let deployments = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let patch = json!({"metadata": {"annotations": {"berth.dev/rollout": "semver:<=1.4.3"}}});
+    deployments.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:1.4.3@{d143}"))]).await;
+
+    // An invalid policy warns and changes nothing.
+    let patch = json!({"metadata": {"annotations": {"berth.dev/rollout": "semver:>=banana"}}});
+    deployments.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let warning = wait_event(&env, "web", "InvalidRolloutAnnotation").await;
+    assert!(warning.contains("berth.dev/rollout"), "{warning}");
+    assert_eq!(app_image(&env, "web").await, format!("{repo}:1.4.3@{d143}"));
+}
+
+/// A version a policy moved to that exceeds its progress deadline is rolled back to the tag and
+/// digest it left, marked bad, and skipped until a newer version is pushed.
+#[tokio::test]
+async fn a_stuck_version_is_rolled_back_to_the_tag_it_left() {
+    let mut env = Env::new("rollout-version-rollback", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let path = format!("{}/app", env.ns.name);
+    let repo = env.registry.image(&path);
+    let d1 = env.push(&path, "1.4.2", "good").await;
+    let follow =
+        json!({"berth.dev/rollout": "semver:~1.4", "berth.dev/rollback": "auto", "berth.dev/poll-interval": "10s"});
+    let mut d = deployment("web", follow, json!([{"name": "app", "image": format!("{repo}:1.4.2")}]), json!([]));
+    d["spec"]["progressDeadlineSeconds"] = json!(3);
+    create::<Deployment>(&env, d).await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:1.4.2@{d1}"))]).await;
+
+    let d2 = env.push(&path, "1.4.3", "bad").await;
+    let note = wait_event(&env, "web", "RolledBack").await;
+    assert!(note.contains(&format!("{repo}:1.4.2@{d1}")), "{note}");
+    assert_eq!(app_image(&env, "web").await, format!("{repo}:1.4.2@{d1}"));
+    let deployments = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    assert_eq!(annotations(&deployments.get("web").await.unwrap())["berth.dev/bad-digests"], d2);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(app_image(&env, "web").await, format!("{repo}:1.4.2@{d1}"), "1.4.3 is bad: not applied again");
+
+    let d3 = env.push(&path, "1.4.4", "fixed").await;
+    wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:1.4.4@{d3}"))]).await;
 }

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType, Recorder, Reporter},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -137,6 +137,24 @@ pub async fn publish_about(
     }
 }
 
+/// Publishes an Event that tells something new each time (a pin and what it pinned): a new
+/// Event object, never a repeat of an earlier one. The shared recorder folds Events of the same
+/// reason about the same object into a series that keeps the first one's note, so a workload
+/// pinned five times would show the first pin's image five times.
+pub async fn publish_distinct(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    (type_, reason, action): (EventType, &str, &str),
+    note: String,
+) {
+    let event =
+        Event { type_, reason: reason.into(), note: Some(event_note(note)), action: action.into(), secondary: None };
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, object).await {
+        tracing::warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
 /// Publishes an Event about a Repository.
 pub async fn publish(ctx: &Context, repo: &Repository, type_: EventType, reason: &str, note: String) {
     publish_about(ctx, &repo.object_ref(&()), (type_, reason, "Reconcile"), note).await;
@@ -211,6 +229,8 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Who reports berth's Events, for those that must not fold into an earlier one's series.
+    pub reporter: Reporter,
     pub repositories: Store<Repository>,
     pub registries: Store<Registry>,
     pub settings: Settings,
@@ -233,16 +253,17 @@ impl Context {
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        reporter: Reporter,
         (repositories, registries): (Store<Repository>, Store<Registry>),
         settings: Settings,
         triggers: Triggers,
         leader: Arc<Leadership>,
     ) -> Context {
         Context {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             metrics,
-            recorder,
             repositories,
             registries,
             settings,

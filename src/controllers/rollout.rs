@@ -810,7 +810,12 @@ impl Rollouts {
             };
             if let Some((type_, reason, note)) = event {
                 let _permit = event_permits.acquire_owned().await;
-                super::publish_about(&ctx, &object, (type_, reason, "Rollout"), note).await;
+                // Each pin says what it pinned: its own Event. Failures repeat: a series.
+                if type_ == EventType::Normal || reason == "RolledBack" {
+                    super::publish_distinct(&ctx, &object, (type_, reason, "Rollout"), note).await;
+                } else {
+                    super::publish_about(&ctx, &object, (type_, reason, "Rollout"), note).await;
+                }
             }
             (a, Some(result))
         });

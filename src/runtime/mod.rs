@@ -22,7 +22,7 @@ use kube::{
     core::DeserializeGuard,
     runtime::{
         Controller, Predicate, WatchStreamExt,
-        events::{Recorder, Reporter},
+        events::Reporter,
         predicates,
         reflector::{self, ObjectRef},
         watcher,
@@ -290,7 +290,7 @@ fn controllers(
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
-        Recorder::new(client.clone(), reporter),
+        reporter,
         (repo_reader.clone(), reg_reader.clone()),
         settings,
         controllers::Triggers { repositories: trigger_tx, tags: moved_tx },

@@ -142,6 +142,55 @@ impl TestRegistry {
         self.server.log_tail(4000)
     }
 
+    /// Tags many images at once over the registry API: for each tag, the manifest of `path:base`
+    /// (pushed before, an OCI image manifest) with one annotation more, so each tag is a
+    /// distinct image sharing the base's blobs. Registry events are sent as for any push.
+    /// Returns each tag's digest, in order.
+    pub async fn put_tags(&self, path: &str, base: &str, tags: &[String]) -> Vec<String> {
+        use futures::{StreamExt, TryStreamExt};
+        const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+        let http = reqwest::Client::new();
+        let manifest: serde_json::Value = http
+            .get(format!("{}/v2/{path}/manifests/{base}", self.url()))
+            .header("Accept", OCI)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("reading the base manifest")
+            .json()
+            .await
+            .expect("the base manifest is JSON");
+        futures::stream::iter(tags.iter().cloned())
+            .map(|tag| {
+                let mut m = manifest.clone();
+                m["annotations"] = serde_json::json!({"dev.berth.test.tag": tag});
+                let url = format!("{}/v2/{path}/manifests/{tag}", self.url());
+                let http = http.clone();
+                async move {
+                    let r =
+                        http.put(url).header("Content-Type", OCI).body(serde_json::to_vec(&m).unwrap()).send().await?;
+                    let r = r.error_for_status()?;
+                    Ok::<String, reqwest::Error>(
+                        r.headers()["Docker-Content-Digest"].to_str().expect("a digest header").to_string(),
+                    )
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await
+            .expect("tagging over the registry API")
+    }
+
+    /// Deletes a manifest (and so every tag pointing at it).
+    pub async fn delete_manifest(&self, path: &str, digest: &str) {
+        let r = reqwest::Client::new()
+            .delete(format!("{}/v2/{path}/manifests/{digest}", self.url()))
+            .send()
+            .await
+            .expect("deleting a manifest");
+        assert!(r.status().is_success(), "delete {path}@{digest}: {}", r.status());
+    }
+
     async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         // Readiness only: the tests themselves check certificates.
