@@ -244,6 +244,9 @@ struct Listing {
     confirmed: Vec<(String, Instant)>,
     /// A listing is under way; `true` when another must follow it.
     in_flight: Option<bool>,
+    /// A lookup answered something new while others of the repository were under way: its
+    /// followers are decided when the last is back.
+    decide_after: bool,
 }
 
 #[derive(Default)]
@@ -1000,6 +1003,18 @@ impl Rollouts {
     }
 
     async fn on_poll(&mut self, p: PollResult) {
+        let repo: RepoKey = (p.key.0.clone(), p.key.1.clone());
+        self.handle_poll(p).await;
+        let pending = self.tags.0.iter().any(|(k, s)| s.in_flight.is_some() && k.0 == repo.0 && k.1 == repo.1);
+        if !pending
+            && let Some(listing) = self.listings.get_mut(&repo)
+            && std::mem::take(&mut listing.decide_after)
+        {
+            self.on_repo(&repo, None).await;
+        }
+    }
+
+    async fn handle_poll(&mut self, p: PollResult) {
         let jitter = rand::rng().random::<f64>();
         let outcome = match &p.result {
             Ok(_) => PollOutcome::Answered,
@@ -1060,8 +1075,17 @@ impl Rollouts {
                                 tags.insert(p.key.2.clone());
                             }
                         }
-                        if moved || !listed {
+                        // Decided once the last of the repository's lookups is back: `newest-pushed`
+                        // first asks for every matching tag, and each answer would otherwise
+                        // decide (and read the ledger for) every follower again.
+                        let pending =
+                            self.tags.0.iter().any(|(k, s)| {
+                                s.in_flight.is_some() && k.0 == repo.0 && k.1 == repo.1 && k.2 != p.key.2
+                            });
+                        if (moved || !listed) && !pending {
                             self.on_repo(&repo, pushed_at).await;
+                        } else if moved || !listed {
+                            self.listings.entry(repo.clone()).or_default().decide_after = true;
                         }
                     }
                 } else if repo_followed && !tag_followed {

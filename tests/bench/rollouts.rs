@@ -6,10 +6,16 @@
 //!   pushed at once, push to all of a tag's followers pinned, beside one follower's latency in
 //!   the same berth between the bursts; then the same with no Repository declared (no ledger to
 //!   read before a pin), as tools that only know the registry run;
-//! - berth's resident memory with 5,000 Deployments in its namespace, 500 of them annotated.
+//! - berth's resident memory with 5,000 Deployments in its namespace, 500 of them annotated;
+//! - version policies: a push of a new matching version to the Deployment pinned, over 50
+//!   pushes, beside a `digest` follower's latency in the same berth; and by polling alone (10 s)
+//!   over 10 repositories whose first polls came at the same instant;
+//! - version policies at scale: 500 Deployments over 50 repositories of 1,000 tags each, the
+//!   registry requests per poll interval, idle and with a new version in 10 repositories.
 //!
 //! `cargo bench --bench rollouts -- burst` (or `push_to_patch`, `memory_5k`,
-//! `burst_without_repositories`) runs only those whose name contains one of the words given.
+//! `burst_without_repositories`, `versions`, `versions_by_polling`, `versions_at_scale`) runs
+//! only those whose name contains one of the words given.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -64,6 +70,15 @@ async fn main() {
     if wanted("memory_5k") {
         memory_5k().await;
     }
+    if wanted("versions") {
+        versions().await;
+    }
+    if wanted("versions_by_polling") {
+        versions_by_polling().await;
+    }
+    if wanted("versions_at_scale") {
+        versions_at_scale().await;
+    }
 }
 
 /// The `q` quantile of sorted durations, in milliseconds.
@@ -88,6 +103,10 @@ fn deployment(name: &str, image: &str, annotated: bool) -> Deployment {
     } else {
         json!({"team": "bench"})
     };
+    deployment_with(name, image, annotations)
+}
+
+fn deployment_with(name: &str, image: &str, annotations: serde_json::Value) -> Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": name, "annotations": annotations},
         "spec": {
@@ -360,5 +379,200 @@ async fn memory_5k() {
         all_pinned.as_secs_f64(),
         rss as f64 / 1024.0,
         idle as f64 / 1024.0
+    );
+}
+
+/// Waits until the Deployment runs an image that contains `part`; how long that took.
+async fn wait_pinned(env: &Env, api: &Api<Deployment>, name: &str, part: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while !image_of(api, name).await.contains(part) {
+        assert!(start.elapsed() < limit, "{name} never ran *{part}*:\n{}", env.berth.log_tail());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
+
+/// A push of a new version that a `semver` policy picks, to the Deployment pinned to
+/// `repo:<version>@<digest>`, events on and polling hourly; beside it in the same berth, the
+/// reference: a `digest` follower of another repository's `stable` tag, pushed alternately.
+async fn versions() {
+    let mut env = Env::new("bench-rollout-versions", true, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let (versioned, fixed) = (format!("{}/versioned", env.ns.name), format!("{}/fixed", env.ns.name));
+    env.push(&versioned, "1.0.0", "v-seed").await;
+    let first = env.push(&fixed, "stable", "f-seed").await;
+    let api = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let semver = json!({"berth.dev/rollout": "semver:^1.0", "berth.dev/poll-interval": "1h"});
+    let image = env.registry.image(&versioned);
+    api.create(&PostParams::default(), &deployment_with("semver", &format!("{image}:1.0.0"), semver)).await.unwrap();
+    let stable = format!("{}:stable", env.registry.image(&fixed));
+    api.create(&PostParams::default(), &deployment("digest", &stable, true)).await.unwrap();
+    wait_pinned(&env, &api, "digest", &first, Duration::from_secs(60)).await;
+    wait_pinned(&env, &api, "semver", ":1.0.0@", Duration::from_secs(60)).await;
+    let mut layout = OciLayout::default();
+    let (mut by_version, mut by_digest) = (Vec::new(), Vec::new());
+    for i in 1..=PUSHES {
+        let tag = format!("1.0.{i}");
+        let d = layout.add_image(&tag, &format!("version-{i}"));
+        let out = env.skopeo.push(layout.path(), &tag, &format!("{image}:{tag}"), &Creds::Anonymous, false).await;
+        assert!(out.status.success());
+        by_version
+            .push(wait_pinned(&env, &api, "semver", &format!(":{tag}@{}", d.digest), Duration::from_secs(60)).await);
+        let d = layout.add_image("stable", &format!("fixed-{i}"));
+        let out = env.skopeo.push(layout.path(), "stable", &stable, &Creds::Anonymous, false).await;
+        assert!(out.status.success());
+        by_digest.push(wait_pinned(&env, &api, "digest", &d.digest, Duration::from_secs(60)).await);
+    }
+    let requests = env.berth.metric("berth_registry_requests_total{controller=\"rollout\"}").await;
+    println!(
+        "versions: {PUSHES} pushes of a new version (semver:^1.0, events on, polling hourly), skopeo done to \
+         Deployment pinned to repo:<version>@<digest>: {}; reference, {PUSHES} pushes of a followed tag (digest) \
+         in the same berth: {}; rollout registry requests in all: {requests} ({} pushes)",
+        summary(&by_version),
+        summary(&by_digest),
+        2 * PUSHES
+    );
+}
+
+/// Version policies by polling alone (events off, 10 s): 10 repositories, each with a follower,
+/// all first polled at the same instant; one new version pushed to one of them at a time, at a
+/// random moment to a repository drawn at random, to the follower pinned. Evenly spread polls
+/// give about half an interval.
+async fn versions_by_polling() {
+    const REPOS: usize = 10;
+    const POLLED_PUSHES: usize = 40;
+    let mut env = Env::new("bench-rollout-versions-polling", false, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let api = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let polled = json!({"berth.dev/rollout": "semver:^1.0", "berth.dev/poll-interval": "10s"});
+    for r in 0..REPOS {
+        let path = format!("{}/r{r}", env.ns.name);
+        env.push(&path, "1.0.0", &format!("seed-{r}")).await;
+        let image = format!("{}:1.0.0", env.registry.image(&path));
+        api.create(&PostParams::default(), &deployment_with(&format!("r{r}"), &image, polled.clone())).await.unwrap();
+    }
+    for r in 0..REPOS {
+        wait_pinned(&env, &api, &format!("r{r}"), ":1.0.0@", Duration::from_secs(60)).await;
+    }
+    let mut layout = OciLayout::default();
+    let mut latencies = Vec::new();
+    let mut random = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(15);
+    for i in 1..=POLLED_PUSHES {
+        tokio::time::sleep(Duration::from_millis(rand::Rng::random_range(&mut random, 0..3000))).await;
+        // A repository drawn at random: in turn, successive pushes would keep meeting the same
+        // phase differences between repositories, and 30 pushes would measure about 10.
+        let r = rand::Rng::random_range(&mut random, 0..REPOS);
+        let path = format!("{}/r{r}", env.ns.name);
+        let tag = format!("1.0.{i}");
+        let d = layout.add_image(&tag, &format!("polled-{i}"));
+        let dest = format!("{}:{tag}", env.registry.image(&path));
+        let out = env.skopeo.push(layout.path(), &tag, &dest, &Creds::Anonymous, false).await;
+        assert!(out.status.success());
+        let suffix = format!(":{tag}@{}", d.digest);
+        latencies.push(wait_pinned(&env, &api, &format!("r{r}"), &suffix, Duration::from_secs(60)).await);
+    }
+    println!(
+        "versions_by_polling: {POLLED_PUSHES} pushes of a new version over {REPOS} repositories polled every 10 s \
+         (events off), skopeo done to pinned: {}",
+        summary(&latencies)
+    );
+}
+
+/// 500 Deployments with version policies over 50 repositories of 1,000 tags each, polling every
+/// 10 s (events off): the rollout controller's registry requests per interval once all are
+/// pinned, then in the interval after a new version lands in 10 repositories. The target: one
+/// tags listing per repository per interval, plus one HEAD per changed pick.
+async fn versions_at_scale() {
+    const REPOS: usize = 50;
+    const TAGS_PER_REPO: usize = 1000;
+    const PER_REPO: usize = 10;
+    const CHANGED: usize = 10;
+    let mut env = Env::new("bench-rollout-versions-scale", false, "1h").await;
+    env.ns.enable_rollouts(true).await;
+    let versions: Vec<String> = (0..TAGS_PER_REPO).map(|i| format!("1.{}.{}", i / 100, i % 100)).collect();
+    let fill = Instant::now();
+    for r in 0..REPOS {
+        let path = format!("{}/r{r}", env.ns.name);
+        env.push(&path, "base", &format!("base-{r}")).await;
+        env.registry.put_tags(&path, "base", &versions).await;
+    }
+    let fill = fill.elapsed();
+    let api = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let policies = ["semver:^1.0", "semver:~1.3", "pattern:^1\\.([0-9]+)\\.0$ numerical:1", "semver:>=1.5.0 <1.7"];
+    let expected = ["1.9.99", "1.3.99", "1.9.0", "1.6.99"];
+    let created = Instant::now();
+    stream::iter(0..REPOS * PER_REPO)
+        .map(|i| {
+            let api = api.clone();
+            let image = format!("{}:1.0.0", env.registry.image(&format!("{}/r{}", env.ns.name, i / PER_REPO)));
+            let annotations = json!({"berth.dev/rollout": policies[i % policies.len()], "berth.dev/poll-interval": "10s"});
+            async move { api.create(&PostParams::default(), &deployment_with(&format!("w{i}"), &image, annotations)).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let all_pinned = |want: Box<dyn Fn(usize) -> String>| {
+        let api = api.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let list = api.list(&ListParams::default()).await.unwrap();
+                let done = list
+                    .items
+                    .iter()
+                    .filter(|d| {
+                        let i: usize = d.metadata.name.as_deref().unwrap()[1..].parse().unwrap();
+                        let image =
+                            d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone();
+                        image.unwrap_or_default().contains(&format!(":{}@sha256:", want(i)))
+                    })
+                    .count();
+                if done == REPOS * PER_REPO {
+                    return start.elapsed();
+                }
+                assert!(start.elapsed() < Duration::from_secs(600), "{done} of {} pinned", REPOS * PER_REPO);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    all_pinned(Box::new(move |i| expected[i % expected.len()].to_string())).await;
+    let pinned = created.elapsed();
+    let requests = "berth_registry_requests_total{controller=\"rollout\"}";
+    let to_pin = env.berth.metric(requests).await;
+    // Idle: three intervals with nothing pushed.
+    let (before, cpu_before, idle_start) = (to_pin, env.berth.cpu_seconds().unwrap_or(0.0), Instant::now());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let idle = env.berth.metric(requests).await - before;
+    let idle_intervals = idle_start.elapsed().as_secs_f64() / 10.0;
+    let idle_cpu = env.berth.cpu_seconds().unwrap_or(0.0) - cpu_before;
+    // A new highest version in 10 repositories: semver:^1.0 and the numerical pattern pick it.
+    let before = env.berth.metric(requests).await;
+    let changed_start = Instant::now();
+    for r in 0..CHANGED {
+        env.registry.put_tags(&format!("{}/r{r}", env.ns.name), "base", &["1.10.0".to_string()]).await;
+    }
+    let moved = all_pinned(Box::new(move |i| {
+        if i / PER_REPO < CHANGED && i % 2 == 0 { "1.10.0".into() } else { expected[i % expected.len()].into() }
+    }))
+    .await;
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(changed_start.elapsed())).await;
+    let changed = env.berth.metric(requests).await - before;
+    let changed_intervals = changed_start.elapsed().as_secs_f64() / 10.0;
+    println!(
+        "versions_at_scale: {REPOS} repositories x {TAGS_PER_REPO} tags (filled in {:.0} s), {} Deployments with \
+         version policies (4 kinds), polling every 10 s, events off: all pinned {:.1} s after creation began, \
+         {to_pin} registry requests to get there; idle: {idle} requests in {idle_intervals:.1} intervals = \
+         {:.1} per interval (target {REPOS}: one listing per repository), berth CPU {:.2} s per interval; \
+         a new version in {CHANGED} repositories: all {} followers there pinned {:.1} s after the pushes, \
+         {changed} requests in {changed_intervals:.1} intervals (target {REPOS} per interval + {CHANGED} HEADs = {:.0})",
+        fill.as_secs_f64(),
+        REPOS * PER_REPO,
+        pinned.as_secs_f64(),
+        idle / idle_intervals,
+        idle_cpu / idle_intervals,
+        (0..CHANGED * PER_REPO).filter(|i| i % 2 == 0).count(),
+        moved.as_secs_f64(),
+        REPOS as f64 * changed_intervals + CHANGED as f64,
     );
 }
