@@ -86,6 +86,72 @@ fn preview_of_an_invalid_policy_exits_non_zero_with_the_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--now"));
 }
 
+#[test]
+fn preview_keeps_what_workloads_run_and_what_their_version_policy_selects() {
+    let example = |f: &str| support::repo_path(&format!("examples/{f}")).to_str().unwrap().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["lifecycle", "preview", "--now", "2026-05-20T00:00:00Z"];
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_berth")).args(&args).output().unwrap()
+    };
+    let (policy, images, workloads) = (
+        example("lifecycle-preview-policy.json"),
+        example("lifecycle-preview-images.json"),
+        example("lifecycle-preview-workloads.json"),
+    );
+    let files = ["--policy", &policy, "--images", &images];
+    let out = run(&[&files[..], &["--workloads", &workloads]].concat());
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tags_of = |list: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(tags_of("expired"), ["v1.4.0", ""], "{v}");
+    assert_eq!(tags_of("kept"), ["v1.3.9", "v1.4.2", "v1.4.10", "v1.5.0", "v1.5.1", "v1.6.0"], "{v}");
+    let in_use: Vec<&Value> = v["kept"].as_array().unwrap().iter().map(|k| &k["inUse"]).collect();
+    assert_eq!(
+        in_use,
+        [
+            &json!(["StatefulSet payments/ledger runs it by digest"]),
+            &json!(["Deployment payments/api runs v1.4.2"]),
+            &json!(["Deployment payments/api: semver:~1.4 selects v1.4.10"]),
+            &Value::Null,
+            &json!(["Deployment payments/web runs it by digest"]),
+            &json!(["Deployment payments/web: semver:^1.5.0 selects v1.6.0"]),
+        ]
+    );
+    let table = run(&[&files[..], &["--workloads", &workloads, "--output", "table"]].concat());
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("protect  1      sha256:ed4b27501c91  v1.4.10\n"), "{text}");
+    assert!(text.contains("Deployment payments/api: semver:~1.4 selects v1.4.10\n"), "{text}");
+    assert!(text.ends_with("2 expired, 6 kept (3 protected: a rule expires them, but workloads use them)\n"), "{text}");
+
+    // Without --workloads the rules alone decide, and no entry has inUse.
+    let out = run(&files);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["expired"].as_array().unwrap().len(), 5, "{v}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("inUse"));
+
+    // A workloads file that is wrong says where.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("workloads.json");
+    std::fs::write(&bad, r#"[{"workload": "Deployment payments/api", "rollout": "semver:~1.x.3"}]"#).unwrap();
+    let out = run(&[&files[..], &["--workloads", bad.to_str().unwrap()]].concat());
+    assert!(!out.status.success() && out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid workloads file: entry 0 (\"Deployment payments/api\"): rollout \"semver:~1.x.3\""),
+        "{stderr}"
+    );
+    let out = run(&[&files[..], &["--workloads", "/nonexistent/workloads.json"]].concat());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/workloads.json"));
+}
+
 fn rule(priority: u32, selection: Value) -> Value {
     json!({"rulePriority": priority, "selection": selection, "action": {"type": "expire"}})
 }
