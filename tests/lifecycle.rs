@@ -300,6 +300,84 @@ async fn a_policy_expires_exactly_the_expected_images_and_spares_those_in_use() 
     );
 }
 
+/// A Deployment that follows `semver:~1.4` and runs 1.4.2: the rule keeps only the newest
+/// release, yet 1.4.2 (it runs) and 1.4.3 (its policy selects it) stay; 1.4.1 and 1.3.0, which
+/// nothing runs or selects, go.
+#[tokio::test]
+async fn the_tag_a_version_policy_selects_is_kept_as_in_use() {
+    let mut env = Env::new("lifecycle-semver", true, "1h").await;
+    let path = format!("{}/app", env.ns.name);
+    env.create_repository("app", json!({})).await;
+    let mut digests: BTreeMap<&str, String> = BTreeMap::new();
+    for tag in ["1.3.0", "1.4.1", "1.4.2", "1.4.3", "1.5.0"] {
+        digests.insert(tag, env.push(&path, tag, &format!("semver-{tag}")).await);
+        // Each push is in the ledger before the next: push order is time order.
+        let n = digests.len();
+        env.wait_repo("app", &format!("{tag} recorded"), |s| s["tagCount"] == n).await;
+    }
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api", "annotations": {"berth.dev/rollout": "semver:~1.4"}},
+        "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {
+            "metadata": {"labels": {"app": "api"}},
+            "spec": {"containers": [{"name": "c", "image": format!("{}:1.4.2", env.registry.image(&path))}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+
+    apply_policy(
+        &env,
+        "newest-release",
+        json!({"rules": [
+            rule(1, json!({"tagStatus": "tagged", "tagPrefixList": ["1."], "countType": "imageCountMoreThan", "countNumber": 1})),
+        ]}),
+    )
+    .await;
+    let patch = json!({"spec": {"lifecyclePolicyRef": {"name": "newest-release"}}});
+    env.repos().patch("app", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+
+    let status =
+        policy_status(&env, "newest-release", "a run over the repository", |s| s["keptCount"].as_i64() > Some(0)).await;
+    assert_eq!(status["expiredCount"], 2, "{status}");
+    assert_eq!(status["protectedCount"], 2, "1.4.2 runs and ~1.4 selects 1.4.3: {status}");
+    assert_eq!(status["keptCount"], 1, "{status}");
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["reason"], "Succeeded", "{status}");
+    assert!(ready["message"].as_str().unwrap().contains("2 protected (1 selected by a version policy)"), "{status}");
+
+    for (tag, digest) in &digests {
+        let kept = ["1.4.2", "1.4.3", "1.5.0"].contains(tag);
+        assert_eq!(exists(&env, &path, digest).await, kept, "{tag} ({digest}) should exist: {kept}");
+    }
+    let mut left = env.tags(&path).await;
+    left.sort();
+    assert_eq!(left, ["1.4.2", "1.4.3", "1.5.0"]);
+    let why = format!("{path}@{} (Deployment {}/api: semver:~1.4 selects 1.4.3)", digests["1.4.3"], env.ns.name);
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.ns.client.clone(), &env.ns.name);
+    eventually(WAIT, "the Repository's ImagesExpired event says what was kept and why", || {
+        let (events, why) = (events.clone(), why.clone());
+        async move {
+            let notes: Vec<String> = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ImagesExpired"))
+                .filter_map(|e| e.note)
+                .collect();
+            if notes.iter().any(|n| n.contains("expired 2 images; kept 2 that workloads use") && n.contains(&why)) {
+                Ok(())
+            } else {
+                Err(format!("{notes:?}"))
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_dry_run_deletes_nothing_and_the_deletion_cap_spreads_work_over_runs() {
     let mut env = Env::new("lifecycle-dry", false, "1s").await;
