@@ -78,7 +78,7 @@ pub fn in_use(references: &[Reference<'_>], tags: &BTreeMap<&str, &str>, pushed_
     };
     // Many workloads share a policy and a running tag: parse and select once for each.
     let mut policies: HashMap<&str, Option<Policy>> = HashMap::new();
-    let mut selections: HashMap<(&str, Option<&str>), Option<(String, String)>> = HashMap::new();
+    let mut selections: HashMap<PolicyAt<'_>, Option<(String, String)>> = HashMap::new();
     let mut candidates: Option<Vec<Candidate>> = None;
     for r in references {
         match (r.digest, r.tag) {
@@ -106,6 +106,9 @@ pub fn in_use(references: &[Reference<'_>], tags: &BTreeMap<&str, &str>, pushed_
     }
     out
 }
+
+/// A policy's text and the tag the workload runs: what a selection depends on, with the tags.
+type PolicyAt<'a> = (&'a str, Option<&'a str>);
 
 /// The tags as a version policy sees them.
 fn candidates_of(tags: &BTreeMap<&str, &str>, pushed_ms: &BTreeMap<String, i64>) -> Vec<Candidate> {
