@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt, api::ListParams};
 
 use crate::{
     hosts,
-    rollout::{CONTAINERS_ANNOTATION, ROLLOUT_ANNOTATION},
+    rollout::{CONTAINERS_ANNOTATION, ROLLOUT_ANNOTATION, Record},
 };
 
 /// Whether `image` (as written in a pod spec, or a running image) is in repository `path` of
@@ -40,21 +40,31 @@ pub struct ImageUse {
     /// policy makes the tag it selects in use too. `None` for Pods, ReplicaSets and Jobs (their
     /// owner carries it) and for containers `berth.dev/containers` leaves out.
     pub rollout: Option<String>,
+    /// With `rollout`: the digests the workload was rolled back from (`berth.dev/bad-digests`),
+    /// which its policy no longer selects.
+    pub bad_digests: Vec<String>,
 }
 
 /// The images of a Deployment's, StatefulSet's, DaemonSet's or CronJob's pod template, with its
 /// `berth.dev/rollout` annotation on those the annotation rolls out: containers and
-/// initContainers, only those `berth.dev/containers` names when it is set. Pure.
+/// initContainers, only those `berth.dev/containers` names when it is set; with it the digests
+/// the workload was rolled back from. Pure.
 pub fn template_uses(workload: &str, annotations: &BTreeMap<String, String>, spec: &PodSpec) -> Vec<ImageUse> {
     let rollout = annotations.get(ROLLOUT_ANNOTATION);
+    let bad = rollout.map(|_| Record::from_annotations(annotations).bad).unwrap_or_default();
     let only: Option<Vec<&str>> = annotations.get(CONTAINERS_ANNOTATION).map(|l| l.split(',').map(str::trim).collect());
-    let follows = |name: &str| rollout.filter(|_| only.as_ref().is_none_or(|names| names.contains(&name))).cloned();
+    let follows = |name: &str| rollout.filter(|_| only.as_ref().is_none_or(|names| names.contains(&name)));
     let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
     let followed = containers.filter_map(|c| Some((c.image.as_deref()?, follows(&c.name))));
     let ephemeral = spec.ephemeral_containers.iter().flatten().filter_map(|c| Some((c.image.as_deref()?, None)));
     followed
         .chain(ephemeral)
-        .map(|(image, rollout)| ImageUse { workload: workload.to_string(), image: image.to_string(), rollout })
+        .map(|(image, rollout)| ImageUse {
+            workload: workload.to_string(),
+            image: image.to_string(),
+            rollout: rollout.cloned(),
+            bad_digests: if rollout.is_some() { bad.clone() } else { Vec::new() },
+        })
         .collect()
 }
 
@@ -125,7 +135,12 @@ pub async fn images_in_use(client: &Client) -> Result<Vec<ImageUse>, kube::Error
         let workload = format!("Pod {}/{}", p.namespace().unwrap_or_default(), p.name_any());
         let spec = p.spec.iter().flat_map(pod_spec_images).map(String::from);
         let images = spec.chain(pod_running_images(p));
-        out.extend(images.map(|image| ImageUse { workload: workload.clone(), image, rollout: None }));
+        out.extend(images.map(|image| ImageUse {
+            workload: workload.clone(),
+            image,
+            rollout: None,
+            bad_digests: Vec::new(),
+        }));
     })
     .await?;
     uses.extend(
@@ -223,6 +238,18 @@ mod tests {
             "only the containers berth.dev/containers names follow the policy"
         );
         assert!(uses(&[]).iter().all(|(_, r)| r.is_none()));
+
+        // The digests it was rolled back from go with the policy, on the images it rolls out.
+        let bad = format!("sha256:{}", "b".repeat(64));
+        let a: BTreeMap<String, String> = [
+            (ROLLOUT_ANNOTATION.to_string(), "semver:~1.4".to_string()),
+            (CONTAINERS_ANNOTATION.to_string(), "app".to_string()),
+            (crate::rollout::BAD_DIGESTS_ANNOTATION.to_string(), format!("{bad},not-a-digest")),
+        ]
+        .into();
+        let with_bad: Vec<Vec<String>> =
+            template_uses("Deployment team/api", &a, &spec).into_iter().map(|u| u.bad_digests).collect();
+        assert_eq!(with_bad, [vec![bad], vec![], vec![], vec![]]);
     }
 
     #[test]

@@ -87,8 +87,8 @@ pub fn protected_digests(
                 Some((name, digest)) => (name, Some(digest)),
                 None => (rest, None),
             };
-            let tag = name.strip_prefix(':').or(if digest.is_none() { Some("latest") } else { None });
-            Some(Reference { workload: &u.workload, tag, digest, rollout: u.rollout.as_deref() })
+            let tag = name.strip_prefix(':');
+            Some(Reference { workload: &u.workload, tag, digest, rollout: u.rollout.as_deref(), bad: &u.bad_digests })
         })
         .collect();
     let by_tag: BTreeMap<&str, &str> = tags.iter().map(|(t, d)| (t.as_str(), d.digest.as_str())).collect();
@@ -562,7 +562,12 @@ mod tests {
     fn plain(images: &[&str]) -> Vec<workloads::ImageUse> {
         images
             .iter()
-            .map(|i| workloads::ImageUse { workload: "Pod t/p".into(), image: i.to_string(), rollout: None })
+            .map(|i| workloads::ImageUse {
+                workload: "Pod t/p".into(),
+                image: i.to_string(),
+                rollout: None,
+                bad_digests: vec![],
+            })
             .collect()
     }
 
@@ -656,7 +661,7 @@ mod tests {
             ("semver:^1.0.0", "r:5000/team/app:1.4.2", &["d142", "d150"], "a wider range selects 1.5.0"),
             ("semver:~1.4", "r:5000/team/app:1.4.3@d143", &["d143"], "the running tag is the choice already"),
             ("semver:~1.4", "r:5000/team/app@d142", &["d142", "d143"], "by digest alone: no running tag"),
-            ("semver:~1.4", "r:5000/team/app", &["d143"], "latest is not a tag here, and outside the range"),
+            ("semver:~1.4", "r:5000/team/app", &["d143"], "it runs latest (no such tag here)"),
             ("semver:~1.3", "r:5000/team/app:1.4.2", &["d139", "d142"], "a running tag outside the range"),
             ("semver:>=2", "r:5000/team/app:1.4.2", &["d142"], "nothing in the range"),
             ("semver:~1.x.3", "r:5000/team/app:1.4.2", &["d142"], "a policy that does not parse adds nothing"),
@@ -673,6 +678,7 @@ mod tests {
                 workload: "Deployment team/api".into(),
                 image: image.to_string(),
                 rollout: Some(rollout.to_string()),
+                bad_digests: vec![],
             }];
             let p = protected_digests(&uses, &hosts, "team/app", &tags, &pushed, &HashMap::new());
             assert_eq!(digests(&p), set(expected), "{rollout} on {image}: {why}");
@@ -683,8 +689,15 @@ mod tests {
                 workload: "Deployment team/api".into(),
                 image: "r:5000/team/app:1.4.2".into(),
                 rollout: rollout.map(String::from),
+                bad_digests: vec![],
             }]
         };
+        // A digest the workload was rolled back from is not selected again, as the rollout
+        // controller does not select it: the policy's next choice is in use instead.
+        let mut rolled_back = uses(Some("semver:^1.0.0"));
+        rolled_back[0].bad_digests = vec!["d150".into()];
+        let p = protected_digests(&rolled_back, &hosts, "team/app", &tags, &pushed, &HashMap::new());
+        assert_eq!(digests(&p), set(&["d142", "d143"]));
         let p = protected_digests(&uses(Some("semver:~1.4")), &hosts, "team/app", &tags, &pushed, &HashMap::new());
         let why: Vec<String> = p["d143"].iter().map(ToString::to_string).collect();
         assert_eq!(why, ["Deployment team/api: semver:~1.4 selects 1.4.3"]);

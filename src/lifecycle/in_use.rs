@@ -15,13 +15,17 @@ use crate::rollout::policy::{self, Candidate, Policy};
 pub struct Reference<'a> {
     /// `Kind namespace/name`.
     pub workload: &'a str,
-    /// The tag it runs: the one its image names (`latest` when the image names neither a tag
-    /// nor a digest). Its version policy never selects below it.
+    /// The tag its image names: what it runs when the image names no digest (`latest` when it
+    /// names neither, as image references read), and the tag its version policy never selects
+    /// below (none: nothing to stay above, as for the rollout controller).
     pub tag: Option<&'a str>,
     /// The digest its image names: then that is what runs, wherever the tag points now.
     pub digest: Option<&'a str>,
     /// Its `berth.dev/rollout` annotation, as written.
     pub rollout: Option<&'a str>,
+    /// Digests it was rolled back from (`berth.dev/bad-digests`): its policy chooses among the
+    /// other tags, as the rollout controller does.
+    pub bad: &'a [String],
 }
 
 /// One reason an image is in use.
@@ -67,10 +71,11 @@ pub type InUse = BTreeMap<String, BTreeSet<Use>>;
 
 /// The images of a repository that `references` use: the digest each runs (its own, or its
 /// tag's in `tags`, tag -> digest), and the digest of the tag its version policy selects among
-/// `tags` (never below the tag it runs; newest-pushed by `pushed_ms`, digest -> unix
-/// milliseconds, as the push-time ledger keeps them). A `digest` policy adds nothing (the
-/// workload follows its own tag), and neither does one that does not parse (the rollout
-/// controller warns about it and leaves the workload alone).
+/// `tags` with [`policy::select`], as the rollout controller does (never below the tag its
+/// image names, never a digest it was rolled back from; newest-pushed by `pushed_ms`, digest ->
+/// unix ms, as the push-time ledger keeps them). A `digest` policy adds nothing (the workload
+/// follows its own tag), and neither does one that does not parse (the rollout controller warns
+/// about it and leaves the workload alone).
 pub fn in_use(references: &[Reference<'_>], tags: &BTreeMap<&str, &str>, pushed_ms: &BTreeMap<String, i64>) -> InUse {
     let mut out = InUse::new();
     let mut add = |digest: &str, workload: &str, how: How| {
@@ -83,21 +88,25 @@ pub fn in_use(references: &[Reference<'_>], tags: &BTreeMap<&str, &str>, pushed_
     for r in references {
         match (r.digest, r.tag) {
             (Some(d), _) => add(d, r.workload, How::Digest),
-            (None, Some(t)) => {
+            (None, tag) => {
+                let t = tag.unwrap_or("latest");
                 if let Some(d) = tags.get(t) {
                     add(d, r.workload, How::Tag(t.to_string()));
                 }
             }
-            (None, None) => {}
         }
         let Some(text) = r.rollout.map(str::trim) else { continue };
-        let selected = selections.entry((text, r.tag)).or_insert_with(|| {
-            let policy = policies
-                .entry(text)
-                .or_insert_with(|| policy::parse(text).ok().filter(|p| !matches!(p, Policy::Digest)))
-                .as_ref()?;
-            let candidates = candidates.get_or_insert_with(|| candidates_of(tags, pushed_ms));
-            let s = policy::select(policy, candidates, r.tag);
+        let selected = selections.entry((text, r.tag, r.bad)).or_insert_with(|| {
+            let policy = policies.entry(text).or_insert_with(|| policy::parse(text).ok().filter(Policy::is_version));
+            let policy = policy.as_ref()?;
+            let all = candidates.get_or_insert_with(|| candidates_of(tags, pushed_ms));
+            let s = if r.bad.is_empty() {
+                policy::select(policy, all, r.tag)
+            } else {
+                let good = |c: &&Candidate| c.digest.as_ref().is_none_or(|d| !r.bad.contains(d));
+                let pool: Vec<Candidate> = all.iter().filter(good).cloned().collect();
+                policy::select(policy, &pool, r.tag)
+            };
             Some((s.tag?, s.digest?))
         });
         if let Some((tag, digest)) = selected {
@@ -107,8 +116,9 @@ pub fn in_use(references: &[Reference<'_>], tags: &BTreeMap<&str, &str>, pushed_
     out
 }
 
-/// A policy's text and the tag the workload runs: what a selection depends on, with the tags.
-type PolicyAt<'a> = (&'a str, Option<&'a str>);
+/// A policy's text, the tag the workload names and the digests it was rolled back from: what a
+/// selection depends on, besides the tags.
+type PolicyAt<'a> = (&'a str, Option<&'a str>, &'a [String]);
 
 /// The tags as a version policy sees them.
 fn candidates_of(tags: &BTreeMap<&str, &str>, pushed_ms: &BTreeMap<String, i64>) -> Vec<Candidate> {
@@ -150,9 +160,16 @@ mod tests {
                 tag: Some("v1.4.2"),
                 digest: None,
                 rollout: Some(" semver:~1.4 "),
+                bad: &[],
             },
-            Reference { workload: "Pod prod/api-1", tag: Some("v1.4.2"), digest: Some("d142"), rollout: None },
-            Reference { workload: "Job prod/migrate", tag: None, digest: Some("d150"), rollout: None },
+            Reference {
+                workload: "Pod prod/api-1",
+                tag: Some("v1.4.2"),
+                digest: Some("d142"),
+                rollout: None,
+                bad: &[],
+            },
+            Reference { workload: "Job prod/migrate", tag: None, digest: Some("d150"), rollout: None, bad: &[] },
         ];
         let u = in_use(&refs, &tags, &BTreeMap::new());
         assert_eq!(reasons(&u, "d142"), ["Deployment prod/api runs v1.4.2", "Pod prod/api-1 runs it by digest"]);

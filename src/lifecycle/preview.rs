@@ -40,7 +40,8 @@ pub struct InputWorkload {
     /// Its `berth.dev/rollout` annotation.
     #[serde(default)]
     pub rollout: Option<String>,
-    /// The tag it runs now (its version policy never selects below it).
+    /// The tag it runs now (its version policy never selects below it); without `tag` and
+    /// `digest` it runs `latest`, as an image reference that names neither.
     #[serde(default)]
     pub tag: Option<String>,
     /// The digest it runs now, when it runs one by digest.
@@ -168,6 +169,7 @@ fn used(workloads: &[InputWorkload], images: &[Image]) -> Result<in_use::InUse, 
             tag: w.tag.as_deref(),
             digest: w.digest.as_deref(),
             rollout: w.rollout.as_deref(),
+            bad: &[],
         })
         .collect();
     Ok(in_use::in_use(&references, &tags, &pushed))
