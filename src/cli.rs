@@ -72,6 +72,11 @@ pub struct PreviewArgs {
     /// JSON array of {"digest": "sha256:...", "tags": [...], "pushedAt": "RFC3339"}.
     #[arg(long, value_name = "FILE")]
     pub images: PathBuf,
+    /// JSON array of {"workload": "Kind namespace/name", "rollout": "<berth.dev/rollout>", "tag":
+    /// "...", "digest": "sha256:..."} (tag and digest: what it runs now): the images they run or
+    /// their version policy selects are kept, as the controller keeps them (protectInUse).
+    #[arg(long, value_name = "FILE")]
+    pub workloads: Option<PathBuf>,
     /// The time to evaluate at (RFC 3339); default now.
     #[arg(long)]
     pub now: Option<String>,
@@ -158,7 +163,13 @@ fn run_preview(args: &PreviewArgs) -> Result<String, String> {
             .map_err(|e| format!("--now {t:?} is not an RFC 3339 time: {e}"))?,
         None => k8s_openapi::jiff::Timestamp::now(),
     };
-    let preview = crate::lifecycle::preview::preview(&read(&args.policy)?, &read(&args.images)?, now.as_millisecond())?;
+    let workloads = args.workloads.as_ref().map(read).transpose()?;
+    let preview = crate::lifecycle::preview::preview(
+        &read(&args.policy)?,
+        &read(&args.images)?,
+        workloads.as_deref(),
+        now.as_millisecond(),
+    )?;
     Ok(match args.output {
         PreviewOutput::Json => format!("{}\n", serde_json::to_string_pretty(&preview).map_err(|e| e.to_string())?),
         PreviewOutput::Table => crate::lifecycle::preview::table(&preview),

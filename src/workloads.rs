@@ -1,6 +1,8 @@
 //! Which workloads in the cluster reference which images. The matching is pure; the listing
 //! reads Pods and every controller kind that stamps Pods out.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
     batch::v1::{CronJob, Job},
@@ -8,7 +10,10 @@ use k8s_openapi::api::{
 };
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
-use crate::hosts;
+use crate::{
+    hosts,
+    rollout::{CONTAINERS_ANNOTATION, ROLLOUT_ANNOTATION, Record},
+};
 
 /// Whether `image` (as written in a pod spec, or a running image) is in repository `path` of
 /// the registry pulled by `hosts` (see [`hosts::of_registry`]), under any of its
@@ -31,6 +36,36 @@ pub struct ImageUse {
     /// `Kind namespace/name`.
     pub workload: String,
     pub image: String,
+    /// The workload's `berth.dev/rollout` annotation, on the images it rolls out: a version
+    /// policy makes the tag it selects in use too. `None` for Pods, ReplicaSets and Jobs (their
+    /// owner carries it) and for containers `berth.dev/containers` leaves out.
+    pub rollout: Option<String>,
+    /// With `rollout`: the digests the workload was rolled back from (`berth.dev/bad-digests`),
+    /// which its policy no longer selects.
+    pub bad_digests: Vec<String>,
+}
+
+/// The images of a Deployment's, StatefulSet's, DaemonSet's or CronJob's pod template, with its
+/// `berth.dev/rollout` annotation on those the annotation rolls out: containers and
+/// initContainers, only those `berth.dev/containers` names when it is set; with it the digests
+/// the workload was rolled back from. Pure.
+pub fn template_uses(workload: &str, annotations: &BTreeMap<String, String>, spec: &PodSpec) -> Vec<ImageUse> {
+    let rollout = annotations.get(ROLLOUT_ANNOTATION);
+    let bad = rollout.map(|_| Record::from_annotations(annotations).bad).unwrap_or_default();
+    let only: Option<Vec<&str>> = annotations.get(CONTAINERS_ANNOTATION).map(|l| l.split(',').map(str::trim).collect());
+    let follows = |name: &str| rollout.filter(|_| only.as_ref().is_none_or(|names| names.contains(&name)));
+    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let followed = containers.filter_map(|c| Some((c.image.as_deref()?, follows(&c.name))));
+    let ephemeral = spec.ephemeral_containers.iter().flatten().filter_map(|c| Some((c.image.as_deref()?, None)));
+    followed
+        .chain(ephemeral)
+        .map(|(image, rollout)| ImageUse {
+            workload: workload.to_string(),
+            image: image.to_string(),
+            rollout: rollout.cloned(),
+            bad_digests: if rollout.is_some() { bad.clone() } else { Vec::new() },
+        })
+        .collect()
 }
 
 /// The images a Pod runs, as its status reports them (`imageID`, by digest): what runs may differ
@@ -71,51 +106,66 @@ where
     }
 }
 
+/// Every object of a kind with a pod template. `rolls_out`: the kind takes `berth.dev/rollout`
+/// (Deployment, StatefulSet, DaemonSet, CronJob; not the ReplicaSets and Jobs they stamp out).
 async fn collect<K>(
     client: &Client,
     kind: &'static str,
+    rolls_out: bool,
     spec: impl Fn(&K) -> Option<&PodSpec>,
 ) -> Result<Vec<ImageUse>, kube::Error>
 where
     K: kube::Resource<DynamicType = ()> + ResourceExt + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    let none = BTreeMap::new();
     list_paged(Api::<K>::all(client.clone()), |item: &K, out: &mut Vec<ImageUse>| {
         if let Some(s) = spec(item) {
             let workload = format!("{kind} {}/{}", item.namespace().unwrap_or_default(), item.name_any());
-            out.extend(pod_spec_images(s).map(|i| ImageUse { workload: workload.clone(), image: i.to_string() }));
+            out.extend(template_uses(&workload, if rolls_out { item.annotations() } else { &none }, s));
         }
     })
     .await
 }
 
 /// Every image referenced by a Pod (in its spec or running, by digest), Deployment,
-/// StatefulSet, DaemonSet, ReplicaSet, Job or CronJob in the cluster, read page by page.
+/// StatefulSet, DaemonSet, ReplicaSet, Job or CronJob in the cluster, read page by page, with
+/// the version policy that rolls it out (see [`template_uses`]).
 pub async fn images_in_use(client: &Client) -> Result<Vec<ImageUse>, kube::Error> {
     let mut uses = list_paged(Api::<Pod>::all(client.clone()), |p: &Pod, out: &mut Vec<ImageUse>| {
         let workload = format!("Pod {}/{}", p.namespace().unwrap_or_default(), p.name_any());
         let spec = p.spec.iter().flat_map(pod_spec_images).map(String::from);
-        out.extend(spec.chain(pod_running_images(p)).map(|image| ImageUse { workload: workload.clone(), image }));
+        let images = spec.chain(pod_running_images(p));
+        out.extend(images.map(|image| ImageUse {
+            workload: workload.clone(),
+            image,
+            rollout: None,
+            bad_digests: Vec::new(),
+        }));
     })
     .await?;
     uses.extend(
-        collect::<Deployment>(client, "Deployment", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref())).await?,
-    );
-    uses.extend(
-        collect::<StatefulSet>(client, "StatefulSet", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
+        collect::<Deployment>(client, "Deployment", true, |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
             .await?,
     );
     uses.extend(
-        collect::<DaemonSet>(client, "DaemonSet", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref())).await?,
+        collect::<StatefulSet>(client, "StatefulSet", true, |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
+            .await?,
     );
     uses.extend(
-        collect::<ReplicaSet>(client, "ReplicaSet", |d| {
+        collect::<DaemonSet>(client, "DaemonSet", true, |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
+            .await?,
+    );
+    uses.extend(
+        collect::<ReplicaSet>(client, "ReplicaSet", false, |d| {
             d.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref())
         })
         .await?,
     );
-    uses.extend(collect::<Job>(client, "Job", |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref())).await?);
     uses.extend(
-        collect::<CronJob>(client, "CronJob", |d| {
+        collect::<Job>(client, "Job", false, |d| d.spec.as_ref().and_then(|s| s.template.spec.as_ref())).await?,
+    );
+    uses.extend(
+        collect::<CronJob>(client, "CronJob", true, |d| {
             d.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()).and_then(|s| s.template.spec.as_ref())
         })
         .await?,
@@ -150,6 +200,56 @@ mod tests {
         let running = running_image(&format!("docker-pullable://127.0.0.1:30500/team-a/app@{d}")).unwrap();
         assert!(in_repository(&running, &hosts, "team-a/app"));
         assert!(!in_repository("127.0.0.1:30501/team-a/app:v1", &hosts, "team-a/app"));
+    }
+
+    #[test]
+    fn the_rollout_annotation_goes_with_the_images_it_rolls_out() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "app", "image": "r:5000/team/app:v1.4.2"}, {"name": "proxy", "image": "r:5000/team/proxy:v2"}],
+            "initContainers": [{"name": "migrate", "image": "r:5000/team/app:v1.4.2"}],
+            "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
+        }))
+        .unwrap();
+        let uses = |annotations: &[(&str, &str)]| -> Vec<(String, Option<String>)> {
+            let a = annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let uses = template_uses("Deployment team/api", &a, &spec);
+            assert!(uses.iter().all(|u| u.workload == "Deployment team/api"));
+            uses.into_iter().map(|u| (u.image, u.rollout)).collect()
+        };
+        let semver = Some("semver:~1.4".to_string());
+        let at = |image: &str, rollout: &Option<String>| (image.to_string(), rollout.clone());
+        assert_eq!(
+            uses(&[(ROLLOUT_ANNOTATION, "semver:~1.4")]),
+            [
+                at("r:5000/team/app:v1.4.2", &semver),
+                at("r:5000/team/proxy:v2", &semver),
+                at("r:5000/team/app:v1.4.2", &semver),
+                at("busybox", &None),
+            ]
+        );
+        assert_eq!(
+            uses(&[(ROLLOUT_ANNOTATION, "semver:~1.4"), (CONTAINERS_ANNOTATION, "app, migrate")]),
+            [
+                at("r:5000/team/app:v1.4.2", &semver),
+                at("r:5000/team/proxy:v2", &None),
+                at("r:5000/team/app:v1.4.2", &semver),
+                at("busybox", &None),
+            ],
+            "only the containers berth.dev/containers names follow the policy"
+        );
+        assert!(uses(&[]).iter().all(|(_, r)| r.is_none()));
+
+        // The digests it was rolled back from go with the policy, on the images it rolls out.
+        let bad = format!("sha256:{}", "b".repeat(64));
+        let a: BTreeMap<String, String> = [
+            (ROLLOUT_ANNOTATION.to_string(), "semver:~1.4".to_string()),
+            (CONTAINERS_ANNOTATION.to_string(), "app".to_string()),
+            (crate::rollout::BAD_DIGESTS_ANNOTATION.to_string(), format!("{bad},not-a-digest")),
+        ]
+        .into();
+        let with_bad: Vec<Vec<String>> =
+            template_uses("Deployment team/api", &a, &spec).into_iter().map(|u| u.bad_digests).collect();
+        assert_eq!(with_bad, [vec![bad], vec![], vec![], vec![]]);
     }
 
     #[test]

@@ -86,6 +86,72 @@ fn preview_of_an_invalid_policy_exits_non_zero_with_the_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--now"));
 }
 
+#[test]
+fn preview_keeps_what_workloads_run_and_what_their_version_policy_selects() {
+    let example = |f: &str| support::repo_path(&format!("examples/{f}")).to_str().unwrap().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["lifecycle", "preview", "--now", "2026-05-20T00:00:00Z"];
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_berth")).args(&args).output().unwrap()
+    };
+    let (policy, images, workloads) = (
+        example("lifecycle-preview-policy.json"),
+        example("lifecycle-preview-images.json"),
+        example("lifecycle-preview-workloads.json"),
+    );
+    let files = ["--policy", &policy, "--images", &images];
+    let out = run(&[&files[..], &["--workloads", &workloads]].concat());
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tags_of = |list: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(tags_of("expired"), ["v1.4.0", ""], "{v}");
+    assert_eq!(tags_of("kept"), ["v1.3.9", "v1.4.2", "v1.4.10", "v1.5.0", "v1.5.1", "v1.6.0"], "{v}");
+    let in_use: Vec<&Value> = v["kept"].as_array().unwrap().iter().map(|k| &k["inUse"]).collect();
+    assert_eq!(
+        in_use,
+        [
+            &json!(["StatefulSet payments/ledger runs it by digest"]),
+            &json!(["Deployment payments/api runs v1.4.2"]),
+            &json!(["Deployment payments/api: semver:~1.4 selects v1.4.10"]),
+            &Value::Null,
+            &json!(["Deployment payments/web runs it by digest"]),
+            &json!(["Deployment payments/web: semver:^1.5.0 selects v1.6.0"]),
+        ]
+    );
+    let table = run(&[&files[..], &["--workloads", &workloads, "--output", "table"]].concat());
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("protect  1      sha256:ed4b27501c91  v1.4.10\n"), "{text}");
+    assert!(text.contains("Deployment payments/api: semver:~1.4 selects v1.4.10\n"), "{text}");
+    assert!(text.ends_with("2 expired, 6 kept (3 protected: a rule expires them, but workloads use them)\n"), "{text}");
+
+    // Without --workloads the rules alone decide, and no entry has inUse.
+    let out = run(&files);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["expired"].as_array().unwrap().len(), 5, "{v}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("inUse"));
+
+    // A workloads file that is wrong says where.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("workloads.json");
+    std::fs::write(&bad, r#"[{"workload": "Deployment payments/api", "rollout": "semver:~1.x.3"}]"#).unwrap();
+    let out = run(&[&files[..], &["--workloads", bad.to_str().unwrap()]].concat());
+    assert!(!out.status.success() && out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid workloads file: entry 0 (\"Deployment payments/api\"): rollout \"semver:~1.x.3\""),
+        "{stderr}"
+    );
+    let out = run(&[&files[..], &["--workloads", "/nonexistent/workloads.json"]].concat());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/workloads.json"));
+}
+
 fn rule(priority: u32, selection: Value) -> Value {
     json!({"rulePriority": priority, "selection": selection, "action": {"type": "expire"}})
 }
@@ -232,6 +298,84 @@ async fn a_policy_expires_exactly_the_expected_images_and_spares_those_in_use() 
             && e.note.as_deref().is_some_and(|n| n.contains("14 images"))),
         "an event reports the 14 expired images"
     );
+}
+
+/// A Deployment that follows `semver:~1.4` and runs 1.4.2: the rule keeps only the newest
+/// release, yet 1.4.2 (it runs) and 1.4.3 (its policy selects it) stay; 1.4.1 and 1.3.0, which
+/// nothing runs or selects, go.
+#[tokio::test]
+async fn the_tag_a_version_policy_selects_is_kept_as_in_use() {
+    let mut env = Env::new("lifecycle-semver", true, "1h").await;
+    let path = format!("{}/app", env.ns.name);
+    env.create_repository("app", json!({})).await;
+    let mut digests: BTreeMap<&str, String> = BTreeMap::new();
+    for tag in ["1.3.0", "1.4.1", "1.4.2", "1.4.3", "1.5.0"] {
+        digests.insert(tag, env.push(&path, tag, &format!("semver-{tag}")).await);
+        // Each push is in the ledger before the next: push order is time order.
+        let n = digests.len();
+        env.wait_repo("app", &format!("{tag} recorded"), |s| s["tagCount"] == n).await;
+    }
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api", "annotations": {"berth.dev/rollout": "semver:~1.4"}},
+        "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {
+            "metadata": {"labels": {"app": "api"}},
+            "spec": {"containers": [{"name": "c", "image": format!("{}:1.4.2", env.registry.image(&path))}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+
+    apply_policy(
+        &env,
+        "newest-release",
+        json!({"rules": [
+            rule(1, json!({"tagStatus": "tagged", "tagPrefixList": ["1."], "countType": "imageCountMoreThan", "countNumber": 1})),
+        ]}),
+    )
+    .await;
+    let patch = json!({"spec": {"lifecyclePolicyRef": {"name": "newest-release"}}});
+    env.repos().patch("app", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+
+    let status =
+        policy_status(&env, "newest-release", "a run over the repository", |s| s["keptCount"].as_i64() > Some(0)).await;
+    assert_eq!(status["expiredCount"], 2, "{status}");
+    assert_eq!(status["protectedCount"], 2, "1.4.2 runs and ~1.4 selects 1.4.3: {status}");
+    assert_eq!(status["keptCount"], 1, "{status}");
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["reason"], "Succeeded", "{status}");
+    assert!(ready["message"].as_str().unwrap().contains("2 protected (1 selected by a version policy)"), "{status}");
+
+    for (tag, digest) in &digests {
+        let kept = ["1.4.2", "1.4.3", "1.5.0"].contains(tag);
+        assert_eq!(exists(&env, &path, digest).await, kept, "{tag} ({digest}) should exist: {kept}");
+    }
+    let mut left = env.tags(&path).await;
+    left.sort();
+    assert_eq!(left, ["1.4.2", "1.4.3", "1.5.0"]);
+    let why = format!("{path}@{} (Deployment {}/api: semver:~1.4 selects 1.4.3)", digests["1.4.3"], env.ns.name);
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.ns.client.clone(), &env.ns.name);
+    eventually(WAIT, "the Repository's ImagesExpired event says what was kept and why", || {
+        let (events, why) = (events.clone(), why.clone());
+        async move {
+            let notes: Vec<String> = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ImagesExpired"))
+                .filter_map(|e| e.note)
+                .collect();
+            if notes.iter().any(|n| n.contains("expired 2 images; kept 2 that workloads use") && n.contains(&why)) {
+                Ok(())
+            } else {
+                Err(format!("{notes:?}"))
+            }
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -34,7 +34,8 @@ pub struct LifecyclePolicySpec {
     pub rules: Vec<LifecycleRule>,
 
     /// Never expire an image that a Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or
-    /// CronJob in the cluster references, by digest or through a tag. Default true.
+    /// CronJob in the cluster references, by digest or through a tag, or whose tag a workload's
+    /// version policy (`berth.dev/rollout`) selects. Default true.
     #[serde(default = "default_true")]
     pub protect_in_use: bool,
 

@@ -3,8 +3,9 @@
 //! gathers its inputs (tags, ledger, workloads) and carries out what it decided, safely:
 //!
 //! - a run that could not list everything (tags, index manifests, workloads) deletes nothing;
-//! - an image a workload references, by digest or through a tag that resolves to it now, is
-//!   never expired (`protectInUse`, default true);
+//! - an image a workload references, by digest or through a tag that resolves to it now, or
+//!   whose tag the workload's version policy (`berth.dev/rollout`) selects, is never expired
+//!   (`protectInUse`, default true);
 //! - a multi-arch index and its children are one image: children of a kept index are never
 //!   expired as untagged, and an expired index takes its children with it;
 //! - at most `maxDeletionsPerRun` deletions per repository per run, oldest first; 404 is done.
@@ -31,7 +32,10 @@ use super::{
 use crate::{
     api::{LifecyclePolicy, LifecyclePolicyStatus, Repository},
     conditions, duration, hosts,
-    lifecycle::{self, Decision, Image},
+    lifecycle::{
+        self, Decision, Image,
+        in_use::{self, InUse, Reference},
+    },
     metrics::{ControllerLabels, ErrorLabels, ExpiredLabels},
     registry::{Backend, Deleted, Descriptor, is_index},
     repository::ledger,
@@ -50,6 +54,10 @@ pub struct RepositoryRun {
     pub expired: Vec<String>,
     /// Images the rules expired but a workload uses.
     pub protected: usize,
+    /// Of those, images a version policy selects (and maybe also runs).
+    pub selected: usize,
+    /// `<path>@<digest> (why)` of the first protected images, oldest first.
+    pub protected_images: Vec<String>,
     pub kept: usize,
     /// Expired images left for the next run (over `maxDeletionsPerRun`).
     pub deferred: usize,
@@ -58,35 +66,43 @@ pub struct RepositoryRun {
     pub changed: usize,
 }
 
-/// Which digests workloads pin in repository `path` of the registry pulled by `hosts` (under
-/// any of its names): by digest, or through a tag resolved now. A child of an index protects
-/// the index too. Pure.
+/// Which digests workloads use in repository `path` of the registry pulled by `hosts` (under
+/// any of its names), and why: by digest, through a tag resolved now, or as the tag their
+/// version policy selects among `tags` (newest-pushed by the ledger's `pushed`, digest -> unix
+/// ms); see [`in_use::in_use`]. A child of an index in use makes the index in use too. Pure.
 pub fn protected_digests(
-    images_in_use: &[&str],
+    uses: &[workloads::ImageUse],
     hosts: &[String],
     path: &str,
     tags: &BTreeMap<String, Descriptor>,
+    pushed: &BTreeMap<String, i64>,
     children: &HashMap<String, Vec<String>>,
-) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for image in images_in_use {
-        // The same component boundary as deletion uses: `app2` and `app/sub` are not `app`.
-        let Some(rest) = hosts::repository_suffix(image, hosts, path) else { continue };
-        if let Some((_, digest)) = rest.split_once('@') {
-            out.insert(digest.to_string());
-        } else {
-            let tag = rest.strip_prefix(':').unwrap_or("latest");
-            if let Some(d) = tags.get(tag) {
-                out.insert(d.digest.clone());
-            }
-        }
-    }
-    let parents: Vec<String> = children
+) -> InUse {
+    let references: Vec<Reference<'_>> = uses
         .iter()
-        .filter(|(_, kids)| kids.iter().any(|k| out.contains(k)))
-        .map(|(index, _)| index.clone())
+        .filter_map(|u| {
+            // The same component boundary as deletion uses: `app2` and `app/sub` are not `app`.
+            let rest = hosts::repository_suffix(&u.image, hosts, path)?;
+            let (name, digest) = match rest.split_once('@') {
+                Some((name, digest)) => (name, Some(digest)),
+                None => (rest, None),
+            };
+            let tag = name.strip_prefix(':');
+            Some(Reference { workload: &u.workload, tag, digest, rollout: u.rollout.as_deref(), bad: &u.bad_digests })
+        })
         .collect();
-    out.extend(parents);
+    let by_tag: BTreeMap<&str, &str> = tags.iter().map(|(t, d)| (t.as_str(), d.digest.as_str())).collect();
+    let mut out = in_use::in_use(&references, &by_tag, pushed);
+    let parents: Vec<(String, Vec<in_use::Use>)> = children
+        .iter()
+        .filter_map(|(index, kids)| {
+            let why: Vec<in_use::Use> = kids.iter().filter_map(|k| out.get(k)).flatten().cloned().collect();
+            (!why.is_empty()).then(|| (index.clone(), why))
+        })
+        .collect();
+    for (index, why) in parents {
+        out.entry(index).or_default().extend(why);
+    }
     out
 }
 
@@ -102,10 +118,10 @@ pub fn unchanged(
     digest: &str,
     listed: &BTreeMap<String, Descriptor>,
     fresh: &BTreeMap<String, Descriptor>,
-    protected_now: &BTreeSet<String>,
+    in_use_now: &InUse,
     pushed_since: impl Fn(&str) -> bool,
 ) -> bool {
-    tags_of(listed, digest) == tags_of(fresh, digest) && !protected_now.contains(digest) && !pushed_since(digest)
+    tags_of(listed, digest) == tags_of(fresh, digest) && !in_use_now.contains_key(digest) && !pushed_since(digest)
 }
 
 /// The images to evaluate: one per tagged digest (an index stands for its children), plus the
@@ -194,7 +210,7 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
     } else {
         None
     };
-    let in_use: Vec<&str> = in_use.iter().flatten().map(|u| u.image.as_str()).collect();
+    let in_use = in_use.unwrap_or_default();
 
     let mut totals = RepositoryRun::default();
     let mut failures: Vec<(String, NotReady)> = Vec::new();
@@ -203,11 +219,20 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
             Ok(run) => {
                 if !run.expired.is_empty() {
                     let verb = if policy.spec.dry_run { "would expire" } else { "expired" };
-                    let note = format!("LifecyclePolicy {name} {verb} {} images", run.expired.len());
+                    let mut note = format!("LifecyclePolicy {name} {verb} {} images", run.expired.len());
+                    if run.protected > 0 {
+                        let mut kept: Vec<&str> = run.protected_images.iter().take(3).map(String::as_str).collect();
+                        let more = format!("and {} more", run.protected - kept.len());
+                        if run.protected > kept.len() {
+                            kept.push(&more);
+                        }
+                        note.push_str(&format!("; kept {} that workloads use: {}", run.protected, kept.join("; ")));
+                    }
                     publish(&ctx, repo, EventType::Normal, "ImagesExpired", note).await;
                 }
                 totals.expired.extend(run.expired);
                 totals.protected += run.protected;
+                totals.selected += run.selected;
                 totals.kept += run.kept;
                 totals.deferred += run.deferred;
                 totals.changed += run.changed;
@@ -238,11 +263,16 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
             if totals.changed > 0 {
                 deferred.push_str(&format!(", {} changed since the listing and kept for now", totals.changed));
             }
+            let selected = if totals.selected > 0 {
+                format!(" ({} selected by a version policy)", totals.selected)
+            } else {
+                String::new()
+            };
             conditions::ready(
                 true,
                 if policy.spec.dry_run { "DryRun" } else { "Succeeded" },
                 format!(
-                    "{mode}{} repositories: {} expired, {} protected, {} kept{deferred}",
+                    "{mode}{} repositories: {} expired, {} protected{selected}, {} kept{deferred}",
                     repos.len(),
                     totals.expired.len(),
                     totals.protected,
@@ -323,7 +353,7 @@ async fn run_repository(
     parsed: &lifecycle::Policy,
     repo: &Repository,
     ctx: &Context,
-    in_use: &[&str],
+    in_use: &[workloads::ImageUse],
 ) -> Result<RepositoryRun, NotReady> {
     let target = target::target(repo, ctx)?;
     let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
@@ -339,7 +369,7 @@ async fn run_in(
     parsed: &lifecycle::Policy,
     repo: &Repository,
     ctx: &Context,
-    in_use: &[&str],
+    in_use: &[workloads::ImageUse],
     target: &Target,
     backend: &dyn Backend,
 ) -> Result<RepositoryRun, NotReady> {
@@ -355,16 +385,36 @@ async fn run_in(
     let now = Timestamp::now().as_millisecond();
     let images = images_for_evaluation(&tags, &children, &stored.ledger.pushed, now);
     let decisions = lifecycle::evaluate(parsed, &images, now);
-    let protected = protected_digests(in_use, &target.hosts, &target.path, &tags, &children);
+    let protected = protected_digests(in_use, &target.hosts, &target.path, &tags, &stored.ledger.pushed, &children);
 
     let mut run = RepositoryRun::default();
     let mut expire: Vec<&Image> = Vec::new();
+    let mut kept_in_use: Vec<(&Image, String)> = Vec::new();
     for (image, decision) in images.iter().zip(&decisions) {
         match decision {
-            Decision::Expired { .. } if protected.contains(&image.digest) => run.protected += 1,
-            Decision::Expired { .. } => expire.push(image),
+            Decision::Expired { .. } => match protected.get(&image.digest) {
+                Some(why) => {
+                    run.protected += 1;
+                    run.selected += usize::from(why.iter().any(in_use::Use::selected));
+                    kept_in_use.push((image, in_use::summary(why, 3)));
+                }
+                None => expire.push(image),
+            },
             Decision::Kept => run.kept += 1,
         }
+    }
+    if !kept_in_use.is_empty() {
+        kept_in_use.sort_by(|(a, _), (b, _)| a.pushed_at_ms.cmp(&b.pushed_at_ms).then(a.digest.cmp(&b.digest)));
+        let shown: Vec<String> =
+            kept_in_use.iter().take(SHOWN).map(|(i, why)| format!("{}@{} ({why})", target.path, i.digest)).collect();
+        tracing::info!(
+            policy = %format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any()),
+            repository = %target.path,
+            protected = run.protected,
+            images = %shown.join("; "),
+            "kept images a rule expires because workloads use them"
+        );
+        run.protected_images = shown;
     }
     expire.sort_by(|a, b| a.pushed_at_ms.cmp(&b.pushed_at_ms).then(a.digest.cmp(&b.digest)));
     let max = policy.spec.max_deletions_per_run.map(|m| m.max(1) as usize).unwrap_or(DEFAULT_MAX_DELETIONS);
@@ -387,10 +437,9 @@ async fn run_in(
         let uses = workloads::images_in_use(&ctx.client).await.map_err(|e| {
             NotReady::new("WorkloadsUnavailable", format!("cannot list workloads, so nothing was deleted: {e}"))
         })?;
-        let uses: Vec<&str> = uses.iter().map(|u| u.image.as_str()).collect();
-        protected_digests(&uses, &target.hosts, &target.path, &fresh, &children)
+        protected_digests(&uses, &target.hosts, &target.path, &fresh, &stored.ledger.pushed, &children)
     } else {
-        BTreeSet::new()
+        InUse::new()
     };
     let registry = target.registry.name_any();
     let before = expire.len();
@@ -420,7 +469,7 @@ async fn run_in(
                 .get(&image.digest)
                 .into_iter()
                 .flatten()
-                .filter(|c| !kept_children.contains(c.as_str()) && !protected.contains(*c))
+                .filter(|c| !kept_children.contains(c.as_str()) && !protected.contains_key(*c))
                 .cloned()
                 .collect();
             (image.digest.clone(), kids)
@@ -509,6 +558,27 @@ mod tests {
     const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
+    /// Uses by workloads without a version policy.
+    fn plain(images: &[&str]) -> Vec<workloads::ImageUse> {
+        images
+            .iter()
+            .map(|i| workloads::ImageUse {
+                workload: "Pod t/p".into(),
+                image: i.to_string(),
+                rollout: None,
+                bad_digests: vec![],
+            })
+            .collect()
+    }
+
+    fn digests(in_use: &InUse) -> BTreeSet<String> {
+        in_use.keys().cloned().collect()
+    }
+
+    fn set(digests: &[&str]) -> BTreeSet<String> {
+        digests.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn workloads_protect_by_digest_by_tag_and_through_an_index() {
         let hosts = vec!["r:5000".to_string()];
@@ -528,11 +598,13 @@ mod tests {
             "r:5000/team/other:v1",
             "r:5000/team/app:gone",
         ];
-        let p = protected_digests(&uses, &hosts, "team/app", &tags, &children);
-        assert_eq!(p, ["c2", "d1", "d2", "d9", "idx"].iter().map(|s| s.to_string()).collect());
+        let none = BTreeMap::new();
+        let p = protected_digests(&plain(&uses), &hosts, "team/app", &tags, &none, &children);
+        assert_eq!(digests(&p), set(&["c2", "d1", "d2", "d9", "idx"]));
+        assert_eq!(p["idx"], p["c2"], "an index is in use for its child's reasons");
         // Look-alike repositories protect nothing here: `app2` and `app/sub` are not `app`.
         let lookalikes = ["r:5000/team/app2:v1", "r:5000/team/app2", "r:5000/team/app/sub:latest"];
-        assert!(protected_digests(&lookalikes, &hosts, "team/app", &tags, &children).is_empty());
+        assert!(protected_digests(&plain(&lookalikes), &hosts, "team/app", &tags, &none, &children).is_empty());
     }
 
     #[test]
@@ -554,18 +626,93 @@ mod tests {
             "berth-registry.berth.svc:5000/team/app:v2",
             "127.0.0.1:30500/team/app@d4",
         ];
-        let p = protected_digests(&uses, &hosts, "team/app", &tags, &HashMap::new());
-        assert_eq!(p, ["d1", "d2", "d3", "d4"].iter().map(|s| s.to_string()).collect());
+        let (none, no_children) = (BTreeMap::new(), HashMap::new());
+        let p = protected_digests(&plain(&uses), &hosts, "team/app", &tags, &none, &no_children);
+        assert_eq!(digests(&p), set(&["d1", "d2", "d3", "d4"]));
         // Another port, or a name the Registry does not list, protects nothing.
         let elsewhere = ["127.0.0.1:30501/team/app:v1", "registry.example.com:443/team/app@d3", "other/team/app:v2"];
-        assert!(protected_digests(&elsewhere, &hosts, "team/app", &tags, &HashMap::new()).is_empty());
+        assert!(protected_digests(&plain(&elsewhere), &hosts, "team/app", &tags, &none, &no_children).is_empty());
+    }
+
+    #[test]
+    fn the_tag_a_version_policy_selects_is_in_use() {
+        let hosts = vec!["r:5000".to_string()];
+        let tags: BTreeMap<String, Descriptor> = [
+            ("1.3.9", "d139"),
+            ("1.4.2", "d142"),
+            ("1.4.3", "d143"),
+            ("1.5.0", "d150"),
+            ("nightly-1", "dn1"),
+            ("nightly-2", "dn2"),
+            ("nightly-3", "dn3"),
+        ]
+        .map(|(t, d)| (t.to_string(), desc(d, MANIFEST)))
+        .into();
+        // The ledger's push times (unix ms): nightly-1 was pushed last; nightly-3's is not known.
+        let pushed: BTreeMap<String, i64> =
+            [("dn1", 3_000_500), ("dn2", 2_000_000), ("d142", 1_000_000)].map(|(d, t)| (d.to_string(), t)).into();
+        let cases: &[(&str, &str, &[&str], &str)] = &[
+            (
+                "semver:~1.4",
+                "r:5000/team/app:1.4.2",
+                &["d142", "d143"],
+                "the newer 1.4.3 it selects; not 1.5.0, outside ~1.4",
+            ),
+            ("semver:^1.0.0", "r:5000/team/app:1.4.2", &["d142", "d150"], "a wider range selects 1.5.0"),
+            ("semver:~1.4", "r:5000/team/app:1.4.3@d143", &["d143"], "the running tag is the choice already"),
+            ("semver:~1.4", "r:5000/team/app@d142", &["d142", "d143"], "by digest alone: no running tag"),
+            ("semver:~1.4", "r:5000/team/app", &["d143"], "it runs latest (no such tag here)"),
+            ("semver:~1.3", "r:5000/team/app:1.4.2", &["d139", "d142"], "a running tag outside the range"),
+            ("semver:>=2", "r:5000/team/app:1.4.2", &["d142"], "nothing in the range"),
+            ("semver:~1.x.3", "r:5000/team/app:1.4.2", &["d142"], "a policy that does not parse adds nothing"),
+            ("bogus", "r:5000/team/app:1.4.2", &["d142"], "nor does an unknown one"),
+            ("digest", "r:5000/team/app:1.4.2", &["d142"], "digest follows the workload's own tag"),
+            ("newest-pushed:^nightly-", "r:5000/team/app:1.4.2", &["d142", "dn1"], "by push time, not by name"),
+            ("newest-pushed:^nightly-", "r:5000/team/app:nightly-2", &["dn1", "dn2"], "from the running one up"),
+            ("pattern:^nightly-(?P<n>[0-9]+)$ numerical:n", "r:5000/team/app:nightly-2", &["dn2", "dn3"], "numbers"),
+            ("semver:~1.4", "r:5000/team/other:1.4.2", &[], "another repository's workload"),
+            ("semver:~1.4", "other:5000/team/app:1.4.2", &[], "another registry's workload"),
+        ];
+        for (rollout, image, expected, why) in cases {
+            let uses = [workloads::ImageUse {
+                workload: "Deployment team/api".into(),
+                image: image.to_string(),
+                rollout: Some(rollout.to_string()),
+                bad_digests: vec![],
+            }];
+            let p = protected_digests(&uses, &hosts, "team/app", &tags, &pushed, &HashMap::new());
+            assert_eq!(digests(&p), set(expected), "{rollout} on {image}: {why}");
+        }
+
+        let uses = |rollout: Option<&str>| {
+            vec![workloads::ImageUse {
+                workload: "Deployment team/api".into(),
+                image: "r:5000/team/app:1.4.2".into(),
+                rollout: rollout.map(String::from),
+                bad_digests: vec![],
+            }]
+        };
+        // A digest the workload was rolled back from is not selected again, as the rollout
+        // controller does not select it: the policy's next choice is in use instead.
+        let mut rolled_back = uses(Some("semver:^1.0.0"));
+        rolled_back[0].bad_digests = vec!["d150".into()];
+        let p = protected_digests(&rolled_back, &hosts, "team/app", &tags, &pushed, &HashMap::new());
+        assert_eq!(digests(&p), set(&["d142", "d143"]));
+        let p = protected_digests(&uses(Some("semver:~1.4")), &hosts, "team/app", &tags, &pushed, &HashMap::new());
+        let why: Vec<String> = p["d143"].iter().map(ToString::to_string).collect();
+        assert_eq!(why, ["Deployment team/api: semver:~1.4 selects 1.4.3"]);
+        // The look just before deleting sees a policy too: 1.4.3, expired by the first look
+        // when nothing selected it, stays when a workload follows ~1.4 by then.
+        let before = protected_digests(&uses(None), &hosts, "team/app", &tags, &pushed, &HashMap::new());
+        assert!(unchanged("d143", &tags, &tags, &before, |_| false));
+        assert!(!unchanged("d143", &tags, &tags, &p, |_| false));
     }
 
     #[test]
     fn a_candidate_that_changed_since_the_listing_is_not_deleted() {
         let listed: BTreeMap<String, Descriptor> =
             [("build-1".to_string(), desc("d1", MANIFEST)), ("build-2".to_string(), desc("d2", MANIFEST))].into();
-        let none = BTreeSet::new();
+        let none = InUse::new();
         assert!(unchanged("d1", &listed, &listed, &none, |_| false), "nothing changed: delete");
         assert!(unchanged("gone", &listed, &listed, &none, |_| false), "an untagged candidate stays untagged");
         // A tag pushed onto the candidate meanwhile.
@@ -581,7 +728,7 @@ mod tests {
         let untagged_then: BTreeMap<String, Descriptor> = BTreeMap::new();
         assert!(!unchanged("d1", &untagged_then, &listed, &none, |_| false));
         // In use now, or pushed again since the run began.
-        assert!(!unchanged("d1", &listed, &listed, &["d1".to_string()].into(), |_| false));
+        assert!(!unchanged("d1", &listed, &listed, &[("d1".to_string(), BTreeSet::new())].into(), |_| false));
         assert!(!unchanged("d1", &listed, &listed, &none, |d| d == "d1"));
     }
 

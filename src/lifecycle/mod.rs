@@ -8,7 +8,10 @@
 //! - Order is by push time, newest first; older images expire before newer ones. Equal push
 //!   times are ordered by digest, so the result never depends on input order.
 //! - Several prefixes (or patterns) in one rule are ANDed: each must match one of the tags.
+//!
+//! Which images workloads use (and so are never expired with `protectInUse`) is [`in_use`].
 
+pub mod in_use;
 mod policy;
 pub mod preview;
 
