@@ -16,4 +16,5 @@ pub mod registry;
 pub mod repository;
 pub mod rollout;
 pub mod runtime;
+pub mod scanning;
 pub mod workloads;

@@ -1,0 +1,100 @@
+//! Image scanning, the pure part: what an image contains (`inventory`: layers in, packages
+//! out), which vulnerability records affect it (`matching`: packages x OSV records, with each
+//! ecosystem's version order from `version`), and how severe each is (`severity`). No I/O but
+//! reading a vulnerability data folder (`osv::Database::load_dir`); the controller fetches
+//! layers through the registry backend and calls these.
+
+pub mod inventory;
+pub mod layers;
+pub mod matching;
+pub mod osv;
+pub mod severity;
+pub mod version;
+
+use serde::Serialize;
+
+/// The operating system an image is built on, from `/etc/os-release` (or
+/// `/usr/lib/os-release`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Os {
+    /// `ID`: `debian`, `alpine`, `ubuntu`, `rhel`, ...
+    pub id: String,
+    /// `VERSION_ID`: `12`, `3.20.3`, ...
+    pub version_id: Option<String>,
+    pub pretty_name: Option<String>,
+}
+
+/// The source package a binary package was built from (Debian's `Source:`), which OS
+/// advisories name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SourcePackage {
+    pub name: String,
+    pub version: String,
+}
+
+/// One installed package.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Package {
+    /// As its ecosystem names it (a Go module path, a PyPI project, a Debian binary package).
+    pub name: String,
+    pub version: String,
+    /// The OSV ecosystem: `Go`, `PyPI`, `npm`, `crates.io`, or an OS ecosystem with its release
+    /// (`Debian:12`, `Alpine:v3.20`, `Red Hat:9`).
+    pub ecosystem: String,
+    /// For OS packages, the source package when it differs from the binary one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourcePackage>,
+    /// Where it was found in the image (`/var/lib/dpkg/status`, `/usr/local/bin/app`, ...).
+    pub location: String,
+}
+
+/// What an image contains.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Inventory {
+    pub os: Option<Os>,
+    pub packages: Vec<Package>,
+}
+
+/// ECR's severity levels (`findingSeverityCounts` keys), most severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Informational,
+    Undefined,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "CRITICAL",
+            Severity::High => "HIGH",
+            Severity::Medium => "MEDIUM",
+            Severity::Low => "LOW",
+            Severity::Informational => "INFORMATIONAL",
+            Severity::Undefined => "UNDEFINED",
+        }
+    }
+}
+
+/// One vulnerability affecting one installed package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// The record's id (`GHSA-...`, `GO-2022-1059`, `DEBIAN-CVE-2024-1234`).
+    pub id: String,
+    /// The other ids of the same issue (aliases, Debian's `upstream`), sorted.
+    pub aliases: Vec<String>,
+    pub package: String,
+    pub ecosystem: String,
+    pub installed_version: String,
+    /// The lowest version that fixes it on the installed version's branch, if any.
+    pub fixed_version: Option<String>,
+    pub severity: Severity,
+    pub summary: Option<String>,
+}
