@@ -232,7 +232,30 @@ struct TagState {
     /// than when it was heard): what the repository's ledger records too, used for
     /// `newest-pushed` until the ledger has it.
     pushed: Option<(String, i64)>,
+    /// When the registry last answered for this tag: a version policy pins a digest only if it
+    /// was read within [`FRESH_FOR`] (a listing names tags, not digests, so a tag pushed again
+    /// in place is seen this way, at the cost of one HEAD per pin).
+    resolved_at: Option<Instant>,
+    /// A decision asked for this digest: its answer decides the repository's followers again.
+    requested: bool,
+    /// Lookups that failed in a row, and when to ask again (backoff, per tag).
+    failures: u32,
+    retry_at: Option<Instant>,
 }
+
+/// A failed lookup of a tag a version policy needs is asked again after 5 s, doubling to an
+/// hour at most (a listing decides again meanwhile).
+fn lookup_backoff(failures: u32) -> Duration {
+    Duration::from_secs(5u64 << failures.min(10)).min(Duration::from_secs(3600))
+}
+
+/// How recent a tag's digest must be for a version policy to pin it: the followers decided on
+/// one answer are decided within milliseconds of it; a later pin (an edit, a retry) asks again.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Most tags a repository listing is read with; past it, the rest are left out (with a
+/// warning), so a hostile registry cannot grow berth's memory without bound.
+const MAX_LISTED_TAGS: usize = 100_000;
 
 /// A repository followed by version policies.
 #[derive(Default)]
@@ -240,13 +263,20 @@ struct Listing {
     /// Its tags as last listed, and those push events made berth confirm since; `None` until
     /// the first listing.
     tags: Option<BTreeSet<String>>,
-    /// Tags a push event made berth confirm, and when: a listing sent before keeps them.
+    /// Tags a push event made berth confirm, and when the registry confirmed them: a listing
+    /// sent before keeps them.
     confirmed: Vec<(String, Instant)>,
     /// A listing is under way; `true` when another must follow it.
     in_flight: Option<bool>,
     /// A lookup answered something new while others of the repository were under way: its
-    /// followers are decided when the last is back.
+    /// followers are decided when the last is back (with the push time of the event, if any).
     decide_after: bool,
+    decide_pushed_at: Option<i64>,
+    /// When the listing whose tags are known was sent.
+    listed_at: Option<Instant>,
+    /// Listed tags the registry then answered 404 for, and when: left out of listings sent
+    /// before that answer.
+    missing: HashMap<String, Instant>,
 }
 
 #[derive(Default)]
@@ -269,6 +299,22 @@ impl Digests for Known<'_> {
     fn pushed_at(&self, image: &ImageRef, digest: &str) -> Option<i64> {
         let registry = self.registries.registry(&image.host)?;
         self.pushed.get(&(registry.to_string(), image.path.clone())).and_then(|m| m.get(digest).copied())
+    }
+
+    fn fresh(&self, image: &ImageRef) -> bool {
+        let (Some(tag), Some(repo)) = (tag_key(self.registries, image), repo_key(self.registries, image)) else {
+            return false;
+        };
+        let listed_at = self.listings.get(&repo).and_then(|l| l.listed_at);
+        let resolved_at = self.tags.0.get(&tag).and_then(|t| t.resolved_at);
+        resolved_at.is_some_and(|r| r.elapsed() <= FRESH_FOR && listed_at.is_none_or(|l| r >= l))
+    }
+
+    fn lookup_failing(&self, image: &ImageRef) -> bool {
+        let now = Instant::now();
+        tag_key(self.registries, image)
+            .and_then(|k| self.tags.0.get(&k))
+            .is_some_and(|t| t.retry_at.is_some_and(|at| at > now))
     }
 
     fn candidates(&self, image: &ImageRef) -> Option<Vec<Candidate>> {
@@ -324,6 +370,8 @@ type PushTimes = HashMap<RepoKey, BTreeMap<String, i64>>;
 /// move that made it wait.
 struct ReadResult {
     pushed: PushTimes,
+    /// Repositories whose ledger could not be read.
+    failed: Vec<RepoKey>,
     waiting: Vec<(WorkloadKey, Option<i64>)>,
 }
 
@@ -356,6 +404,12 @@ struct Rollouts {
     repo_followers: HashMap<RepoKey, HashSet<WorkloadKey>>,
     listings: HashMap<RepoKey, Listing>,
     list_schedule: Schedule<RepoKey>,
+    /// HEADs under way per repository (the followers of a repository are decided once its
+    /// last is back).
+    lookups: HashMap<RepoKey, usize>,
+    /// Push times read for `newest-pushed`, per repository, kept until its tags change: a
+    /// workload's every status change would otherwise read the ledger again.
+    ledgers: PushTimes,
     /// Workload generations a Warning about malformed annotations was published for.
     warned: HashMap<WorkloadKey, Option<i64>>,
     /// Workloads whose pin failed: when to try again, and how many times it failed.
@@ -393,6 +447,13 @@ fn describe(pins: &[rollout::Pin]) -> String {
 
 fn workload_name(key: &WorkloadKey) -> String {
     format!("{} {}/{}", key.0.as_str(), key.1, key.2)
+}
+
+/// When berth last pinned or rolled back the workload, as an upper bound of when what it runs
+/// was pushed (unix ms; the record keeps seconds, rounded).
+fn pinned_before(record: &Record) -> Option<i64> {
+    let at: Timestamp = record.pinned_at.as_deref()?.parse().ok()?;
+    Some(at.as_millisecond() + 1000)
 }
 
 fn now_rfc3339() -> String {
@@ -466,6 +527,7 @@ impl Rollouts {
                 self.repo_followers.remove(repo);
                 self.list_schedule.unwatch(repo);
                 self.listings.remove(repo);
+                self.ledgers.remove(repo);
                 let followers = &self.followers;
                 self.tags.0.retain(|k, _| (&k.0, &k.1) != (&repo.0, &repo.1) || followers.contains_key(k));
             } else {
@@ -631,11 +693,12 @@ impl Rollouts {
         let known_host = |h: &str| registries.registry(h).is_some();
         let Some(t) = self.tracked.get(key) else { return };
         // `newest-pushed` orders by push time: it reads its repositories' ledgers first.
-        if let Policy::NewestPushed(_) = t.settings.policy {
+        let newest = matches!(t.settings.policy, Policy::NewestPushed(_));
+        if newest {
             let needed: Vec<RepoKey> = t
                 .repos
                 .iter()
-                .filter(|repo| pushed.is_none_or(|read| !read.contains_key(*repo)))
+                .filter(|repo| !self.ledgers.contains_key(*repo))
                 .filter(|(registry, path)| self.ctx.repository_for_path(registry, path).is_some())
                 .cloned()
                 .collect();
@@ -650,16 +713,24 @@ impl Rollouts {
             registries: &registries,
             tags: &self.tags,
             listings: &self.listings,
-            pushed: pushed.unwrap_or(&none),
+            pushed: if newest { &self.ledgers } else { pushed.unwrap_or(&none) },
         };
-        let rollout::Plan { pins, resolve } =
-            rollout::plan(&t.containers, &t.settings, known_host, &known, &t.record.bad);
+        let rollout::Plan { pins, resolve } = rollout::plan_since(
+            &t.containers,
+            &t.settings,
+            known_host,
+            &known,
+            &t.record.bad,
+            pinned_before(&t.record),
+        );
         // Digests a version policy needs: asked once each (a HEAD under way is not asked
         // again); the answer decides the repository's followers again.
+        let now = Instant::now();
         for image in resolve {
-            if let Some(tag) = tag_key(&registries, &image)
-                && self.tags.0.get(&tag).is_none_or(|s| s.in_flight.is_none())
-            {
+            let Some(tag) = tag_key(&registries, &image) else { continue };
+            let state = self.tags.0.entry(tag.clone()).or_default();
+            if state.in_flight.is_none() && state.retry_at.is_none_or(|at| at <= now) {
+                state.requested = true;
                 let registry = self.registry(&tag.0);
                 self.spawn_poll(tag, registry, Duration::ZERO);
             }
@@ -742,26 +813,39 @@ impl Rollouts {
             self.reads.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let mut pushed = PushTimes::new();
+                let mut failed = Vec::new();
                 for ((registry, path), repo) in repos {
-                    // Unreadable (or no longer declared): the registry's tag alone decides.
+                    // Unreadable (or no longer declared): the registry's tag alone decides a
+                    // `digest` pin; `newest-pushed` waits and asks again.
                     let times = match repo {
                         Some(repo) => ledger::load_pushed(&ctx.client, &repo).await.unwrap_or_else(|e| {
                             tracing::warn!(%registry, repository = %path, error = %e, "cannot read the ledger");
+                            failed.push((registry.clone(), path.clone()));
                             BTreeMap::new()
                         }),
                         None => BTreeMap::new(),
                     };
                     pushed.insert((registry, path), times);
                 }
-                ReadResult { pushed, waiting }
+                ReadResult { pushed, failed, waiting }
             });
         }
     }
 
     /// Push times arrived: the workloads that waited on them are decided with them.
     async fn on_read(&mut self, r: ReadResult) {
+        for (repo, times) in &r.pushed {
+            if !r.failed.contains(repo) && self.repo_followers.contains_key(repo) {
+                self.ledgers.insert(repo.clone(), times.clone());
+            }
+        }
         for (key, pushed_at) in r.waiting {
             let asked = self.busy.remove(&key).flatten().unwrap_or_default();
+            let newest = self.tracked.get(&key).filter(|t| matches!(t.settings.policy, Policy::NewestPushed(_)));
+            if newest.is_some_and(|t| t.repos.iter().any(|repo| r.failed.contains(repo))) {
+                self.retry_later(&key);
+                continue;
+            }
             self.decide(&key, asked.and(Why { changed: false, pushed_at }), Some(&r.pushed)).await;
         }
     }
@@ -955,13 +1039,25 @@ impl Rollouts {
                 return;
             }
         };
+        let listed = tags.len();
+        let mut now: BTreeSet<String> =
+            tags.into_iter().filter(|t| rollout::valid_tag(t)).take(MAX_LISTED_TAGS).collect();
+        if now.len() < listed {
+            tracing::warn!(registry = %l.repo.0, repository = %l.repo.1, listed, kept = now.len(),
+                "the registry listed tags that are not valid tag names, or more than {MAX_LISTED_TAGS}: left out");
+        }
         let listing = self.listings.entry(l.repo.clone()).or_default();
         listing.confirmed.retain(|(_, at)| *at > l.started);
-        let mut now: BTreeSet<String> = tags.into_iter().collect();
+        listing.missing.retain(|_, at| *at > l.started);
         now.extend(listing.confirmed.iter().map(|(t, _)| t.clone()));
+        now.retain(|t| !listing.missing.contains_key(t));
         let gone: Vec<String> =
             listing.tags.as_ref().map(|old| old.difference(&now).cloned().collect()).unwrap_or_default();
+        if listing.tags.as_ref() != Some(&now) {
+            self.ledgers.remove(&l.repo);
+        }
         listing.tags = Some(now);
+        listing.listed_at = Some(l.started);
         for tag in gone {
             let key = (l.repo.0.clone(), l.repo.1.clone(), tag);
             if !self.followers.contains_key(&key) && self.tags.0.get(&key).is_none_or(|s| s.in_flight.is_none()) {
@@ -985,6 +1081,7 @@ impl Rollouts {
             return;
         }
         state.in_flight = Some(false);
+        *self.lookups.entry((key.0.clone(), key.1.clone())).or_default() += 1;
         let ctx = self.ctx.clone();
         self.polls.spawn(async move {
             tokio::time::sleep(after).await;
@@ -1002,15 +1099,24 @@ impl Rollouts {
         });
     }
 
+    /// A HEAD came back. A repository's followers are decided once the last of its lookups is
+    /// back: `newest-pushed` first asks for every matching tag, and each answer would otherwise
+    /// decide every follower again.
     async fn on_poll(&mut self, p: PollResult) {
         let repo: RepoKey = (p.key.0.clone(), p.key.1.clone());
+        if let Some(n) = self.lookups.get_mut(&repo) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.lookups.remove(&repo);
+            }
+        }
         self.handle_poll(p).await;
-        let pending = self.tags.0.iter().any(|(k, s)| s.in_flight.is_some() && k.0 == repo.0 && k.1 == repo.1);
-        if !pending
+        if !self.lookups.contains_key(&repo)
             && let Some(listing) = self.listings.get_mut(&repo)
             && std::mem::take(&mut listing.decide_after)
         {
-            self.on_repo(&repo, None).await;
+            let pushed_at = listing.decide_pushed_at.take();
+            self.on_repo(&repo, pushed_at).await;
         }
     }
 
@@ -1054,6 +1160,10 @@ impl Rollouts {
                         None => t.hint = None,
                     }
                 }
+                let requested = std::mem::take(&mut t.requested);
+                t.resolved_at = Some(Instant::now());
+                t.failures = 0;
+                t.retry_at = None;
                 if let Some(digest) = answer {
                     if let Some(at) = pushed_at {
                         // The event's time, bounded by when it was heard.
@@ -1069,30 +1179,38 @@ impl Rollouts {
                     if repo_followed {
                         let listing = self.listings.entry(repo.clone()).or_default();
                         let listed = listing.tags.as_ref().is_some_and(|t| t.contains(&p.key.2));
-                        if !listed {
-                            listing.confirmed.push((p.key.2.clone(), p.started));
+                        listing.missing.remove(&p.key.2);
+                        // Only a push event the registry confirmed adds a tag the listing lacks (a
+                        // lookup for a tag a listing just dropped does not bring it back).
+                        let added = !listed && pushed_at.is_some();
+                        if added {
+                            listing.confirmed.retain(|(t, _)| *t != p.key.2);
+                            listing.confirmed.push((p.key.2.clone(), Instant::now()));
                             if let Some(tags) = &mut listing.tags {
                                 tags.insert(p.key.2.clone());
                             }
                         }
-                        // Decided once the last of the repository's lookups is back: `newest-pushed`
-                        // first asks for every matching tag, and each answer would otherwise
-                        // decide (and read the ledger for) every follower again.
-                        let pending =
-                            self.tags.0.iter().any(|(k, s)| {
-                                s.in_flight.is_some() && k.0 == repo.0 && k.1 == repo.1 && k.2 != p.key.2
-                            });
-                        if (moved || !listed) && !pending {
-                            self.on_repo(&repo, pushed_at).await;
-                        } else if moved || !listed {
-                            self.listings.entry(repo.clone()).or_default().decide_after = true;
+                        if moved || added || requested {
+                            listing.decide_after = true;
+                            listing.decide_pushed_at = listing.decide_pushed_at.or(pushed_at);
                         }
                     }
                 } else if repo_followed && !tag_followed {
-                    // Gone (or not written yet): not a candidate until listed or confirmed again.
+                    // Gone (or not written yet): not a candidate until a listing sent after this
+                    // answer, or a push event, names it again; its followers choose again.
                     t.digest = None;
-                    if let Some(tags) = self.listings.get_mut(&repo).and_then(|l| l.tags.as_mut()) {
-                        tags.remove(&p.key.2);
+                    let forget = t.hint.is_none() && recheck.is_none();
+                    let listing = self.listings.entry(repo.clone()).or_default();
+                    if let Some(tags) = listing.tags.as_mut()
+                        && tags.remove(&p.key.2)
+                    {
+                        listing.decide_after = true;
+                    }
+                    listing.confirmed.retain(|(t, _)| *t != p.key.2);
+                    listing.missing.insert(p.key.2.clone(), Instant::now());
+                    listing.decide_after |= requested;
+                    if forget && self.tags.0.get(&p.key).is_some_and(|t| t.in_flight.is_none()) {
+                        self.tags.0.remove(&p.key);
                     }
                 }
                 if let Some(delay) = recheck {
@@ -1101,12 +1219,21 @@ impl Rollouts {
             }
             Err(e) => {
                 tracing::debug!(registry = %p.key.0, tag = %format!("{}:{}", p.key.1, p.key.2), error = %e, "poll failed");
+                // A version policy's lookup: asked again after a backoff, not on every decision.
+                if repo_followed && let Some(t) = self.tags.0.get_mut(&p.key) {
+                    t.requested = false;
+                    t.failures += 1;
+                    t.retry_at = Some(Instant::now() + lookup_backoff(t.failures - 1));
+                }
             }
         }
     }
 
     /// A registry event says a followed tag moved: ask the registry now.
     fn on_moved(&mut self, m: TagMoved) {
+        if !rollout::valid_tag(&m.tag) {
+            return;
+        }
         let key = (m.registry, m.path, m.tag);
         let tag_followed = self.followers.contains_key(&key);
         // A version policy cares about a tag it would consider (or one it follows now, moved).
@@ -1242,6 +1369,8 @@ pub async fn run(
         repo_followers: HashMap::new(),
         listings: HashMap::new(),
         list_schedule: Schedule::default(),
+        lookups: HashMap::new(),
+        ledgers: HashMap::new(),
         warned: HashMap::new(),
         retries: HashMap::new(),
         busy: HashMap::new(),

@@ -93,6 +93,8 @@ impl std::fmt::Debug for Distribution {
 
 const CATALOG_PAGE: u32 = 1000;
 const TAGS_PAGE: u32 = 1000;
+/// Most entries a paginated listing (catalog, tags) is read to.
+const MAX_LISTED: usize = 1_000_000;
 const MAX_ERROR_BODY: usize = 300;
 /// Distribution refuses manifests over 4 MiB; berth reads no more than that.
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
@@ -156,13 +158,19 @@ impl Distribution {
 
     /// Our own API paths (`/v2/...`) go under the base URL (which may carry a path prefix);
     /// `Link` targets are resolved against it as a browser would (absolute path or full URL).
+    /// The URL of `path` on this registry. A path from the registry (a `Link` to the next page)
+    /// that points to another origin is refused: berth's credentials go to this registry only.
     fn url(&self, path: &str) -> Result<Url, RegistryError> {
         let resolved = if path.starts_with("/v2/") && !path.contains("://") {
             Url::parse(&format!("{}{path}", self.base.as_str().trim_end_matches('/')))
         } else {
             self.base.join(path)
         };
-        resolved.map_err(|e| RegistryError::Protocol(format!("bad URL {path:?}: {e}")))
+        let url = resolved.map_err(|e| RegistryError::Protocol(format!("bad URL {path:?}: {e}")))?;
+        if url.origin() != self.base.origin() {
+            return Err(RegistryError::Protocol(format!("the registry pointed to another host: {path:?}")));
+        }
+        Ok(url)
     }
 
     fn cached_token(&self, scope: &str) -> Option<String> {
@@ -318,6 +326,9 @@ impl Distribution {
             // 2.8 answers `"tags": null` for a repository whose tags are all gone.
             if let Some(items) = v.get(field).and_then(|x| x.as_array()) {
                 out.extend(items.iter().filter_map(|t| t.as_str().map(String::from)));
+            }
+            if out.len() > MAX_LISTED {
+                return Err(RegistryError::Protocol(format!("listing {path}: more than {MAX_LISTED} entries")));
             }
         }
         Ok(out)
@@ -484,5 +495,31 @@ impl Backend for Distribution {
             .and_then(|v| v.to_str().ok())
             .map(String::from)
             .unwrap_or_else(|| sha256_digest(body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_on_the_registry_and_links_to_other_hosts_are_refused() {
+        let config = DistributionConfig { url: "https://registry.example:5000/prefix".into(), ..Default::default() };
+        let d = Distribution::new(config).unwrap();
+        assert_eq!(d.url("/v2/a/tags/list").unwrap().as_str(), "https://registry.example:5000/prefix/v2/a/tags/list");
+        assert_eq!(
+            d.url("/v2/a/tags/list?last=x&n=1000").unwrap().as_str(),
+            "https://registry.example:5000/prefix/v2/a/tags/list?last=x&n=1000"
+        );
+        assert!(d.url("https://registry.example:5000/v2/a/tags/list?last=x").is_ok());
+        for elsewhere in [
+            "https://attacker.example/v2/a/tags/list?last=x",
+            "http://registry.example:5000/v2/a/tags/list",
+            "https://registry.example:5001/v2/",
+            "//attacker.example/v2/",
+        ] {
+            let err = d.url(elsewhere).unwrap_err().to_string();
+            assert!(err.contains("another host"), "{elsewhere}: {err}");
+        }
     }
 }

@@ -90,6 +90,16 @@ pub fn tag_key(registries: &hosts::Index, image: &ImageRef) -> Option<TagKey> {
     Some((registry.to_string(), image.path.clone(), image.tag_or_latest().to_string()))
 }
 
+/// A tag as the distribution reference grammar allows it: 1 to 128 of `[A-Za-z0-9_.-]`, not
+/// starting with `.` or `-`. Tags from listings and events are checked with it before they go
+/// into a URL or an image reference.
+pub fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !t.starts_with(['.', '-'])
+}
+
 fn valid_component(c: &str) -> bool {
     !c.is_empty()
         && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
@@ -122,10 +132,7 @@ pub fn parse_image(reference: &str) -> Result<ImageRef, String> {
         None => (name_tag, None),
     };
     if let Some(t) = tag
-        && (t.is_empty()
-            || t.len() > 128
-            || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-            || t.starts_with(['.', '-']))
+        && !valid_tag(t)
     {
         return Err(bad("tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
     }
@@ -231,6 +238,16 @@ pub trait Digests {
     /// registry gave for it (when berth asked) and its push time (when known); `None` until the
     /// repository has been listed.
     fn candidates(&self, image: &ImageRef) -> Option<Vec<Candidate>>;
+    /// Whether the digest known for `host/path:tag` was read just now (after the repository was
+    /// last listed, and recently): a version policy asks again before it pins an older answer.
+    fn fresh(&self, _image: &ImageRef) -> bool {
+        true
+    }
+    /// Whether asking the registry for `host/path:tag` failed lately (it is asked again after a
+    /// backoff): `newest-pushed` decides without it meanwhile.
+    fn lookup_failing(&self, _image: &ImageRef) -> bool {
+        false
+    }
 }
 
 /// What a workload needs now.
@@ -259,6 +276,21 @@ pub fn plan(
     digests: &impl Digests,
     bad: &[String],
 ) -> Plan {
+    plan_since(containers, settings, known_host, digests, bad, None)
+}
+
+/// [`plan`], knowing when berth last pinned the workload (unix ms, `berth.dev/pinned-at` plus
+/// its rounding): what runs was pushed before then. `newest-pushed` places a running tag whose
+/// push time it does not know (deleted since, or the ledger does not have it) there, so a tag
+/// pushed after that moves it on, and one pushed before cannot move it back.
+pub fn plan_since(
+    containers: &[Container],
+    settings: &Settings,
+    known_host: impl Fn(&str) -> bool,
+    digests: &impl Digests,
+    bad: &[String],
+    pinned_before_ms: Option<i64>,
+) -> Plan {
     let mut out = Plan::default();
     for c in containers {
         let selected = match &settings.containers {
@@ -273,7 +305,7 @@ pub fn plan(
             continue;
         }
         let pin = if settings.policy.is_version() {
-            version_pin(c, &image, &settings.policy, digests, bad, &mut out.resolve)
+            version_pin(c, &image, &settings.policy, digests, (bad, pinned_before_ms), &mut out.resolve)
         } else {
             digest_pin(c, &image, digests, bad)
         };
@@ -308,15 +340,27 @@ fn version_pin(
     image: &ImageRef,
     policy: &Policy,
     digests: &impl Digests,
-    bad: &[String],
+    (bad, pinned_before_ms): (&[String], Option<i64>),
     resolve: &mut Vec<ImageRef>,
 ) -> Option<Pin> {
     let mut candidates = digests.candidates(image)?;
     candidates.retain(|c| c.digest.as_ref().is_none_or(|d| !bad.contains(d)));
+    if let (Policy::NewestPushed(_), Some(running), Some(bound)) = (policy, image.tag.as_deref(), pinned_before_ms) {
+        match candidates.iter_mut().find(|c| c.tag == running) {
+            Some(c) if c.pushed_at_ms.is_none() => c.pushed_at_ms = Some(bound),
+            Some(_) => {}
+            None => candidates.push(Candidate {
+                tag: running.to_string(),
+                digest: image.digest.clone(),
+                pushed_at_ms: Some(bound),
+            }),
+        }
+    }
     if let Policy::NewestPushed(_) = policy {
         let unknown: Vec<ImageRef> = candidates
             .iter()
             .filter(|c| c.digest.is_none() && policy.considers(&c.tag))
+            .filter(|c| !digests.lookup_failing(&image.with_tag(&c.tag)))
             .map(|c| image.with_tag(&c.tag))
             .collect();
         if !unknown.is_empty() {
@@ -334,6 +378,12 @@ fn version_pin(
         return None;
     };
     if image.tag.as_deref() == Some(tag.as_str()) && image.digest.as_deref() == Some(digest.as_str()) {
+        return None;
+    }
+    // A pin writes what the registry says now: a digest read before the last listing (the tag
+    // may have been pushed again since) is asked for again first.
+    if !digests.fresh(&image.with_tag(&tag)) {
+        resolve.push(image.with_tag(&tag));
         return None;
     }
     Some(Pin {

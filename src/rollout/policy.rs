@@ -27,8 +27,10 @@
 //!
 //! Never backwards: [`select`] does not move a workload to a tag below the one it runs in the
 //! policy's order. A running tag outside the policy (not in the range, not matching the
-//! pattern, no push time known) has no place in that order, so the policy's pick stands: that
-//! is how a user moves a workload back, by changing the policy.
+//! pattern) has no place in that order, so the policy's pick stands: that is how a user moves a
+//! workload back, by changing the policy. A running tag that matches but cannot be placed
+//! (`newest-pushed` without its push time: not listed, or the ledger unread) is kept: the pick
+//! could be older.
 
 mod range;
 
@@ -462,7 +464,7 @@ pub fn select(policy: &Policy, candidates: &[Candidate], current: Option<&str>) 
     let running = current.map(|t| (t, policy.position_of(t, candidates)));
     let filter = policy.filter();
     match (best, running) {
-        (None, Some((cur, Some(_)))) => Selection {
+        (None, Some((cur, position))) if position.is_some() || policy.considers(cur) => Selection {
             tag: Some(cur.to_string()),
             digest: digest_of(cur),
             reason: format!("no tag of {} matches {filter}; keeping the running {cur}", candidates.len()),
@@ -487,6 +489,17 @@ pub fn select(policy: &Policy, candidates: &[Candidate], current: Option<&str>) 
                     tag: Some(cur.to_string()),
                     digest: c.digest.clone(),
                     reason: format!("{why}, and runs already"),
+                },
+                // Matches the policy's filter but cannot be placed (newest-pushed without its
+                // push time): not outside the policy, so never moved from on a guess.
+                Some((cur, None)) if policy.considers(cur) && cur != c.tag => Selection {
+                    tag: Some(cur.to_string()),
+                    digest: digest_of(cur),
+                    reason: format!(
+                        "keeping the running {cur}: it matches {filter} but its push time is not known, so {} \
+                         ({rank}) may be older",
+                        c.tag
+                    ),
                 },
                 Some((cur, None)) => Selection {
                     tag: Some(c.tag.clone()),

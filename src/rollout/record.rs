@@ -160,6 +160,7 @@ pub fn rollback(containers: &[Container], record: &Record, now: &str) -> Option<
             image: back.pinned(previous),
             digest: previous.clone(),
             previous_digest: Some(current.clone()),
+            previous_tag: (back.tag_or_latest() != image.tag_or_latest()).then(|| image.tag_or_latest().to_string()),
             ..Pin::default()
         });
         if !next.bad.contains(current) {

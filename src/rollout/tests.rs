@@ -372,10 +372,21 @@ fn the_generation_of_berths_rollout_is_kept_on_the_workload() {
     assert_eq!(Record::from_annotations(&garbage).pinned_generation, None);
 }
 
-/// A repository as a version policy sees it: tag -> (digest if resolved, push time in ms).
-struct Listed(Vec<(&'static str, Option<String>, Option<i64>)>);
+/// A repository as a version policy sees it: tag -> (digest if resolved, push time in ms); the
+/// tags whose digest was read before the last listing, and those whose lookup fails.
+struct Listed(Vec<(&'static str, Option<String>, Option<i64>)>, Vec<&'static str>, Vec<&'static str>);
+
+fn listed(tags: Vec<(&'static str, Option<String>, Option<i64>)>) -> Listed {
+    Listed(tags, Vec::new(), Vec::new())
+}
 
 impl Digests for Listed {
+    fn fresh(&self, image: &ImageRef) -> bool {
+        !self.1.contains(&image.tag_or_latest())
+    }
+    fn lookup_failing(&self, image: &ImageRef) -> bool {
+        self.2.contains(&image.tag_or_latest())
+    }
     fn current(&self, _: &ImageRef) -> Option<&str> {
         None
     }
@@ -403,7 +414,7 @@ fn versioned(policy: &str) -> Settings {
 
 #[test]
 fn a_version_policy_pins_the_picked_tag_with_its_digest_and_remembers_the_tag_it_left() {
-    let repo = Listed(vec![
+    let repo = listed(vec![
         ("v1.4.2", Some(d('a')), None),
         ("v1.4.3", Some(d('b')), None),
         ("v1.5.0", Some(d('c')), None),
@@ -422,7 +433,7 @@ fn a_version_policy_pins_the_picked_tag_with_its_digest_and_remembers_the_tag_it
     let pinned = vec![container("app", &p.image, false)];
     assert_eq!(plan_of(&pinned, "semver:~1.4", &repo, &[]), Plan::default());
     // The picked tag's digest is not known yet: ask for it, pin nothing.
-    let unresolved = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", None, None)]);
+    let unresolved = listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", None, None)]);
     let plan = plan_of(&running, "semver:~1.4", &unresolved, &[]);
     assert!(plan.pins.is_empty());
     assert_eq!(plan.resolve, vec![parse_image("r:5000/t/app:v1.4.3").unwrap()]);
@@ -436,10 +447,10 @@ fn plan_of(containers: &[Container], policy: &str, repo: &Listed, bad: &[String]
 
 #[test]
 fn a_version_policy_never_moves_back_and_keeps_a_running_tag_no_longer_listed() {
-    let repo = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", Some(d('b')), None)]);
+    let repo = listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", Some(d('b')), None)]);
     let ahead = vec![container("app", &format!("r:5000/t/app:v1.4.9@{}", d('f')), false)];
     assert_eq!(plan_of(&ahead, "semver:~1.4", &repo, &[]), Plan::default(), "v1.4.9 is not listed, nothing is above");
-    let listed_ahead = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.9", Some(d('f')), None)]);
+    let listed_ahead = listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.9", Some(d('f')), None)]);
     let older = vec![container("app", &format!("r:5000/t/app:v1.4.9@{}", d('f')), false)];
     assert_eq!(plan_of(&older, "semver:~1.4", &listed_ahead, &[]), Plan::default());
     // Outside the policy (the user changed it): the policy's pick stands, even if lower.
@@ -447,7 +458,7 @@ fn a_version_policy_never_moves_back_and_keeps_a_running_tag_no_longer_listed() 
     let plan = plan_of(&outside, "semver:~1.4", &repo, &[]);
     assert_eq!(plan.pins[0].image, format!("r:5000/t/app:v1.4.3@{}", d('b')));
     // A tag re-pushed in place: same tag, new digest.
-    let moved = Listed(vec![("v1.4.3", Some(d('c')), None)]);
+    let moved = listed(vec![("v1.4.3", Some(d('c')), None)]);
     let on_old = vec![container("app", &format!("r:5000/t/app:v1.4.3@{}", d('b')), false)];
     let plan = plan_of(&on_old, "semver:~1.4", &moved, &[]);
     assert_eq!((plan.pins[0].digest.as_str(), plan.pins[0].previous_tag.as_deref()), (d('c').as_str(), None));
@@ -456,7 +467,7 @@ fn a_version_policy_never_moves_back_and_keeps_a_running_tag_no_longer_listed() 
 #[test]
 fn newest_pushed_first_learns_every_matching_digest_then_picks_by_push_time() {
     let running = vec![container("app", "r:5000/t/app:nightly-1", false)];
-    let half = Listed(vec![
+    let half = listed(vec![
         ("nightly-1", Some(d('a')), Some(1_000)),
         ("nightly-2", None, None),
         ("nightly-3", None, None),
@@ -466,7 +477,7 @@ fn newest_pushed_first_learns_every_matching_digest_then_picks_by_push_time() {
     assert!(plan.pins.is_empty());
     let asked: Vec<_> = plan.resolve.iter().map(|i| i.tag.clone().unwrap()).collect();
     assert_eq!(asked, ["nightly-2", "nightly-3"]);
-    let known = Listed(vec![
+    let known = listed(vec![
         ("nightly-1", Some(d('a')), Some(1_000)),
         ("nightly-2", Some(d('b')), Some(1_002)),
         ("nightly-3", Some(d('c')), Some(1_001)),
@@ -492,7 +503,58 @@ fn a_rollback_goes_back_to_the_tag_a_version_policy_left() {
     assert_eq!(next.bad, vec![d('b')]);
     assert!(next.previous_tags.is_empty());
     // Then the policy leaves the bad digest out and keeps v1.4.2.
-    let repo = Listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", Some(d('b')), None)]);
+    let repo = listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", Some(d('b')), None)]);
     let back = vec![container("app", &pins[0].image, false)];
     assert_eq!(plan_of(&back, "semver:~1.4", &repo, &next.bad), Plan::default());
+}
+
+#[test]
+fn a_version_policy_asks_again_before_pinning_a_digest_read_before_the_last_listing() {
+    let running = vec![container("app", "r:5000/t/app:1.4.2", false)];
+    let mut repo = listed(vec![("1.4.2", Some(d('a')), None), ("1.4.3", Some(d('b')), None)]);
+    repo.1 = vec!["1.4.3"];
+    let plan = plan_of(&running, "semver:~1.4", &repo, &[]);
+    assert!(plan.pins.is_empty());
+    assert_eq!(plan.resolve, vec![parse_image("r:5000/t/app:1.4.3").unwrap()]);
+    // Read since: pinned.
+    repo.1.clear();
+    assert_eq!(plan_of(&running, "semver:~1.4", &repo, &[]).pins[0].digest, d('b'));
+}
+
+#[test]
+fn newest_pushed_decides_without_tags_whose_lookup_keeps_failing() {
+    let running = vec![container("app", "r:5000/t/app:nightly-1", false)];
+    let mut repo = listed(vec![
+        ("nightly-1", Some(d('a')), Some(1_000)),
+        ("nightly-2", Some(d('b')), Some(2_000)),
+        ("nightly-3", None, None),
+    ]);
+    assert_eq!(plan_of(&running, "newest-pushed:^nightly-", &repo, &[]).resolve.len(), 1, "waits for nightly-3");
+    repo.2 = vec!["nightly-3"];
+    let plan = plan_of(&running, "newest-pushed:^nightly-", &repo, &[]);
+    assert_eq!(plan.pins[0].image, format!("r:5000/t/app:nightly-2@{}", d('b')));
+}
+
+#[test]
+fn tags_from_outside_are_checked_against_the_reference_grammar() {
+    for good in ["v1.4.2", "1.4.3_build.7", "main-abc-12", "_x", &"a".repeat(128)] {
+        assert!(valid_tag(good), "{good}");
+    }
+    for bad in ["", ".x", "-x", "a/b", "a:b", "x?y", "../../v2", "a b", &"a".repeat(129), "é"] {
+        assert!(!valid_tag(bad), "{bad}");
+    }
+}
+
+#[test]
+fn newest_pushed_places_a_running_tag_it_cannot_time_at_its_last_pin() {
+    let running = vec![container("app", &format!("r:5000/t/app:nightly-0@{}", d('e')), false)];
+    let repo = listed(vec![("nightly-a", Some(d('a')), Some(1_000)), ("nightly-1", Some(d('b')), Some(5_000))]);
+    let settings = versioned("newest-pushed:^nightly-");
+    // Pinned at 3 s: nightly-1, pushed at 5 s, is newer than what runs; nightly-a may not be.
+    let plan = plan_since(&running, &settings, |_| true, &repo, &[], Some(3_000));
+    assert_eq!(plan.pins[0].image, format!("r:5000/t/app:nightly-1@{}", d('b')));
+    // Pinned at 6 s: nothing listed is known to be newer.
+    assert_eq!(plan_since(&running, &settings, |_| true, &repo, &[], Some(6_000)), Plan::default());
+    // Never pinned by berth: kept, as nothing places it.
+    assert_eq!(plan_since(&running, &settings, |_| true, &repo, &[], None), Plan::default());
 }

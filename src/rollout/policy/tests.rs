@@ -519,8 +519,13 @@ fn newest_pushed_uses_push_times() {
     assert!(is_backwards(&p, "nightly-0514", "nightly-0513", &c));
     // The running tag's push time comes from its candidate; unknown, it has no place.
     assert!(!is_backwards(&p, "nightly-0599", "nightly-0513", &c));
+    // It matches the pattern though: kept rather than moved to a tag that may be older.
     let s = select(&parse("newest-pushed:^nightly-").unwrap(), &c, Some("nightly-unknown"));
-    assert_eq!(s.tag.as_deref(), Some("nightly-old-but-late"));
+    assert_eq!(s.tag.as_deref(), Some("nightly-unknown"), "{}", s.reason);
+    assert!(s.reason.contains("its push time is not known"), "{}", s.reason);
+    // Outside the pattern, the policy's pick stands.
+    let s = select(&p, &c, Some("nightly-unknown"));
+    assert_eq!(s.tag.as_deref(), Some("nightly-0514"));
     assert!(s.reason.ends_with("(the running nightly-unknown is outside this policy)"), "{}", s.reason);
     // Equal push times: the tag text decides.
     let tie = vec![pushed("n-b", Some(5)), pushed("n-a", Some(5))];
@@ -696,7 +701,11 @@ proptest! {
                         && t == &current
                         && b != &current
                     {
-                        prop_assert!(is_backwards(&p, &current, b, &candidates), "{}: kept {} over {}", p, current, b);
+                        // Or newest-pushed keeps a running tag it matches but cannot place.
+                        let unplaceable = matches!(p, Policy::NewestPushed(_))
+                            && p.considers(&current)
+                            && !candidates.iter().any(|c| c.tag == current && c.pushed_at_ms.is_some());
+                        prop_assert!(unplaceable || is_backwards(&p, &current, b, &candidates), "{}: kept {} over {}", p, current, b);
                     }
                 }
                 None => prop_assert!(best.is_none(), "{}: {:?}", p, s),
@@ -704,4 +713,21 @@ proptest! {
             prop_assert!(!s.reason.is_empty());
         }
     }
+}
+
+#[test]
+fn newest_pushed_keeps_a_running_tag_it_cannot_place() {
+    let p = parse("newest-pushed:^nightly-").unwrap();
+    let c = vec![pushed("nightly-1", Some(1_000)), pushed("nightly-2", Some(2_000))];
+    // nightly-9 was pushed after both, but it is no longer listed (or its push time is unknown):
+    // kept, not moved to an older tag on a guess.
+    let s = select(&p, &c, Some("nightly-9"));
+    assert_eq!(s.tag.as_deref(), Some("nightly-9"), "{}", s.reason);
+    assert!(s.reason.contains("push time is not known"), "{}", s.reason);
+    let unknown_time = vec![pushed("nightly-1", Some(1_000)), pushed("nightly-9", None)];
+    assert_eq!(select(&p, &unknown_time, Some("nightly-9")).tag.as_deref(), Some("nightly-9"));
+    // A running tag outside the pattern: the user changed the policy, its pick stands.
+    assert_eq!(select(&p, &c, Some("stable")).tag.as_deref(), Some("nightly-2"));
+    // Nothing placeable at all: still kept.
+    assert_eq!(select(&p, &[pushed("nightly-1", None)], Some("nightly-9")).tag.as_deref(), Some("nightly-9"));
 }
