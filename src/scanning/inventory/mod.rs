@@ -83,3 +83,6 @@ fn paragraphs(text: &str, separator: char) -> Vec<Vec<(String, String)>> {
     }
     paragraphs
 }
+
+#[cfg(test)]
+mod tests;
