@@ -8,6 +8,7 @@ pub mod golang;
 pub mod npm;
 pub mod os;
 pub mod python;
+pub mod rpm;
 pub mod rust;
 
 use super::{Inventory, Package, layers::Files};
@@ -24,6 +25,7 @@ pub fn inventory(files: &Files) -> Inventory {
     let mut packages = Vec::new();
     packages.extend(dpkg::packages(files, &family("Debian")));
     packages.extend(apk::packages(files, &family("Alpine")));
+    packages.extend(rpm::packages(files, &family("Red Hat")));
     packages.extend(python::packages(files));
     packages.extend(npm::packages(files));
     for (path, text) in &files.files {
@@ -39,7 +41,6 @@ pub fn inventory(files: &Files) -> Inventory {
             packages.extend(rust::auditable(path, section));
         }
     }
-    // not yet: rpm packages from `rpmdb.sqlite` (kept by `layers`, not read here).
     Inventory { os, packages: sorted(packages) }
 }
 
