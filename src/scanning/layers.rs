@@ -965,6 +965,10 @@ mod tests {
                 "Go stdlib 1.22.5 /usr/bin/goapp-again",
             ]
         );
+        // Without a `.go.buildinfo` section the blob is found at a 16-byte boundary.
+        let unnamed = elf(&[(".text", &[0x90; 4096]), (".data", &go)]);
+        let info = Binary::from_elf(&unnamed).unwrap().go.unwrap();
+        assert_eq!(info.go_version, "go1.22.5");
         // Larger than the cap: skipped, and said so.
         let mut files = Files::default();
         let limits = Limits { binary_bytes: 1024, ..Limits::default() };
