@@ -1012,3 +1012,237 @@ proptest! {
         }
     }
 }
+
+// ---- cross-checks with the real tools, where this machine has them ----
+
+/// A small deterministic generator (xorshift64*), so a failing pair shows up on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+
+    fn chars(&mut self, alphabet: &str, max: usize) -> String {
+        let alphabet: Vec<char> = alphabet.chars().collect();
+        (0..self.below(max + 1)).map(|_| alphabet[self.below(alphabet.len())]).collect()
+    }
+}
+
+/// Pairs of versions: half unrelated, half a version and a small edit of it (which is where
+/// orders disagree, if anywhere).
+fn pairs(rng: &mut Rng, count: usize, version: impl Fn(&mut Rng) -> String, edit: &str) -> Vec<(String, String)> {
+    let edit: Vec<char> = edit.chars().collect();
+    (0..count)
+        .map(|_| {
+            let a = version(rng);
+            let b = if rng.chance(50) {
+                version(rng)
+            } else {
+                let mut b: Vec<char> = a.chars().collect();
+                for _ in 0..=rng.below(2) {
+                    let at = rng.below(b.len() + 1);
+                    match rng.below(3) {
+                        0 if at < b.len() => {
+                            b.remove(at);
+                        }
+                        1 if at < b.len() => b[at] = edit[rng.below(edit.len())],
+                        _ => b.insert(at, edit[rng.below(edit.len())]),
+                    }
+                }
+                b.into_iter().collect()
+            };
+            (a, b)
+        })
+        .collect()
+}
+
+/// Runs `program args` with `input` on stdin; `None` when the program is not there.
+fn run(program: &str, args: &[&str], input: &str) -> Option<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    let output = child.wait_with_output().ok()?;
+    output.status.success().then(|| String::from_utf8(output.stdout).expect("utf-8"))
+}
+
+fn has(program: &str, args: &[&str]) -> bool {
+    run(program, args, "").is_some()
+}
+
+#[test]
+fn dpkg_agrees_with_dpkg_compare_versions() {
+    if !has("dpkg", &["--version"]) {
+        eprintln!("dpkg is not installed here: cross-check skipped");
+        return;
+    }
+    let version = |rng: &mut Rng| {
+        let epoch = rng.chance(25).then(|| format!("{}:", rng.below(3)));
+        let revision = rng.chance(60).then(|| format!("-{}{}", rng.below(3), rng.chars("019az.+~", 4)));
+        let mut upstream_alphabet = String::from("0129azAZ.+~");
+        if epoch.is_some() {
+            upstream_alphabet.push(':');
+        }
+        if revision.is_some() {
+            upstream_alphabet.push('-');
+        }
+        format!(
+            "{}{}{}{}",
+            epoch.unwrap_or_default(),
+            rng.below(3),
+            rng.chars(&upstream_alphabet, 6),
+            revision.unwrap_or_default()
+        )
+    };
+    let pairs: Vec<_> = pairs(&mut Rng(0x5eed_d9c6), 400, version, "0123456789az.+~-:")
+        .into_iter()
+        .filter(|(a, b)| compare("Debian", a, b).is_some())
+        .collect();
+    assert!(pairs.len() > 300, "too few valid pairs: {}", pairs.len());
+    let script = r#"while read -r a b; do
+        if dpkg --compare-versions "$a" lt "$b"; then echo "<"
+        elif dpkg --compare-versions "$a" eq "$b"; then echo "="
+        else echo ">"; fi
+    done"#;
+    let input: String = pairs.iter().map(|(a, b)| format!("{a} {b}\n")).collect();
+    let answers = run("sh", &["-c", script], &input).expect("sh runs");
+    let answers: Vec<&str> = answers.lines().collect();
+    assert_eq!(answers.len(), pairs.len());
+    for ((a, b), answer) in pairs.iter().zip(answers) {
+        assert_eq!(compare("Debian", a, b), Some(op(answer)), "dpkg says {a} {answer} {b}");
+    }
+}
+
+#[test]
+fn rpm_agrees_with_rpm() {
+    // rpm's Lua `rpm.vercmp` parses both as `[epoch:]version[-release]` and compares them with
+    // `rpmverCmp`, as this module does.
+    let script = r#"%{lua:
+        for line in io.lines() do
+            local split = string.find(line, "\1", 1, true)
+            io.write(rpm.vercmp(string.sub(line, 1, split - 1), string.sub(line, split + 1)), "\n")
+        end
+    }"#;
+    if !has("rpm", &["--eval", "%{lua: io.write(rpm.vercmp('1', '2'))}"]) {
+        eprintln!("rpm (with Lua) is not installed here: cross-check skipped");
+        return;
+    }
+    let version = |rng: &mut Rng| {
+        let epoch = if rng.chance(25) { format!("{}:", rng.pick(&["", "0", "1", "2", "01"])) } else { String::new() };
+        let release = if rng.chance(60) { format!("-{}", rng.chars("019ab.~^_+", 4)) } else { String::new() };
+        format!("{epoch}{}{}{release}", rng.pick(&["0", "1", "2", "a", "10"]), rng.chars("0129ab.~^_+", 5))
+    };
+    let pairs = pairs(&mut Rng(0x0bad_cafe), 1_000, version, "0123456789ab.~^_+-:");
+    let pairs: Vec<_> = pairs.into_iter().filter(|(a, b)| compare("Red Hat", a, b).is_some()).collect();
+    assert!(pairs.len() > 800, "too few valid pairs: {}", pairs.len());
+    let input: String = pairs.iter().map(|(a, b)| format!("{a}\x01{b}\n")).collect();
+    let answers = run("rpm", &["--eval", script], &input).expect("rpm runs");
+    let answers: Vec<&str> = answers.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(answers.len(), pairs.len());
+    for ((a, b), answer) in pairs.iter().zip(answers) {
+        let expected = answer.parse::<i32>().expect("a number").cmp(&0);
+        assert_eq!(compare("Red Hat", a, b), Some(expected), "rpm says {a} vs {b}: {answer}");
+    }
+}
+
+#[test]
+fn pep440_agrees_with_packaging() {
+    let script = r#"
+import sys
+import packaging
+from packaging.version import InvalidVersion, Version
+if int(packaging.__version__.split(".")[0]) < 22:
+    sys.exit(1)  # LegacyVersion era: a different parser
+def parse(v):
+    try:
+        return Version(v)
+    except InvalidVersion:
+        return None
+for line in sys.stdin:
+    a, b = line.rstrip("\n").split("\x01")
+    a, b = parse(a), parse(b)
+    print("none" if a is None or b is None else "<=>"[(a > b) - (a < b) + 1])
+"#;
+    if !has("python3", &["-c", script]) {
+        eprintln!("python3 with packaging >= 22 is not installed here: cross-check skipped");
+        return;
+    }
+    let version = |rng: &mut Rng| {
+        let mut v = String::new();
+        if rng.chance(10) {
+            v.push_str(rng.pick(&["v", "V", " ", "\t"]));
+        }
+        if rng.chance(15) {
+            v.push_str(&format!("{}!", rng.below(3)));
+        }
+        let numbers: Vec<String> =
+            (0..=rng.below(3)).map(|_| rng.pick(&["0", "1", "2", "00", "01", "10"]).to_string()).collect();
+        v.push_str(&numbers.join("."));
+        let separator = |rng: &mut Rng| rng.pick(&["", "", ".", "-", "_"]).to_string();
+        let number = |rng: &mut Rng| rng.pick(&["", "0", "1", "2", "01"]).to_string();
+        if rng.chance(40) {
+            let word = rng.pick(&["a", "b", "c", "rc", "alpha", "beta", "pre", "preview", "A", "RC", "Beta"]);
+            v.push_str(&format!("{}{word}{}{}", separator(rng), separator(rng), number(rng)));
+        }
+        if rng.chance(30) {
+            if rng.chance(30) {
+                v.push_str(&format!("-{}", rng.below(3)));
+            } else {
+                let word = rng.pick(&["post", "rev", "r", "POST"]);
+                v.push_str(&format!("{}{word}{}{}", separator(rng), separator(rng), number(rng)));
+            }
+        }
+        if rng.chance(30) {
+            v.push_str(&format!("{}{}{}{}", separator(rng), rng.pick(&["dev", "DEV"]), separator(rng), number(rng)));
+        }
+        if rng.chance(25) {
+            let segments: Vec<String> = (0..=rng.below(2)).map(|_| rng.chars("abAB0129", 3)).collect();
+            v.push('+');
+            for (i, segment) in segments.iter().enumerate() {
+                if i > 0 {
+                    v.push_str(rng.pick(&[".", "-", "_"]));
+                }
+                v.push_str(segment);
+            }
+        }
+        if rng.chance(10) {
+            v.push_str(rng.pick(&[" ", "\t", " \t"]));
+        }
+        v
+    };
+    let pairs = pairs(&mut Rng(0x9e37_79b9), 3_000, version, "0123456789.-_+!abcdeprvostlhiwABC");
+    let input: String = pairs.iter().map(|(a, b)| format!("{a}\x01{b}\n")).collect();
+    let answers = run("python3", &["-c", script], &input).expect("python3 runs");
+    let answers: Vec<&str> = answers.lines().collect();
+    assert_eq!(answers.len(), pairs.len());
+    let mut compared = 0;
+    for ((a, b), answer) in pairs.iter().zip(answers) {
+        let expected = (answer != "none").then(|| op(answer));
+        assert_eq!(compare("PyPI", a, b), expected, "packaging says {a:?} {answer} {b:?}");
+        compared += usize::from(expected.is_some());
+    }
+    assert!(compared > 1_000, "too few valid pairs: {compared}");
+    assert!(pairs.len() - compared > 300, "too few invalid pairs: {}", pairs.len() - compared);
+}
