@@ -13,6 +13,10 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 # charts/build-image checks that berth's binary is static with file(1).
 command -v file >/dev/null || need_apt+=(file)
+# The scanner's version order is cross-checked against rpm and Python's packaging (dpkg is there).
+command -v rpm >/dev/null || need_apt+=(rpm)
+dpkg -s python3-packaging >/dev/null 2>&1 || need_apt+=(python3-packaging)
+export BERTH_REQUIRE_TOOLS=1
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
