@@ -1,9 +1,23 @@
 //! OSV vulnerability records, loaded from a folder laid out like the OSV bucket
 //! (`<Ecosystem>/all.zip`) and indexed by ecosystem and package name.
+//!
+//! Loading is bounded because the archives come from outside (a URL, an OCI artifact, a
+//! volume): an entry larger than [`Limits::max_entry_bytes`] uncompressed, or more than
+//! [`Limits::max_total_bytes`] uncompressed over one load, refuses the whole load (a zip bomb,
+//! or data that would not fit the memory the operator was given). Sizes are checked against
+//! the bytes actually inflated, not only the sizes the archive declares. A record that does not
+//! parse is skipped and counted in [`DatabaseInfo`]; one bad record must not hide the others.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    io::{BufReader, Read, Seek},
+    mem::size_of,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// One OSV record, the fields matching reads (<https://ossf.github.io/osv-schema/>).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -12,12 +26,16 @@ pub struct Record {
     pub id: String,
     pub modified: Option<String>,
     pub withdrawn: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub aliases: Vec<String>,
     /// Debian's and Ubuntu's records name the upstream CVE here.
+    #[serde(deserialize_with = "null_as_default")]
     pub upstream: Vec<String>,
     pub summary: Option<String>,
     pub details: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub severity: Vec<SeverityScore>,
+    #[serde(deserialize_with = "null_as_default")]
     pub affected: Vec<Affected>,
     pub database_specific: Option<serde_json::Value>,
 }
@@ -36,8 +54,11 @@ pub struct SeverityScore {
 #[serde(default)]
 pub struct Affected {
     pub package: Option<PackageRef>,
+    #[serde(deserialize_with = "null_as_default")]
     pub severity: Vec<SeverityScore>,
+    #[serde(deserialize_with = "null_as_default")]
     pub ranges: Vec<Range>,
+    #[serde(deserialize_with = "null_as_default")]
     pub versions: Vec<String>,
     pub ecosystem_specific: Option<serde_json::Value>,
     pub database_specific: Option<serde_json::Value>,
@@ -57,6 +78,7 @@ pub struct Range {
     /// `ECOSYSTEM`, `SEMVER` or `GIT` (commits: not used for installed packages).
     #[serde(rename = "type")]
     pub type_: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub events: Vec<Event>,
 }
 
@@ -70,20 +92,189 @@ pub struct Event {
     pub limit: Option<String>,
 }
 
+/// `"aliases": null` (seen in records converted from YAML) reads as an empty list rather than
+/// making the record unreadable.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Caps on what one load reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest record (one zip entry), uncompressed. The largest records of the Go and PyPI
+    /// data are ~20 KiB; records with long `versions` lists reach a few hundred KiB.
+    pub max_entry_bytes: u64,
+    /// Uncompressed bytes over every archive of one load: the bound on the JSON parsed, and so
+    /// (roughly, see [`DatabaseInfo::memory_bytes`]) on the memory the records take.
+    pub max_total_bytes: u64,
+    /// Entries in one archive (each costs a central directory record even when empty).
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_entry_bytes: 16 << 20, max_total_bytes: 1 << 30, max_entries: 1_000_000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OsvError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{ecosystem}/all.zip is not a readable zip archive: {source}")]
+    Zip { ecosystem: String, source: zip::result::ZipError },
+    #[error(
+        "{ecosystem}/all.zip: entry {entry} is larger than {limit} bytes uncompressed; refused (a zip bomb, or raise the limit)"
+    )]
+    EntryTooLarge { ecosystem: String, entry: String, limit: u64 },
+    #[error(
+        "{ecosystem}/all.zip: the vulnerability data is larger than its budget of {limit} bytes uncompressed; refused (a zip bomb, or raise the budget)"
+    )]
+    OverBudget { ecosystem: String, limit: u64 },
+    #[error("{ecosystem}/all.zip has {entries} entries, more than the limit of {limit}")]
+    TooManyEntries { ecosystem: String, entries: usize, limit: usize },
+    #[error("{}: no vulnerability data (expected <Ecosystem>/all.zip)", dir.display())]
+    NoData { dir: PathBuf },
+}
+
+impl OsvError {
+    /// A static label for metrics and conditions.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OsvError::Io { .. } => "Io",
+            OsvError::Zip { .. } => "NotAZipArchive",
+            OsvError::EntryTooLarge { .. } => "EntryTooLarge",
+            OsvError::OverBudget { .. } => "OverBudget",
+            OsvError::TooManyEntries { .. } => "TooManyEntries",
+            OsvError::NoData { .. } => "NoData",
+        }
+    }
+}
+
+/// What one archive (one ecosystem) brought.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseInfo {
+    /// Records read, withdrawn ones included.
+    pub records: usize,
+    /// Withdrawn records: read, not matched.
+    pub withdrawn: usize,
+    /// Entries that are not a readable record (JSON that does not parse, no `id`): left out.
+    pub skipped: usize,
+    /// The first skipped entry and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_skipped: Option<String>,
+    /// Records whose id was already read (from this archive or an earlier one); the one with the
+    /// later `modified` is kept, as the OSV schema says.
+    pub duplicates: usize,
+    /// The newest `modified` of its records (RFC 3339, UTC): how current the data is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest_modified: Option<String>,
+    /// JSON bytes inflated from the archive.
+    pub uncompressed_bytes: u64,
+    /// An estimate of the heap its indexed records and their index entries take: the sizes of
+    /// the structs plus the capacity of every `String`, `Vec` and JSON value they own, 16 bytes
+    /// of allocator overhead per allocation, and the hash table's slots for its keys. Records
+    /// named by no package (or withdrawn) are dropped after loading and not counted. It does not
+    /// count memory the allocator keeps after the load (the inflate buffers, freed JSON).
+    pub memory_bytes: u64,
+}
+
 /// The loaded records, indexed by (ecosystem without its release, normalized package name).
+/// Each record is stored once, shared by every package it names. Withdrawn records are not
+/// indexed.
 #[derive(Debug, Default)]
 pub struct Database {
     pub(crate) by_package: HashMap<(String, String), Vec<Arc<Record>>>,
+    info: BTreeMap<String, DatabaseInfo>,
 }
 
 impl Database {
+    /// Loads every `<Ecosystem>/all.zip` under `dir` with the default [`Limits`].
+    pub fn load_dir(dir: &Path) -> Result<Database, OsvError> {
+        Database::load_dir_with(dir, &Limits::default())
+    }
+
+    /// Loads every `<Ecosystem>/all.zip` under `dir`; folders without one are ignored, no
+    /// archive at all is an error (a scan must not report "no findings" for want of data).
+    pub fn load_dir_with(dir: &Path, limits: &Limits) -> Result<Database, OsvError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OsvError::Io { path, source }
+        };
+        let mut folders = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let archive = entry.path().join("all.zip");
+            if archive.is_file() {
+                folders.push((entry.file_name().to_string_lossy().into_owned(), archive));
+            }
+        }
+        if folders.is_empty() {
+            return Err(OsvError::NoData { dir: dir.to_path_buf() });
+        }
+        folders.sort();
+        let mut builder = Builder::default();
+        for (ecosystem, archive) in folders {
+            let file = fs::File::open(&archive).map_err(io(&archive))?;
+            builder.add_archive(&ecosystem, BufReader::new(file), limits)?;
+        }
+        Ok(builder.finish())
+    }
+
+    /// One archive's records, as read from `<ecosystem>/all.zip`, with the default [`Limits`].
+    pub fn from_zip(ecosystem: &str, bytes: &[u8]) -> Result<Database, OsvError> {
+        Database::from_zip_with(ecosystem, bytes, &Limits::default())
+    }
+
+    pub fn from_zip_with(ecosystem: &str, bytes: &[u8], limits: &Limits) -> Result<Database, OsvError> {
+        let mut builder = Builder::default();
+        builder.add_archive(ecosystem, std::io::Cursor::new(bytes), limits)?;
+        Ok(builder.finish())
+    }
+
+    /// Records already parsed; each is counted under the ecosystem (without release) of its
+    /// first affected package.
+    pub fn from_records(records: impl IntoIterator<Item = Record>) -> Database {
+        let mut builder = Builder::default();
+        for record in records {
+            let ecosystem = record
+                .affected
+                .iter()
+                .find_map(|a| a.package.as_ref())
+                .map(|p| base_ecosystem(&p.ecosystem).to_string())
+                .unwrap_or_default();
+            builder.add_record(&ecosystem, record);
+        }
+        builder.finish()
+    }
+
     /// The records that name `name` in `ecosystem` (`Debian:12` finds those of `Debian:12` and
     /// of other releases: matching checks the release). Names are normalized as the ecosystem
     /// does (PyPI: PEP 503).
     pub fn candidates(&self, ecosystem: &str, name: &str) -> &[Arc<Record>] {
-        let base = ecosystem.split(':').next().unwrap_or(ecosystem);
+        let base = base_ecosystem(ecosystem);
         self.by_package.get(&(base.to_string(), normalize(base, name))).map(Vec::as_slice).unwrap_or(&[])
     }
+
+    /// What each archive brought, by ecosystem (the archive's folder name).
+    pub fn info(&self) -> &BTreeMap<String, DatabaseInfo> {
+        &self.info
+    }
+
+    /// No record is indexed (no data, or only withdrawn records).
+    pub fn is_empty(&self) -> bool {
+        self.by_package.is_empty()
+    }
+}
+
+/// `Debian:12` -> `Debian`; `Maven:https://...` -> `Maven`.
+pub fn base_ecosystem(ecosystem: &str) -> &str {
+    ecosystem.split(':').next().unwrap_or(ecosystem)
 }
 
 /// A package name as the ecosystem compares names: PEP 503 for PyPI (lower case, runs of
@@ -107,4 +298,265 @@ pub fn normalize(ecosystem: &str, name: &str) -> String {
     } else {
         name.to_string()
     }
+}
+
+/// A record as read, before the index is built.
+struct Loaded {
+    record: Record,
+    /// The archive it came from, for [`DatabaseInfo`].
+    archive: String,
+}
+
+#[derive(Default)]
+struct Builder {
+    by_id: HashMap<String, Loaded>,
+    info: BTreeMap<String, DatabaseInfo>,
+    /// Uncompressed bytes read so far over every archive.
+    total: u64,
+}
+
+impl Builder {
+    fn add_archive<R: Read + Seek>(&mut self, ecosystem: &str, reader: R, limits: &Limits) -> Result<(), OsvError> {
+        let zip_error = |source| OsvError::Zip { ecosystem: ecosystem.to_string(), source };
+        let mut archive = zip::ZipArchive::new(reader).map_err(zip_error)?;
+        if archive.len() > limits.max_entries {
+            return Err(OsvError::TooManyEntries {
+                ecosystem: ecosystem.to_string(),
+                entries: archive.len(),
+                limit: limits.max_entries,
+            });
+        }
+        self.info.entry(ecosystem.to_string()).or_default();
+        let mut buf = Vec::new();
+        for index in 0..archive.len() {
+            let mut file = archive.by_index(index).map_err(zip_error)?;
+            if file.is_dir() || !file.name().ends_with(".json") {
+                continue;
+            }
+            let name = file.name().to_string();
+            let too_large = || OsvError::EntryTooLarge {
+                ecosystem: ecosystem.to_string(),
+                entry: name.clone(),
+                limit: limits.max_entry_bytes,
+            };
+            let over_budget =
+                || OsvError::OverBudget { ecosystem: ecosystem.to_string(), limit: limits.max_total_bytes };
+            // The declared size refuses an honest oversized entry before inflating it; the
+            // `take` refuses one whose header lies.
+            if file.size() > limits.max_entry_bytes {
+                return Err(too_large());
+            }
+            if self.total.saturating_add(file.size()) > limits.max_total_bytes {
+                return Err(over_budget());
+            }
+            buf.clear();
+            (&mut file)
+                .take(limits.max_entry_bytes.saturating_add(1))
+                .read_to_end(&mut buf)
+                .map_err(|e| zip_error(zip::result::ZipError::Io(e)))?;
+            let read = buf.len() as u64;
+            if read > limits.max_entry_bytes {
+                return Err(too_large());
+            }
+            self.total += read;
+            if self.total > limits.max_total_bytes {
+                return Err(over_budget());
+            }
+            drop(file);
+            let info = self.info.entry(ecosystem.to_string()).or_default();
+            info.uncompressed_bytes += read;
+            match serde_json::from_slice::<Record>(&buf) {
+                Ok(record) if !record.id.is_empty() => self.add_record(ecosystem, record),
+                Ok(_) => skip(info, &name, "no id"),
+                Err(e) => skip(info, &name, &e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    fn add_record(&mut self, archive: &str, mut record: Record) {
+        let info = self.info.entry(archive.to_string()).or_default();
+        info.records += 1;
+        if record.withdrawn.is_some() {
+            info.withdrawn += 1;
+        }
+        if let Some(modified) = &record.modified
+            && info.newest_modified.as_deref().is_none_or(|newest| newer(modified, newest))
+        {
+            info.newest_modified = Some(modified.clone());
+        }
+        shrink(&mut record);
+        match self.by_id.get_mut(&record.id) {
+            Some(existing) => {
+                info.duplicates += 1;
+                let later = match (&record.modified, &existing.record.modified) {
+                    (Some(new), Some(old)) => newer(new, old),
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                if later {
+                    *existing = Loaded { record, archive: archive.to_string() };
+                }
+            }
+            None => {
+                self.by_id.insert(record.id.clone(), Loaded { record, archive: archive.to_string() });
+            }
+        }
+    }
+
+    fn finish(self) -> Database {
+        let Builder { by_id, mut info, .. } = self;
+        let mut loaded: Vec<Loaded> = by_id.into_values().collect();
+        // Index order (and so candidate order) does not depend on hash order.
+        loaded.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        let mut by_package: HashMap<(String, String), Vec<Arc<Record>>> = HashMap::new();
+        // A hash table slot holds the key and the value, at a load factor of at most 7/8, plus
+        // one control byte.
+        let slot = size_of::<((String, String), Vec<Arc<Record>>)>() * 8 / 7 + 1;
+        for Loaded { record, archive } in loaded {
+            if record.withdrawn.is_some() {
+                continue;
+            }
+            let mut keys: Vec<(String, String)> = record
+                .affected
+                .iter()
+                .filter_map(|a| a.package.as_ref())
+                .map(|p| {
+                    let base = base_ecosystem(&p.ecosystem);
+                    (base.to_string(), normalize(base, &p.name))
+                })
+                .collect();
+            keys.sort();
+            keys.dedup();
+            if keys.is_empty() {
+                continue;
+            }
+            let mut memory = (record_heap(&record) + size_of::<Record>() + 2 * size_of::<usize>() + ALLOC) as u64;
+            let record = Arc::new(record);
+            for key in keys {
+                memory += size_of::<Arc<Record>>() as u64;
+                let records = by_package.entry(key).or_insert_with_key(|(e, n)| {
+                    memory += (slot + e.capacity() + n.capacity() + 2 * ALLOC) as u64;
+                    Vec::new()
+                });
+                if records.is_empty() {
+                    memory += ALLOC as u64;
+                }
+                records.push(Arc::clone(&record));
+            }
+            info.entry(archive).or_default().memory_bytes += memory;
+        }
+        for records in by_package.values_mut() {
+            records.shrink_to_fit();
+        }
+        Database { by_package, info }
+    }
+}
+
+fn skip(info: &mut DatabaseInfo, entry: &str, why: &str) {
+    info.skipped += 1;
+    if info.first_skipped.is_none() {
+        info.first_skipped = Some(format!("{entry}: {why}"));
+    }
+}
+
+/// RFC 3339 UTC timestamps as OSV writes them compare as text, except that fractional seconds
+/// (`...:25.5Z`) must sort after whole ones (`...:25Z`): compare the seconds, then the fraction.
+fn newer(a: &str, b: &str) -> bool {
+    fn split(t: &str) -> (&str, &str) {
+        let t = t.trim_end_matches('Z');
+        t.split_once('.').unwrap_or((t, ""))
+    }
+    split(a) > split(b)
+}
+
+/// Serde grows vectors by doubling; records live as long as the database, so give the slack
+/// back once.
+fn shrink(record: &mut Record) {
+    record.aliases.shrink_to_fit();
+    record.upstream.shrink_to_fit();
+    record.severity.shrink_to_fit();
+    record.affected.shrink_to_fit();
+    for affected in &mut record.affected {
+        affected.severity.shrink_to_fit();
+        affected.versions.shrink_to_fit();
+        affected.ranges.shrink_to_fit();
+        for range in &mut affected.ranges {
+            range.events.shrink_to_fit();
+        }
+    }
+}
+
+/// Allocator overhead assumed per allocation (glibc: an 8-byte header, 16-byte granularity).
+const ALLOC: usize = 16;
+
+fn string_heap(s: &String) -> usize {
+    if s.capacity() == 0 { 0 } else { s.capacity() + ALLOC }
+}
+
+fn opt_string_heap(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, |s| string_heap(s))
+}
+
+fn vec_heap<T>(v: &Vec<T>, each: impl Fn(&T) -> usize) -> usize {
+    let own = if v.capacity() == 0 { 0 } else { v.capacity() * size_of::<T>() + ALLOC };
+    own + v.iter().map(each).sum::<usize>()
+}
+
+fn strings_heap(v: &Vec<String>) -> usize {
+    vec_heap(v, |s| string_heap(s))
+}
+
+fn scores_heap(v: &Vec<SeverityScore>) -> usize {
+    vec_heap(v, |s| string_heap(&s.type_) + string_heap(&s.score))
+}
+
+/// A boxed JSON value's heap: serde_json's `Map` is a `BTreeMap`, whose nodes hold up to 11
+/// entries and are about two thirds full, so each entry costs about 1.5 slots and a node
+/// allocation is shared by ~7 entries.
+fn value_heap(value: &Option<serde_json::Value>) -> usize {
+    fn heap(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::String(s) => string_heap(s),
+            serde_json::Value::Array(items) => vec_heap(items, heap),
+            serde_json::Value::Object(map) => {
+                let entry = size_of::<String>() + size_of::<serde_json::Value>();
+                map.len() * entry * 3 / 2
+                    + map.len().div_ceil(7) * ALLOC
+                    + map.iter().map(|(k, v)| string_heap(k) + heap(v)).sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+    value.as_ref().map_or(0, heap)
+}
+
+fn record_heap(r: &Record) -> usize {
+    string_heap(&r.id)
+        + opt_string_heap(&r.modified)
+        + opt_string_heap(&r.withdrawn)
+        + strings_heap(&r.aliases)
+        + strings_heap(&r.upstream)
+        + opt_string_heap(&r.summary)
+        + opt_string_heap(&r.details)
+        + scores_heap(&r.severity)
+        + value_heap(&r.database_specific)
+        + vec_heap(&r.affected, |a| {
+            a.package
+                .as_ref()
+                .map_or(0, |p| string_heap(&p.ecosystem) + string_heap(&p.name) + opt_string_heap(&p.purl))
+                + scores_heap(&a.severity)
+                + strings_heap(&a.versions)
+                + vec_heap(&a.ranges, |range| {
+                    string_heap(&range.type_)
+                        + vec_heap(&range.events, |e| {
+                            opt_string_heap(&e.introduced)
+                                + opt_string_heap(&e.fixed)
+                                + opt_string_heap(&e.last_affected)
+                                + opt_string_heap(&e.limit)
+                        })
+                })
+                + value_heap(&a.ecosystem_specific)
+                + value_heap(&a.database_specific)
+        })
 }
