@@ -1,0 +1,1 @@
+//! Matching against the real OSV archives in ../shared/scanning (see its README).
