@@ -495,7 +495,7 @@ fn string_heap(s: &String) -> usize {
 }
 
 fn opt_string_heap(s: &Option<String>) -> usize {
-    s.as_ref().map_or(0, |s| string_heap(s))
+    s.as_ref().map_or(0, string_heap)
 }
 
 fn vec_heap<T>(v: &Vec<T>, each: impl Fn(&T) -> usize) -> usize {
@@ -504,7 +504,7 @@ fn vec_heap<T>(v: &Vec<T>, each: impl Fn(&T) -> usize) -> usize {
 }
 
 fn strings_heap(v: &Vec<String>) -> usize {
-    vec_heap(v, |s| string_heap(s))
+    vec_heap(v, string_heap)
 }
 
 fn scores_heap(v: &Vec<SeverityScore>) -> usize {
@@ -559,4 +559,223 @@ fn record_heap(r: &Record) -> usize {
                 + value_heap(&a.ecosystem_specific)
                 + value_heap(&a.database_specific)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        for (name, body) in entries {
+            w.start_file(*name, options).unwrap();
+            w.write_all(body).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn json(id: &str, name: &str, modified: &str) -> Vec<u8> {
+        serde_json::json!({
+            "id": id,
+            "modified": modified,
+            "summary": format!("{id} summary"),
+            "affected": [{
+                "package": { "ecosystem": "npm", "name": name },
+                "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }, { "fixed": "1.0.0" }] }]
+            }]
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn reads_records_and_indexes_them() {
+        let a = json("GHSA-a", "left-pad", "2024-01-01T00:00:00Z");
+        let b = json("GHSA-b", "left-pad", "2024-02-01T00:00:00Z");
+        let db =
+            Database::from_zip("npm", &zip(&[("GHSA-a.json", &a), ("GHSA-b.json", &b), ("README.txt", b"x")])).unwrap();
+        let ids: Vec<&str> = db.candidates("npm", "left-pad").iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["GHSA-a", "GHSA-b"]);
+        let info = &db.info()["npm"];
+        assert_eq!((info.records, info.skipped, info.withdrawn), (2, 0, 0));
+        assert_eq!(info.newest_modified.as_deref(), Some("2024-02-01T00:00:00Z"));
+        assert_eq!(info.uncompressed_bytes, (a.len() + b.len()) as u64);
+        assert!(info.memory_bytes > 0);
+    }
+
+    #[test]
+    fn malformed_records_are_skipped_and_counted() {
+        let good = json("GHSA-a", "left-pad", "2024-01-01T00:00:00Z");
+        let db = Database::from_zip(
+            "npm",
+            &zip(&[
+                ("bad.json", b"{ not json"),
+                ("GHSA-a.json", &good),
+                ("noid.json", b"{\"summary\": \"no id\"}"),
+                ("wrongtype.json", b"{\"id\": \"X\", \"affected\": \"everything\"}"),
+            ]),
+        )
+        .unwrap();
+        let info = &db.info()["npm"];
+        assert_eq!((info.records, info.skipped), (1, 3));
+        assert!(info.first_skipped.as_deref().unwrap().starts_with("bad.json: "), "{:?}", info.first_skipped);
+        assert_eq!(db.candidates("npm", "left-pad").len(), 1);
+    }
+
+    #[test]
+    fn null_lists_read_as_empty() {
+        let body = br#"{"id": "PYSEC-1", "aliases": null, "upstream": null, "severity": null,
+            "affected": [{"package": {"ecosystem": "PyPI", "name": "Foo_Bar"}, "versions": null, "ranges": null}]}"#;
+        let db = Database::from_zip("PyPI", &zip(&[("PYSEC-1.json", body)])).unwrap();
+        assert_eq!(db.info()["PyPI"].skipped, 0);
+        assert_eq!(db.candidates("PyPI", "foo.bar")[0].id, "PYSEC-1");
+    }
+
+    #[test]
+    fn withdrawn_records_are_counted_not_indexed() {
+        let mut withdrawn: serde_json::Value =
+            serde_json::from_slice(&json("GHSA-w", "left-pad", "2024-01-01T00:00:00Z")).unwrap();
+        withdrawn["withdrawn"] = "2024-03-01T00:00:00Z".into();
+        let db = Database::from_zip("npm", &zip(&[("GHSA-w.json", withdrawn.to_string().as_bytes())])).unwrap();
+        assert!(db.candidates("npm", "left-pad").is_empty());
+        assert!(db.is_empty());
+        let info = &db.info()["npm"];
+        assert_eq!((info.records, info.withdrawn, info.memory_bytes), (1, 1, 0));
+    }
+
+    #[test]
+    fn the_later_modified_of_a_duplicate_id_is_kept() {
+        let old = json("GHSA-a", "old-name", "2024-01-01T00:00:00Z");
+        let new = json("GHSA-a", "new-name", "2024-01-01T00:00:00.5Z");
+        for entries in [[("1.json", &old), ("2.json", &new)], [("1.json", &new), ("2.json", &old)]] {
+            let entries: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+            let db = Database::from_zip("npm", &zip(&entries)).unwrap();
+            assert!(db.candidates("npm", "old-name").is_empty());
+            assert_eq!(db.candidates("npm", "new-name").len(), 1);
+            assert_eq!(db.info()["npm"].duplicates, 1);
+            assert_eq!(db.info()["npm"].newest_modified.as_deref(), Some("2024-01-01T00:00:00.5Z"));
+        }
+    }
+
+    #[test]
+    fn timestamps_with_fractions_order_after_whole_seconds() {
+        assert!(newer("2024-01-01T00:00:00.5Z", "2024-01-01T00:00:00Z"));
+        assert!(newer("2024-01-01T00:00:01Z", "2024-01-01T00:00:00.999999Z"));
+        assert!(!newer("2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"));
+    }
+
+    const SMALL: Limits = Limits { max_entry_bytes: 1 << 20, max_total_bytes: 4 << 20, max_entries: 100 };
+
+    #[test]
+    fn a_zip_bomb_entry_is_refused() {
+        // 64 MiB of zeros inflates from ~64 KiB.
+        let bomb = vec![b'0'; 64 << 20];
+        let archive = zip(&[("bomb.json", &bomb)]);
+        assert!(archive.len() < 1 << 20);
+        let err = Database::from_zip_with("npm", &archive, &SMALL).unwrap_err();
+        assert!(matches!(err, OsvError::EntryTooLarge { ref entry, .. } if entry == "bomb.json"), "{err}");
+        assert_eq!(err.reason(), "EntryTooLarge");
+        assert!(err.to_string().contains("bomb.json"), "{err}");
+    }
+
+    /// Rewrites the uncompressed size every header of the archive declares.
+    fn lie_about_sizes(mut archive: Vec<u8>, size: u32) -> Vec<u8> {
+        let mut i = 0;
+        while i + 4 <= archive.len() {
+            let at = match &archive[i..i + 4] {
+                [0x50, 0x4b, 0x03, 0x04] => Some(i + 22), // local file header
+                [0x50, 0x4b, 0x01, 0x02] => Some(i + 24), // central directory header
+                _ => None,
+            };
+            if let Some(at) = at {
+                archive[at..at + 4].copy_from_slice(&size.to_le_bytes());
+            }
+            i += 1;
+        }
+        archive
+    }
+
+    #[test]
+    fn an_entry_lying_about_its_size_is_refused() {
+        let bomb = vec![b' '; 8 << 20];
+        let archive = lie_about_sizes(zip(&[("liar.json", &bomb)]), 100);
+        let err = Database::from_zip_with("npm", &archive, &SMALL).unwrap_err();
+        // Refused while inflating: the zip reader does not stop at the declared size.
+        assert!(matches!(err, OsvError::EntryTooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_total_budget_is_enforced() {
+        let big = vec![b' '; 900 << 10];
+        let entries: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("{i}.json"), big.clone())).collect();
+        let entries: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let err = Database::from_zip_with("npm", &zip(&entries), &SMALL).unwrap_err();
+        assert!(matches!(err, OsvError::OverBudget { limit, .. } if limit == 4 << 20), "{err}");
+        // The budget spans archives.
+        let dir = tempfile::tempdir().unwrap();
+        for ecosystem in ["a", "b", "c"] {
+            fs::create_dir(dir.path().join(ecosystem)).unwrap();
+            fs::write(dir.path().join(ecosystem).join("all.zip"), zip(&entries[..2])).unwrap();
+        }
+        let err = Database::load_dir_with(dir.path(), &SMALL).unwrap_err();
+        assert!(matches!(err, OsvError::OverBudget { ref ecosystem, .. } if ecosystem == "c"), "{err}");
+    }
+
+    #[test]
+    fn too_many_entries_are_refused() {
+        let entries: Vec<(String, Vec<u8>)> = (0..101).map(|i| (format!("{i}.txt"), Vec::new())).collect();
+        let entries: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let err = Database::from_zip_with("npm", &zip(&entries), &SMALL).unwrap_err();
+        assert!(matches!(err, OsvError::TooManyEntries { entries: 101, .. }), "{err}");
+    }
+
+    #[test]
+    fn not_a_zip_is_an_error() {
+        let err = Database::from_zip("npm", b"PK\x03\x04 truncated").unwrap_err();
+        assert_eq!(err.reason(), "NotAZipArchive");
+    }
+
+    #[test]
+    fn load_dir_reads_each_ecosystem_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("npm")).unwrap();
+        fs::write(
+            dir.path().join("npm/all.zip"),
+            zip(&[("a.json", &json("GHSA-a", "left-pad", "2024-01-01T00:00:00Z"))]),
+        )
+        .unwrap();
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let db = Database::load_dir(dir.path()).unwrap();
+        assert_eq!(db.info().keys().collect::<Vec<_>>(), ["npm"]);
+        assert_eq!(db.candidates("npm", "left-pad").len(), 1);
+    }
+
+    #[test]
+    fn a_folder_without_data_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Database::load_dir(dir.path()).unwrap_err();
+        assert_eq!(err.reason(), "NoData");
+        let err = Database::load_dir(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(err.reason(), "Io");
+    }
+
+    #[test]
+    fn a_record_is_indexed_under_each_package_once() {
+        let body = serde_json::json!({
+            "id": "DEBIAN-CVE-2022-1271",
+            "affected": [
+                { "package": { "ecosystem": "Debian:12", "name": "gzip" } },
+                { "package": { "ecosystem": "Debian:12", "name": "xz-utils" } },
+                { "package": { "ecosystem": "Debian:11", "name": "gzip" } },
+            ]
+        })
+        .to_string();
+        let db = Database::from_zip("Debian", &zip(&[("r.json", body.as_bytes())])).unwrap();
+        assert_eq!(db.candidates("Debian:12", "gzip").len(), 1);
+        assert!(Arc::ptr_eq(&db.candidates("Debian:12", "gzip")[0], &db.candidates("Debian:7", "xz-utils")[0]));
+    }
 }
