@@ -173,3 +173,168 @@ fn roundup(input: f64) -> f64 {
     let int_input = (input * 100_000.0).round() as i64;
     if int_input % 10_000 == 0 { int_input as f64 / 100_000.0 } else { ((int_input / 10_000) + 1) as f64 / 10.0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scanning::osv::SeverityScore;
+
+    #[test]
+    fn cvss3_base_scores_of_known_vectors() {
+        // Scores as NVD and the FIRST calculator give them.
+        for (vector, score) in [
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8),
+            ("CVSS:3.1/AV:N/AC:H/PR:N/UI:R/S:C/C:L/I:L/A:N", 4.7),
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H", 10.0),
+            ("CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:H/I:H/A:H", 9.9),
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", 6.1),
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", 7.5),
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L", 5.3),
+            ("CVSS:3.1/AV:N/AC:L/PR:H/UI:N/S:U/C:H/I:H/A:H", 7.2),
+            ("CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:N/I:H/A:H", 7.4),
+            ("CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:L/I:L/A:L", 5.6),
+            ("CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:H", 7.8),
+            ("CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:N", 8.1),
+            ("CVSS:3.1/AV:A/AC:H/PR:H/UI:N/S:U/C:H/I:N/A:N", 4.2),
+            ("CVSS:3.1/AV:P/AC:H/PR:H/UI:R/S:U/C:L/I:N/A:N", 1.6),
+            ("CVSS:3.1/AV:L/AC:L/PR:N/UI:R/S:U/C:H/I:H/A:H", 7.8),
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N", 0.0),
+            ("CVSS:3.0/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8),
+            ("CVSS:3.0/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", 6.1),
+            // Temporal and environmental metrics do not change the base score.
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/E:U/RL:O/RC:R/CR:L/MAV:P", 9.8),
+        ] {
+            assert_eq!(cvss3_base_score(vector), Some(score), "{vector}");
+        }
+    }
+
+    #[test]
+    fn cvss3_invalid_vectors_have_no_score() {
+        for vector in [
+            "",
+            "AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            "CVSS:2.0/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
+            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H",
+            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:X",
+            "CVSS:3.1/AV:N/AV:L/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/ZZ:1",
+            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:X/C:H/I:H/A:H",
+            "CVSS:3.1/AV:NN/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            "CVSS:3.1/AV/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            "CVSS:3.1/AV:/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+        ] {
+            assert_eq!(cvss3_base_score(vector), None, "{vector}");
+        }
+    }
+
+    #[test]
+    fn roundup_is_free_of_float_error() {
+        assert_eq!(roundup(4.000_000_000_000_001), 4.0);
+        assert_eq!(roundup(4.0), 4.0);
+        assert_eq!(roundup(4.02), 4.1);
+        assert_eq!(roundup(4.1), 4.1);
+        assert_eq!(roundup(0.0), 0.0);
+    }
+
+    #[test]
+    fn bands() {
+        for (score, severity) in [
+            (10.0, Severity::Critical),
+            (9.0, Severity::Critical),
+            (8.9, Severity::High),
+            (7.0, Severity::High),
+            (6.9, Severity::Medium),
+            (4.0, Severity::Medium),
+            (3.9, Severity::Low),
+            (0.1, Severity::Low),
+            (0.0, Severity::Informational),
+        ] {
+            assert_eq!(band(score), severity, "{score}");
+        }
+    }
+
+    fn score(type_: &str, score: &str) -> SeverityScore {
+        SeverityScore { type_: type_.into(), score: score.into() }
+    }
+
+    fn record(severity: Vec<SeverityScore>, word: Option<&str>) -> Record {
+        Record {
+            id: "X-1".into(),
+            severity,
+            database_specific: word.map(|w| serde_json::json!({ "severity": w })),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn the_vector_wins_over_the_word() {
+        // GHSA-29mw-wpgm-hmr9: 5.3 and MODERATE agree; a disagreeing word loses.
+        let r = record(vec![score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L")], Some("CRITICAL"));
+        assert_eq!(of(&r, &Affected::default()), Severity::Medium);
+    }
+
+    #[test]
+    fn the_highest_of_several_vectors() {
+        let r = record(
+            vec![
+                score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L"),
+                score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+                score("CVSS_V3", "garbage"),
+            ],
+            None,
+        );
+        assert_eq!(of(&r, &Affected::default()), Severity::Critical);
+    }
+
+    #[test]
+    fn a_v4_vector_alone_takes_the_word_else_undefined() {
+        let v4 = score("CVSS_V4", "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N");
+        assert_eq!(of(&record(vec![v4.clone()], Some("HIGH")), &Affected::default()), Severity::High);
+        assert_eq!(of(&record(vec![v4], None), &Affected::default()), Severity::Undefined);
+    }
+
+    #[test]
+    fn words() {
+        for (word, severity) in [
+            ("LOW", Some(Severity::Low)),
+            ("MODERATE", Some(Severity::Medium)),
+            ("medium", Some(Severity::Medium)),
+            ("HIGH", Some(Severity::High)),
+            ("Important", Some(Severity::High)),
+            ("CRITICAL", Some(Severity::Critical)),
+            ("negligible", Some(Severity::Informational)),
+            ("unimportant", Some(Severity::Informational)),
+            ("untriaged", None),
+            ("", None),
+        ] {
+            assert_eq!(from_word(word), severity, "{word}");
+        }
+    }
+
+    #[test]
+    fn word_sources_in_order() {
+        let mut affected = Affected {
+            ecosystem_specific: Some(serde_json::json!({ "severity": "LOW" })),
+            database_specific: Some(serde_json::json!({ "severity": "CRITICAL" })),
+            ..Affected::default()
+        };
+        assert_eq!(of(&record(vec![], Some("HIGH")), &affected), Severity::High);
+        assert_eq!(of(&record(vec![], None), &affected), Severity::Low);
+        affected.ecosystem_specific = None;
+        assert_eq!(of(&record(vec![], None), &affected), Severity::Critical);
+        let ubuntu = record(vec![score("Ubuntu", "medium")], None);
+        assert_eq!(of(&ubuntu, &Affected::default()), Severity::Medium);
+        assert_eq!(of(&record(vec![], Some("UNKNOWN")), &Affected::default()), Severity::Undefined);
+        assert_eq!(of(&Record::default(), &Affected::default()), Severity::Undefined);
+    }
+
+    #[test]
+    fn the_package_vector_counts() {
+        let affected = Affected {
+            severity: vec![score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H")],
+            ..Affected::default()
+        };
+        assert_eq!(of(&record(vec![], Some("LOW")), &affected), Severity::Critical);
+    }
+}
