@@ -1,5 +1,5 @@
-//! The `berth` command line: `run` (the operator), `crds` (the CRD manifests) and the offline
-//! previews (`lifecycle preview`, `rollout preview`).
+//! The `berth` command line: `run` (the operator), `crds` (the CRD manifests), the offline
+//! previews (`lifecycle preview`, `rollout preview`) and the offline scanner (`scan`).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -32,6 +32,31 @@ pub enum Command {
     /// Rollout version policies offline.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Scan an image offline: its packages and the OSV vulnerabilities that affect them, with the
+    /// scanner the operator uses.
+    Scan(ScanArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ScanArgs {
+    /// An OCI image layout (a folder with `oci-layout`, `index.json` and `blobs/`) holding one
+    /// image.
+    #[arg(long, value_name = "DIR")]
+    pub image_layout: PathBuf,
+    /// OSV vulnerability data: a folder of `<Ecosystem>/all.zip` archives, as the OSV bucket
+    /// lays them out.
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// `json` for scripts, `table` for people, `cyclonedx` for an SBOM (CycloneDX 1.5 JSON).
+    #[arg(long, value_enum, default_value_t = ScanOutput::Json)]
+    pub output: ScanOutput,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanOutput {
+    Json,
+    Table,
+    Cyclonedx,
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +160,16 @@ impl Cli {
                     ExitCode::FAILURE
                 }
             },
+            Command::Scan(args) => match run_scan(&args) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth scan: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Run(args) => {
                 let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                     Ok(rt) => rt,
@@ -185,6 +220,38 @@ fn run_rollout_preview(args: &RolloutPreviewArgs) -> Result<String, String> {
         }
         PreviewOutput::Table => crate::rollout::preview::table(&outcome),
     })
+}
+
+fn run_scan(args: &ScanArgs) -> Result<String, String> {
+    use crate::scanning::{inventory, layers, matching, osv, report};
+    let files = layers::from_oci_layout(&args.image_layout, &layers::Limits::default())
+        .map_err(|e| format!("image layout {}: {e}", args.image_layout.display()))?;
+    let db = osv::Database::load_dir(&args.db).map_err(|e| format!("vulnerability data {}: {e}", args.db.display()))?;
+    let inventory = inventory::inventory(&files);
+    let findings = matching::findings(&inventory, &db);
+    let report = report::Report::new(&inventory, &findings);
+    Ok(match args.output {
+        ScanOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+        ScanOutput::Table => report::table(&report),
+        ScanOutput::Cyclonedx => {
+            let subject = layout_subject(&args.image_layout);
+            let now = k8s_openapi::jiff::Timestamp::now()
+                .round(k8s_openapi::jiff::Unit::Second)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            let bom = report::cyclonedx(&inventory, &findings, &subject, &now);
+            format!("{}\n", serde_json::to_string_pretty(&bom).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+/// `<ref.name>@<manifest digest>` of the layout's image, for the SBOM's subject.
+fn layout_subject(dir: &std::path::Path) -> String {
+    let index: serde_json::Value =
+        std::fs::read(dir.join("index.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let m = &index["manifests"][0];
+    let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or("image");
+    format!("{name}@{}", m["digest"].as_str().unwrap_or("unknown"))
 }
 
 fn write_crds(args: &CrdsArgs) -> anyhow::Result<()> {

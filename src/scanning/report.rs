@@ -157,13 +157,8 @@ pub fn cyclonedx(inventory: &Inventory, findings: &[Finding], subject: &str, tim
             continue;
         }
         refs.insert((p.name.clone(), p.version.clone(), p.ecosystem.clone()), purl.clone());
-        let kind = if p.ecosystem.contains(':') || matches!(p.ecosystem.as_str(), "Debian" | "Alpine") {
-            "library"
-        } else {
-            "library"
-        };
         components.push(json!({
-            "type": kind,
+            "type": "library",
             "bom-ref": purl,
             "name": p.name,
             "version": p.version,

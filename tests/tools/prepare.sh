@@ -1,7 +1,8 @@
 # Sourced by tests/run and the demo: installs the Debian packages the tests use when missing
 # (docker-registry, skopeo; for the node tests containerd, runc, the CNI plugins, busybox-static,
 # iptables and gcc for the pause binary) and builds the pinned Kubernetes binaries and CoreDNS
-# once per machine; exports BERTH_K8S_BIN_DIR and BERTH_COREDNS_BIN_DIR.
+# once per machine, and osv-scanner (the scanner's reference); exports BERTH_K8S_BIN_DIR,
+# BERTH_COREDNS_BIN_DIR and BERTH_OSV_SCANNER_BIN_DIR.
 need_apt=()
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
@@ -32,3 +33,5 @@ BERTH_K8S_BIN_DIR=$(bash tests/tools/build-control-plane.sh)
 export BERTH_K8S_BIN_DIR
 BERTH_COREDNS_BIN_DIR=$(bash tests/tools/build-coredns.sh)
 export BERTH_COREDNS_BIN_DIR
+BERTH_OSV_SCANNER_BIN_DIR=$(bash tests/tools/build-osv-scanner.sh)
+export BERTH_OSV_SCANNER_BIN_DIR
