@@ -63,7 +63,8 @@ pub fn check_alias(alias: &str) -> Result<(), String> {
     let (host, port) = match alias.strip_prefix('[') {
         Some(rest) => {
             let (inside, after) = rest.split_once(']').ok_or_else(|| format!("{alias:?}: unclosed '['"))?;
-            if inside.is_empty()
+            // An IPv6 address always has a ':' (and the admission rule asks for one).
+            if !inside.contains(':')
                 || !inside.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'a'..=b'f' | b':' | b'.'))
             {
                 return Err(format!("{alias:?}: an IPv6 address in brackets is lower-case hex digits, ':' and '.'"));

@@ -223,6 +223,8 @@ fn the_admission_rules_and_the_controller_agree_on_the_table() {
         "r.example:",
         "",
         "[::1]:99999",
+        "[a]",
+        "[1.2]",
     ] {
         assert_eq!(admitted(pattern, a), check_alias(a).is_ok(), "{a:?}");
     }
