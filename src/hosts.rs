@@ -63,7 +63,7 @@ pub fn check_alias(alias: &str) -> Result<(), String> {
     let (host, port) = match alias.strip_prefix('[') {
         Some(rest) => {
             let (inside, after) = rest.split_once(']').ok_or_else(|| format!("{alias:?}: unclosed '['"))?;
-            // An IPv6 address always has a ':' (and the admission rule asks for one).
+            // An IPv6 address always has a ':' (the admission rule asks for one too).
             if !inside.contains(':')
                 || !inside.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'a'..=b'f' | b':' | b'.'))
             {

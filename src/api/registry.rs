@@ -50,7 +50,7 @@ pub struct RegistrySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(a, !a.contains('/'))").message("aliases are host[:port] names, without a scheme or a path, for example 127.0.0.1:30500 or registry.example.com"))]
-    #[x_kube(validation = Rule::new("self.all(a, a.matches('^(\\\\[[0-9a-f:.]+\\\\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)(:[0-9]{1,5})?$'))").message("each alias must be a lower-case host name, an IPv4 address or a bracketed IPv6 address, with an optional :port"))]
+    #[x_kube(validation = Rule::new("self.all(a, a.matches('^(\\\\[[0-9a-f.]*:[0-9a-f:.]*\\\\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)(:[0-9]{1,5})?$'))").message("each alias must be a lower-case host name, an IPv4 address or a bracketed IPv6 address, with an optional :port"))]
     #[x_kube(validation = Rule::new("self.all(a, a == 'localhost' || a.contains('.') || a.contains(':'))").message("an alias needs a '.' or a :port (or is localhost): an image reference reads any other first component as a Docker Hub path"))]
     #[x_kube(validation = Rule::new("self.all(a, !a.matches(':[0-9]{1,5}$') || (int(a.substring(a.lastIndexOf(':') + 1)) >= 1 && int(a.substring(a.lastIndexOf(':') + 1)) <= 65535))").message("an alias's port must be from 1 to 65535"))]
     #[schemars(length(max = 32), inner(length(min = 1, max = 259)))]
