@@ -228,6 +228,9 @@ fn run_scan(args: &ScanArgs) -> Result<String, String> {
         .map_err(|e| format!("image layout {}: {e}", args.image_layout.display()))?;
     let db = osv::Database::load_dir(&args.db).map_err(|e| format!("vulnerability data {}: {e}", args.db.display()))?;
     let inventory = inventory::inventory(&files);
+    if !inventory.unreadable.is_empty() {
+        return Err(format!("the image's package database does not parse: {}", inventory.unreadable.join("; ")));
+    }
     let findings = matching::findings(&inventory, &db);
     let report = report::Report::new(&inventory, &findings);
     Ok(match args.output {

@@ -56,6 +56,10 @@ pub struct Package {
 pub struct Inventory {
     pub os: Option<Os>,
     pub packages: Vec<Package>,
+    /// OS package databases present in the image that do not parse (`<path>: why`): a scan
+    /// with any fails with them as its reason rather than report the image clean.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
 
 /// ECR's severity levels (`findingSeverityCounts` keys), most severe first.

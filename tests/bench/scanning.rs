@@ -134,7 +134,7 @@ fn main() {
             location: "/node_modules".into(),
         });
     }
-    let inventory = Inventory { os: None, packages };
+    let inventory = Inventory { os: None, packages, unreadable: Vec::new() };
     let times: Vec<Duration> = (0..RUNS)
         .map(|_| {
             let start = Instant::now();

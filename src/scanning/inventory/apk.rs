@@ -5,7 +5,7 @@
 use super::paragraphs;
 use crate::scanning::{Package, SourcePackage, layers::Files};
 
-const PATHS: &[&str] = &["/lib/apk/db/installed", "/usr/lib/apk/db/installed"];
+pub(super) const PATHS: &[&str] = &["/lib/apk/db/installed", "/usr/lib/apk/db/installed"];
 
 /// Every installed package of the image's apk database, with ecosystem `ecosystem`.
 pub fn packages(files: &Files, ecosystem: &str) -> Vec<Package> {

@@ -10,8 +10,8 @@
 use super::paragraphs;
 use crate::scanning::{Package, SourcePackage, layers::Files};
 
-const STATUS: &str = "/var/lib/dpkg/status";
-const STATUS_D: &str = "/var/lib/dpkg/status.d";
+pub(super) const STATUS: &str = "/var/lib/dpkg/status";
+pub(super) const STATUS_D: &str = "/var/lib/dpkg/status.d";
 
 /// Every installed package of the image's dpkg database, with ecosystem `ecosystem`.
 pub fn packages(files: &Files, ecosystem: &str) -> Vec<Package> {

@@ -41,7 +41,51 @@ pub fn inventory(files: &Files) -> Inventory {
             packages.extend(rust::auditable(path, section));
         }
     }
-    Inventory { os, packages: sorted(packages) }
+    Inventory { os, packages: sorted(packages), unreadable: unreadable(files) }
+}
+
+/// The OS package databases in `files` that do not parse: present and not empty, yet not text,
+/// or without one package in them (dpkg, apk), or not an rpm SQLite database.
+fn unreadable(files: &Files) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut text_db = |path: &str, bytes: &[u8], name_key: &str, separator: char| {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match std::str::from_utf8(bytes) {
+            Err(e) => out.push(format!("{path}: not text ({e})")),
+            Ok(text) => {
+                let named =
+                    paragraphs(text, separator).iter().any(|p| p.iter().any(|(k, v)| k == name_key && !v.is_empty()));
+                if !named {
+                    out.push(format!("{path}: no package in it (no `{name_key}{separator}` field)"));
+                }
+            }
+        }
+    };
+    if let (Some(path), Some(bytes)) = (files.resolve(dpkg::STATUS), files.read(dpkg::STATUS)) {
+        text_db(&path, bytes, "Package", ':');
+    }
+    for (path, bytes) in files.under(dpkg::STATUS_D) {
+        if !path.ends_with(".md5sums") {
+            text_db(path, bytes, "Package", ':');
+        }
+    }
+    for path in apk::PATHS {
+        if let (Some(real), Some(bytes)) = (files.resolve(path), files.read(path)) {
+            text_db(&real, bytes, "P", ':');
+        }
+    }
+    for path in rpm::PATHS {
+        if let (Some(real), Some(db)) = (files.resolve(path), files.read(path))
+            && rpm::parse(db, &real, "").is_none()
+        {
+            out.push(format!("{real}: not an rpm SQLite database that can be read"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn sorted(mut packages: Vec<Package>) -> Vec<Package> {

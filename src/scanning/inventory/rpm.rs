@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use crate::scanning::{Package, SourcePackage, layers::Files};
 
-const PATHS: &[&str] = &["/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
+pub(super) const PATHS: &[&str] = &["/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
 
 /// Every package of the image's rpm database, with ecosystem `ecosystem`.
 pub fn packages(files: &Files, ecosystem: &str) -> Vec<Package> {

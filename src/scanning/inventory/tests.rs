@@ -185,3 +185,30 @@ fn duplicates_are_removed_and_order_is_stable() {
     );
     assert_eq!(inventory.os, None);
 }
+
+#[test]
+fn a_package_database_that_does_not_parse_is_reported_not_taken_for_an_empty_one() {
+    let with = |path: &str, bytes: &[u8]| {
+        let mut files = Files::default();
+        files.files.insert(path.to_string(), bytes.to_vec());
+        crate::scanning::inventory::inventory(&files)
+    };
+    for (path, bytes) in [
+        ("/var/lib/dpkg/status", &b"\xff\xfe\x00garbage"[..]),
+        ("/var/lib/dpkg/status", &b"this is not a dpkg database\n"[..]),
+        ("/var/lib/dpkg/status.d/base", &b"Version: 1.0\n"[..]),
+        ("/lib/apk/db/installed", &b"V:1.0\n"[..]),
+        ("/var/lib/rpm/rpmdb.sqlite", &b"SQLite format 3\x00 but nothing else"[..]),
+    ] {
+        let inventory = with(path, bytes);
+        assert_eq!(inventory.unreadable.len(), 1, "{path}: {inventory:?}");
+        assert!(inventory.unreadable[0].starts_with(path), "{:?}", inventory.unreadable);
+    }
+    // Empty, or a real one: nothing to say.
+    assert!(with("/var/lib/dpkg/status", b"\n").unreadable.is_empty());
+    let fine = with("/var/lib/dpkg/status", b"Package: bash\nStatus: install ok installed\nVersion: 5.2\n\n");
+    assert!(fine.unreadable.is_empty() && fine.packages.len() == 1, "{fine:?}");
+    // A database whose packages are all removed still names them: readable, no package.
+    let removed = with("/var/lib/dpkg/status", b"Package: bash\nStatus: deinstall ok config-files\nVersion: 5.2\n\n");
+    assert!(removed.unreadable.is_empty() && removed.packages.is_empty(), "{removed:?}");
+}

@@ -49,7 +49,7 @@ fn package(ecosystem: &str, name: &str, version: &str) -> Package {
 }
 
 fn found(packages: Vec<Package>) -> Matches {
-    matches_with(&Inventory { os: None, packages }, db(), compare)
+    matches_with(&Inventory { os: None, packages, unreadable: Vec::new() }, db(), compare)
 }
 
 /// (id, fixed version, severity) of each finding.

@@ -151,7 +151,7 @@ fn deb(name: &str, version: &str, source: Option<(&str, &str)>) -> Package {
 }
 
 fn inventory(packages: Vec<Package>) -> Inventory {
-    Inventory { os: None, packages }
+    Inventory { os: None, packages, unreadable: Vec::new() }
 }
 
 fn run(records: Vec<Record>, packages: Vec<Package>) -> Matches {
