@@ -180,6 +180,21 @@ async fn policy_status(env: &Env, name: &str, what: &str, check: impl Fn(&Value)
     .await
 }
 
+/// A Deployment `name` with one container running `image`.
+async fn create_deployment(env: &Env, name: &str, annotations: Value, image: &str) {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "c", "image": image}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+}
+
 async fn exists(env: &Env, path: &str, digest: &str) -> bool {
     env.skopeo.digest(&format!("{}@{digest}", env.registry.image(path)), &Creds::Anonymous).await.is_ok()
 }
@@ -223,17 +238,7 @@ async fn a_policy_expires_exactly_the_expected_images_and_spares_those_in_use() 
         ("uses-tag", format!("{}:main-3", env.registry.image(&path))),
         ("uses-digest", format!("{alias}/{path}@{}", digests["feature-2"])),
     ] {
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "c", "image": image}]}}},
-        }))
-        .unwrap();
-        Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name)
-            .create(&PostParams::default(), &d)
-            .await
-            .unwrap();
+        create_deployment(&env, name, json!({}), &image).await;
     }
 
     apply_policy(
@@ -315,17 +320,8 @@ async fn the_tag_a_version_policy_selects_is_kept_as_in_use() {
         let n = digests.len();
         env.wait_repo("app", &format!("{tag} recorded"), |s| s["tagCount"] == n).await;
     }
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "api", "annotations": {"berth.dev/rollout": "semver:~1.4"}},
-        "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {
-            "metadata": {"labels": {"app": "api"}},
-            "spec": {"containers": [{"name": "c", "image": format!("{}:1.4.2", env.registry.image(&path))}]}}},
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name)
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
+    let image = format!("{}:1.4.2", env.registry.image(&path));
+    create_deployment(&env, "api", json!({"berth.dev/rollout": "semver:~1.4"}), &image).await;
 
     apply_policy(
         &env,

@@ -465,7 +465,7 @@ async fn a_thousand_followers_of_one_tag_cost_one_registry_request_per_interval(
         }
     })
     .await;
-    let requests = "berth_registry_requests_total{controller=\"rollout\"}";
+    let requests = ROLLOUT_REQUESTS;
     let before = env.berth.metric(requests).await;
     tokio::time::sleep(Duration::from_secs(35)).await;
     let during = env.berth.metric(requests).await - before;
@@ -712,7 +712,7 @@ async fn a_version_policy_never_moves_back_unless_the_policy_changes() {
     wait_images(&env, "Deployment", "web", &[("app", format!("{repo}:1.4.9@{d149}"))]).await;
 
     env.registry.delete_manifest(&path, &d149).await;
-    let requests = "berth_registry_requests_total{controller=\"rollout\"}";
+    let requests = ROLLOUT_REQUESTS;
     let before = env.berth.metric(requests).await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert!(env.berth.metric(requests).await > before, "listed again meanwhile");

@@ -130,9 +130,18 @@ pub async fn publish_about(
     (type_, reason, action): (EventType, &str, &str),
     note: String,
 ) {
+    publish_with(&ctx.recorder, object, (type_, reason, action), note).await;
+}
+
+async fn publish_with(
+    recorder: &Recorder,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    (type_, reason, action): (EventType, &str, &str),
+    note: String,
+) {
     let event =
         Event { type_, reason: reason.into(), note: Some(event_note(note)), action: action.into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, object).await {
+    if let Err(e) = recorder.publish(&event, object).await {
         tracing::warn!(error = %e, reason, "cannot publish event");
     }
 }
@@ -147,12 +156,8 @@ pub async fn publish_distinct(
     (type_, reason, action): (EventType, &str, &str),
     note: String,
 ) {
-    let event =
-        Event { type_, reason: reason.into(), note: Some(event_note(note)), action: action.into(), secondary: None };
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    if let Err(e) = recorder.publish(&event, object).await {
-        tracing::warn!(error = %e, reason, "cannot publish event");
-    }
+    publish_with(&recorder, object, (type_, reason, action), note).await;
 }
 
 /// Publishes an Event about a Repository.

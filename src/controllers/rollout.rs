@@ -456,6 +456,15 @@ fn pinned_before(record: &Record) -> Option<i64> {
     Some(at.as_millisecond() + 1000)
 }
 
+/// What a registry answer means for the next poll of a tag or listing of a repository.
+fn outcome<T>(result: &Result<T, RegistryError>) -> PollOutcome {
+    match result {
+        Ok(_) => PollOutcome::Answered,
+        Err(RegistryError::Status { status: 429, .. }) => PollOutcome::RateLimited,
+        Err(_) => PollOutcome::Failed,
+    }
+}
+
 fn now_rfc3339() -> String {
     Timestamp::now().round(k8s_openapi::jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
 }
@@ -536,31 +545,26 @@ impl Rollouts {
         }
     }
 
-    /// Lists a repository at the shortest interval any of its followers asked for.
-    fn reschedule_repo(&mut self, repo: &RepoKey) {
-        let interval = self
-            .repo_followers
-            .get(repo)
+    /// The shortest poll interval any of `followers` asked for.
+    fn shortest_interval(&self, followers: Option<&HashSet<WorkloadKey>>) -> Duration {
+        followers
             .into_iter()
             .flatten()
             .filter_map(|k| self.tracked.get(k))
             .fold(rollout::DEFAULT_POLL_INTERVAL.max(Duration::from_secs(3600 * 24)), |min, t| {
                 min.min(t.settings.poll_interval)
-            });
+            })
+    }
+
+    /// Lists a repository at the shortest interval any of its followers asked for.
+    fn reschedule_repo(&mut self, repo: &RepoKey) {
+        let interval = self.shortest_interval(self.repo_followers.get(repo));
         self.list_schedule.watch(repo.clone(), interval, Instant::now());
     }
 
     /// Polls a tag at the shortest interval any of its followers asked for.
     fn reschedule(&mut self, tag: &TagKey) {
-        let interval = self
-            .followers
-            .get(tag)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.tracked.get(k))
-            .fold(rollout::DEFAULT_POLL_INTERVAL.max(Duration::from_secs(3600 * 24)), |min, t| {
-                min.min(t.settings.poll_interval)
-            });
+        let interval = self.shortest_interval(self.followers.get(tag));
         self.schedule.watch(tag.clone(), interval, Instant::now());
     }
 
@@ -1019,12 +1023,7 @@ impl Rollouts {
     /// after it was sent), the digests of tags no longer listed are forgotten, and the
     /// repository's followers are decided.
     async fn on_list(&mut self, l: ListResult) {
-        let outcome = match &l.result {
-            Ok(_) => PollOutcome::Answered,
-            Err(RegistryError::Status { status: 429, .. }) => PollOutcome::RateLimited,
-            Err(_) => PollOutcome::Failed,
-        };
-        self.list_schedule.done(&l.repo, outcome, Instant::now(), rand::rng().random::<f64>());
+        self.list_schedule.done(&l.repo, outcome(&l.result), Instant::now(), rand::rng().random::<f64>());
         if !self.repo_followers.contains_key(&l.repo) {
             return;
         }
@@ -1121,13 +1120,7 @@ impl Rollouts {
     }
 
     async fn handle_poll(&mut self, p: PollResult) {
-        let jitter = rand::rng().random::<f64>();
-        let outcome = match &p.result {
-            Ok(_) => PollOutcome::Answered,
-            Err(RegistryError::Status { status: 429, .. }) => PollOutcome::RateLimited,
-            Err(_) => PollOutcome::Failed,
-        };
-        self.schedule.done(&p.key, outcome, Instant::now(), jitter);
+        self.schedule.done(&p.key, outcome(&p.result), Instant::now(), rand::rng().random::<f64>());
         let repo: RepoKey = (p.key.0.clone(), p.key.1.clone());
         let tag_followed = self.followers.contains_key(&p.key);
         let repo_followed = self.repo_followers.contains_key(&repo);

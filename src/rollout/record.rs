@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Container, Pin, parse_image};
+use super::{Container, Pin, parse_image, valid_tag};
 
 /// `container=digest,...`: the digest each followed container is pinned to.
 pub const DIGEST_ANNOTATION: &str = "berth.dev/digest";
@@ -53,17 +53,11 @@ fn parse_map(text: Option<&String>) -> BTreeMap<String, String> {
 
 /// `container=tag,...`, keeping only valid tags.
 fn parse_tags(text: Option<&String>) -> BTreeMap<String, String> {
-    let valid = |t: &str| {
-        !t.is_empty()
-            && t.len() <= 128
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-            && !t.starts_with(['.', '-'])
-    };
     text.map(|t| {
         t.split(',')
             .filter_map(|pair| pair.split_once('='))
             .map(|(c, t)| (c.trim().to_string(), t.trim().to_string()))
-            .filter(|(c, t)| !c.is_empty() && valid(t))
+            .filter(|(c, t)| !c.is_empty() && valid_tag(t))
             .collect()
     })
     .unwrap_or_default()

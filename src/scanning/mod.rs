@@ -14,6 +14,30 @@ pub mod version;
 
 use serde::Serialize;
 
+/// The scanning test data (`fixtures/` and `osv-db/`): `BERTH_SCANNING_DATA`, else
+/// `shared/scanning` beside the crate, else `/work/shared/scanning`. Missing data fails the
+/// test that asks: these facts must be checked, not skipped.
+#[cfg(test)]
+pub(crate) fn test_data_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let complete = |dir: &PathBuf| dir.join("fixtures").is_dir() && dir.join("osv-db").is_dir();
+    if let Some(dir) = std::env::var_os("BERTH_SCANNING_DATA") {
+        let dir = PathBuf::from(dir);
+        assert!(complete(&dir), "BERTH_SCANNING_DATA={} has no fixtures/ and osv-db/ folders", dir.display());
+        return dir;
+    }
+    let candidates = [
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/scanning")),
+        PathBuf::from("/work/shared/scanning"),
+    ];
+    candidates.iter().find(|dir| complete(dir)).cloned().unwrap_or_else(|| {
+        panic!(
+            "scanning test data not found: set BERTH_SCANNING_DATA to the folder holding fixtures/ and \
+             osv-db/ (tried {candidates:?})"
+        )
+    })
+}
+
 /// The operating system an image is built on, from `/etc/os-release` (or
 /// `/usr/lib/os-release`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

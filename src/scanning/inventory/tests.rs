@@ -1,7 +1,6 @@
 //! The inventory of the real fixture images in `shared/scanning/fixtures` (see its README for
 //! what each holds and how it was made).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use super::inventory;
@@ -10,25 +9,7 @@ use crate::scanning::{
     layers::{Files, Limits, from_oci_layout},
 };
 
-/// The scanning test data: `BERTH_SCANNING_DATA`, else `shared/scanning` beside the crate,
-/// else `/work/shared/scanning`. Missing data fails the test: these facts must be checked.
-fn data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_SCANNING_DATA") {
-        let dir = PathBuf::from(dir);
-        assert!(dir.join("fixtures").is_dir(), "BERTH_SCANNING_DATA={} has no fixtures/ folder", dir.display());
-        return dir;
-    }
-    let candidates = [
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/scanning")),
-        PathBuf::from("/work/shared/scanning"),
-    ];
-    candidates.iter().find(|dir| dir.join("fixtures").is_dir()).cloned().unwrap_or_else(|| {
-        panic!(
-            "scanning test data not found: set BERTH_SCANNING_DATA to the folder holding \
-                 fixtures/ (tried {candidates:?})"
-        )
-    })
-}
+use crate::scanning::test_data_dir as data_dir;
 
 fn fixture(name: &str) -> (Files, Inventory) {
     let dir = data_dir().join("fixtures").join(name);

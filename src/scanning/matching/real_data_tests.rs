@@ -4,23 +4,13 @@
 //! the crate, else `/work/shared/scanning`; missing data fails these tests, it does not skip
 //! them.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::OnceLock,
-    time::Instant,
-};
+use std::{sync::OnceLock, time::Instant};
 
 use super::tests::compare;
 use super::*;
 use crate::scanning::SourcePackage;
 
-fn data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_SCANNING_DATA") {
-        return PathBuf::from(dir);
-    }
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scanning");
-    if beside.exists() { beside } else { PathBuf::from("/work/shared/scanning") }
-}
+use crate::scanning::test_data_dir as data_dir;
 
 fn db() -> &'static Database {
     static DB: OnceLock<Database> = OnceLock::new();
