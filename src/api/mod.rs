@@ -9,6 +9,8 @@
 #[allow(clippy::duplicated_attributes)]
 mod access_policy;
 #[allow(clippy::duplicated_attributes)]
+mod image_scan;
+#[allow(clippy::duplicated_attributes)]
 mod lifecycle_policy;
 #[allow(clippy::duplicated_attributes)]
 mod registry;
@@ -16,6 +18,7 @@ mod registry;
 mod repository;
 
 pub use access_policy::*;
+pub use image_scan::*;
 pub use lifecycle_policy::*;
 pub use registry::*;
 pub use repository::*;
@@ -29,7 +32,7 @@ pub const GROUP: &str = "berth.dev";
 
 /// Every CRD berth serves, in a stable order (the order `berth crds` prints them in).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Registry::crd(), Repository::crd(), LifecyclePolicy::crd(), AccessPolicy::crd()]
+    vec![Registry::crd(), Repository::crd(), LifecyclePolicy::crd(), AccessPolicy::crd(), ImageScan::crd()]
 }
 
 /// The YAML file name under `crds/` for a CRD, e.g. `repositories.berth.dev.yaml`.

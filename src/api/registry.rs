@@ -103,6 +103,51 @@ pub struct RegistrySpec {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("checkInterval must be a duration such as 30s, 5m or 1h"))]
     #[schemars(length(max = 32))]
     pub check_interval: Option<String>,
+
+    /// Image scanning, as ECR's registry scanning configuration: which repositories are scanned
+    /// and when. A Repository with `scanOnPush: true` is scanned on push whatever the rules say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanning: Option<ScanningConfiguration>,
+}
+
+/// Which repositories berth scans, and when.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanningConfiguration {
+    /// Each rule gives a frequency to the repositories (paths) its filters match. A repository
+    /// matched by several rules gets the most frequent: `Continuous`, then `OnPush`, then
+    /// `Manual`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub rules: Vec<ScanningRule>,
+    /// Attach each scan's CycloneDX SBOM to its image as an OCI referrer (artifact type
+    /// `application/vnd.cyclonedx+json`), where `oras discover` and other tools find it.
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<bool>,
+}
+
+/// One scanning rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanningRule {
+    /// `OnPush`: each image is scanned once, when berth first sees it tagged. `Continuous`: as
+    /// OnPush, and scanned again (re-matched) whenever the vulnerability data changes. `Manual`:
+    /// only when asked with the `berth.dev/scan` annotation.
+    pub scan_frequency: ScanFrequency,
+    /// Repository paths the rule applies to; `*` matches any run of characters (`team-a/*`,
+    /// `*`), as ECR's repository filters.
+    #[x_kube(validation = Rule::new("self.all(f, f.matches('^[a-z0-9._/*-]{1,256}$'))").message("each filter is 1 to 256 characters of lower-case letters, digits, '.', '_', '-', '/' and '*'"))]
+    #[schemars(length(min = 1, max = 100), inner(length(max = 256)))]
+    pub repository_filters: Vec<String>,
+}
+
+/// How often images are scanned.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum ScanFrequency {
+    Manual,
+    OnPush,
+    Continuous,
 }
 
 /// The API berth speaks to a registry.

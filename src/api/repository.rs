@@ -66,7 +66,8 @@ pub struct RepositorySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle_policy_ref: Option<LocalObjectReference>,
 
-    /// Scan images for known vulnerabilities when they are pushed.
+    /// Scan images for known vulnerabilities when they are pushed (see ImageScan), whatever
+    /// the Registry's scanning rules say; they may ask for more (`Continuous`).
     #[serde(default)]
     pub scan_on_push: bool,
 
@@ -127,4 +128,27 @@ pub struct RepositoryStatus {
     /// Times berth restored a tag that was pushed over on this Immutable repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutable_tag_restores: Option<i64>,
+    /// The latest scans of the repository's tagged images, when it is scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scans: Option<ScanSummary>,
+}
+
+/// What the latest scans of a repository's tagged images found.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanSummary {
+    /// How this repository is scanned (`OnPush`, `Continuous`, `Manual`), from the Registry's
+    /// rules and `scanOnPush`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<String>,
+    /// Tagged images with a Complete scan.
+    pub complete: i64,
+    /// Tagged images waiting for, or in, a scan.
+    pub pending: i64,
+    /// Tagged images whose scan failed or that cannot be scanned.
+    pub failed: i64,
+    /// Findings per severity over the tagged images' scans (a finding in two images counts
+    /// twice).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub finding_severity_counts: std::collections::BTreeMap<String, i64>,
 }

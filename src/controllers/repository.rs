@@ -108,6 +108,7 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 last_pushed_at: o.last_pushed_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()).map(Time),
                 // From the ledger, the source of truth, not added to a cached status.
                 immutable_tag_restores: (o.restores > 0).then_some(o.restores),
+                scans: previous.scans.clone(),
             };
             let requeue = if o.unrestored.is_empty() {
                 ctx.settings.repository_poll_interval

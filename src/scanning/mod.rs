@@ -4,6 +4,7 @@
 //! reading a vulnerability data folder (`osv::Database::load_dir`); the controller fetches
 //! layers through the registry backend and calls these.
 
+pub mod data;
 pub mod inventory;
 pub mod layers;
 pub mod matching;
