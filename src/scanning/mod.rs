@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod layers;
 pub mod matching;
 pub mod osv;
+pub mod plan;
 pub mod report;
 pub mod severity;
 pub mod version;
