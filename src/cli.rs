@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator: controllers plus the HTTP server (health, readiness, metrics).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition berth serves, as one multi-document YAML stream.
     Crds(CrdsArgs),
     /// Lifecycle policies offline.
@@ -178,7 +178,7 @@ impl Cli {
                         return ExitCode::FAILURE;
                     }
                 };
-                match runtime.block_on(crate::runtime::run(args)) {
+                match runtime.block_on(crate::runtime::run(*args)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "berth stopped with an error");

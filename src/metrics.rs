@@ -32,6 +32,18 @@ pub struct Metrics {
     pub rollouts: Family<RolloutLabels, Counter>,
     pub token_requests: Family<TokenLabels, Counter>,
     pub rollout_latency: Histogram,
+    pub scans: Family<ScanLabels, Counter>,
+    pub scan_duration: Histogram,
+    pub vulnerability_data_loads: Family<ScanLabels, Counter>,
+    /// Unix time of the newest record of the vulnerability data in use (0: none loaded).
+    pub vulnerability_data_updated: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScanLabels {
+    /// Scans: `complete`, `rematched`, `failed` or `unsupported`. Data loads: `loaded`,
+    /// `unchanged` or `failed`.
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +134,26 @@ impl Default for Metrics {
             reconcile_duration.clone(),
         );
         registry.register("ready", "1 when the operator reaches the Kubernetes API", ready.clone());
+        let scans = Family::<ScanLabels, Counter>::default();
+        registry.register("image_scans", "Image scans finished, by result", scans.clone());
+        let scan_duration = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]);
+        registry.register(
+            "image_scan_duration_seconds",
+            "Time one image scan took, layers read and matched",
+            scan_duration.clone(),
+        );
+        let vulnerability_data_loads = Family::<ScanLabels, Counter>::default();
+        registry.register(
+            "vulnerability_data_loads",
+            "Loads of the vulnerability data, by result",
+            vulnerability_data_loads.clone(),
+        );
+        let vulnerability_data_updated = Gauge::default();
+        registry.register(
+            "vulnerability_data_updated_timestamp_seconds",
+            "Newest modification time among the records of the vulnerability data in use",
+            vulnerability_data_updated.clone(),
+        );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica reconciles (it holds the Lease)", leader.clone());
         Metrics {
@@ -138,6 +170,10 @@ impl Default for Metrics {
             rollouts,
             token_requests,
             rollout_latency,
+            scans,
+            scan_duration,
+            vulnerability_data_loads,
+            vulnerability_data_updated,
         }
     }
 }

@@ -268,7 +268,7 @@ fn assert_no_escalation(docs: &[Value]) {
 }
 
 /// What berth's own objects, TokenReviews and Namespaces need, in both scopes.
-const CLUSTER_RULES_IN_BOTH_SCOPES: [&str; 12] = [
+const CLUSTER_RULES_IN_BOTH_SCOPES: [&str; 14] = [
     "berth.dev/registries: list,watch",
     "berth.dev/registries/status: patch",
     "berth.dev/repositories: list,watch,patch",
@@ -277,6 +277,8 @@ const CLUSTER_RULES_IN_BOTH_SCOPES: [&str; 12] = [
     "berth.dev/repositories/status: patch",
     "berth.dev/lifecyclepolicies/status: patch",
     "berth.dev/accesspolicies/status: patch",
+    "berth.dev/imagescans: list,watch",
+    "berth.dev/imagescans/status: patch",
     "berth.dev/repositories/finalizers: update",
     "/namespaces: get,list,watch",
     "authentication.k8s.io/tokenreviews: create",
@@ -284,11 +286,12 @@ const CLUSTER_RULES_IN_BOTH_SCOPES: [&str; 12] = [
 ];
 
 /// Where berth writes: every namespace (scope cluster) or each listed one's Role.
-const WRITE_RULES: [&str; 8] = [
+const WRITE_RULES: [&str; 9] = [
     "/configmaps: list,create,patch",
     "/secrets: get,list,watch,create,update,patch,delete",
     "/serviceaccounts: get,list,patch",
     "events.k8s.io/events: create,patch",
+    "berth.dev/imagescans: create,patch,delete",
     "apps/deployments: list,watch,patch",
     "apps/statefulsets: list,watch,patch",
     "apps/daemonsets: list,watch,patch",

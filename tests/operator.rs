@@ -90,6 +90,12 @@ fn berth_crds_prints_every_crd() {
         .collect();
     assert_eq!(
         names,
-        ["registries.berth.dev", "repositories.berth.dev", "lifecyclepolicies.berth.dev", "accesspolicies.berth.dev"]
+        [
+            "registries.berth.dev",
+            "repositories.berth.dev",
+            "lifecyclepolicies.berth.dev",
+            "accesspolicies.berth.dev",
+            "imagescans.berth.dev"
+        ]
     );
 }

@@ -9,7 +9,6 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, StatefulSet},
     batch::v1::CronJob,
-    core::v1::Event,
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -94,16 +93,7 @@ async fn wait_images(env: &Env, kind: &str, name: &str, expected: &[(&str, Strin
 
 /// berth's events about one object (the deployment controller reports on the same objects).
 async fn events_for(env: &Env, name: &str) -> Vec<(String, String, String)> {
-    let events =
-        Api::<Event>::namespaced(env.ns.client.clone(), &env.ns.name).list(&ListParams::default()).await.unwrap();
-    events
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.name.as_deref() == Some(name) && e.reporting_component.as_deref() == Some("berth")
-        })
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
+    env.events_for(name).await
 }
 
 async fn wait_event(env: &Env, name: &str, reason: &str) -> String {

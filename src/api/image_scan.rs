@@ -109,6 +109,10 @@ pub struct ImageScanStatus {
     /// The CycloneDX SBOM berth attached to the image as an OCI referrer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<SbomRef>,
+    /// Ecosystems of packages the image holds for which the vulnerability data has no records:
+    /// those packages were not checked (`Go` when only Debian data is loaded, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecosystems_without_data: Vec<String>,
     /// Files the scan did not read because they were over a size cap (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,

@@ -6,6 +6,7 @@ pub mod lifecycle;
 pub mod registry;
 pub mod repository;
 pub mod rollout;
+pub mod scan;
 pub mod target;
 pub mod unmanaged;
 
@@ -27,7 +28,7 @@ use kube::{
 use tokio::sync::mpsc;
 
 use crate::{
-    api::{Registry, RegistryType, Repository},
+    api::{ImageScan, Registry, RegistryType, Repository},
     auth::TokenService,
     http::client::TrustedProxies,
     metrics::Metrics,
@@ -35,6 +36,7 @@ use crate::{
     registry::{Backend, Distribution, DistributionConfig, RegistryError},
     repository::tenancy,
     runtime::leader::Leadership,
+    scanning::data::VulnerabilityData,
 };
 
 /// Operator settings from the command line.
@@ -50,6 +52,10 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// Where berth may read Secrets and write (`--namespaces`; default every namespace).
     pub namespaces: Namespaces,
+    /// Caps on what reading one image's layers may cost.
+    pub scan_limits: crate::scanning::layers::Limits,
+    /// Where layers are written while they are read (one at a time per scan).
+    pub scan_work_dir: std::path::PathBuf,
 }
 
 impl Settings {
@@ -68,6 +74,8 @@ impl Default for Settings {
             namespace: None,
             trusted_proxies: TrustedProxies::default(),
             namespaces: Namespaces::All,
+            scan_limits: Default::default(),
+            scan_work_dir: std::env::temp_dir(),
         }
     }
 }
@@ -251,6 +259,12 @@ pub struct Context {
     pub tokens: Arc<TokenService>,
     /// Whether this replica reconciles (it holds the Lease, or there is no election).
     pub leader: Arc<Leadership>,
+    /// The ImageScans berth watches.
+    pub scans: Store<ImageScan>,
+    /// The vulnerability data scans match against.
+    pub vulnerabilities: Arc<VulnerabilityData>,
+    /// Inventories of scanned images, for re-matching.
+    pub inventories: scan::Inventories,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -259,7 +273,7 @@ impl Context {
         client: Client,
         metrics: Arc<Metrics>,
         reporter: Reporter,
-        (repositories, registries): (Store<Repository>, Store<Registry>),
+        (repositories, registries, scans): (Store<Repository>, Store<Registry>, Store<ImageScan>),
         settings: Settings,
         triggers: Triggers,
         leader: Arc<Leadership>,
@@ -279,8 +293,17 @@ impl Context {
             triggers,
             tokens: Arc::new(TokenService::new()),
             leader,
+            scans,
+            vulnerabilities: Arc::new(VulnerabilityData::new(false)),
+            inventories: scan::Inventories::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Scans match against `data` (without it, they say there is no data).
+    pub fn with_vulnerabilities(mut self, data: Arc<VulnerabilityData>) -> Context {
+        self.vulnerabilities = data;
+        self
     }
 
     /// The backend for a Registry, reading its credentials Secret.

@@ -49,6 +49,8 @@ struct Observed {
     restores: i64,
     /// Moved immutable tags that could not be put back yet.
     unrestored: Vec<String>,
+    /// Digests the ledger knows exist (tagged or not).
+    known: BTreeSet<String>,
 }
 
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -90,14 +92,29 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
     let (status, requeue) = match observe(repo, ctx).await {
         Ok(o) => {
             let images: BTreeSet<&str> = o.tags.values().map(|d| d.digest.as_str()).collect();
-            let ready = match o.unrestored.first() {
-                None => conditions::ready(
+            let tagged: BTreeMap<String, String> = o.tags.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
+            let scans = match target(repo, ctx) {
+                Ok(t) => super::scan::sync(repo, ctx, &t, &tagged, &o.known).await,
+                Err(e) => Err(e),
+            };
+            let (scans, scan_problem) = match scans {
+                Ok(summary) => (summary, None),
+                Err(e) => (previous.scans.clone(), Some(e)),
+            };
+            let ready = match (o.unrestored.first(), scan_problem) {
+                (Some(first), _) => conditions::ready(false, "TagRestoreFailed", first.clone(), generation),
+                (None, Some(problem)) => conditions::ready(
+                    false,
+                    problem.reason,
+                    format!("cannot keep its image scans: {}", problem.message),
+                    generation,
+                ),
+                (None, None) => conditions::ready(
                     true,
                     "Reconciled",
                     format!("{} images, {} tags", images.len(), o.tags.len()),
                     generation,
                 ),
-                Some(first) => conditions::ready(false, "TagRestoreFailed", first.clone(), generation),
             };
             let status = RepositoryStatus {
                 conditions: conditions::merge(&previous.conditions, ready),
@@ -108,7 +125,7 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 last_pushed_at: o.last_pushed_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()).map(Time),
                 // From the ledger, the source of truth, not added to a cached status.
                 immutable_tag_restores: (o.restores > 0).then_some(o.restores),
-                scans: previous.scans.clone(),
+                scans,
             };
             let requeue = if o.unrestored.is_empty() {
                 ctx.settings.repository_poll_interval
@@ -187,7 +204,15 @@ async fn observe_in(
     }
     let last_pushed_at = read.current.values().filter_map(|d| book.pushed.get(&d.digest).copied()).max();
     let unrestored = restored.unrestored;
-    Ok(Observed { uri: target.uri.clone(), tags: read.current, last_pushed_at, restores: book.restores, unrestored })
+    let known = book.pushed.keys().cloned().collect();
+    Ok(Observed {
+        uri: target.uri.clone(),
+        tags: read.current,
+        last_pushed_at,
+        restores: book.restores,
+        unrestored,
+        known,
+    })
 }
 
 /// What the ledger, the registry and the pending registry events say, every event's claim

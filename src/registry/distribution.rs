@@ -100,6 +100,8 @@ const MAX_ERROR_BODY: usize = 300;
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// Blobs berth reads (image configs) are small; a bigger one is refused, not buffered.
 pub const MAX_BLOB_BYTES: usize = 16 << 20;
+/// How long streaming one blob into a file (a layer, a data archive) may take in all.
+const BLOB_STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Reads a body of at most `max` bytes: a larger one (by Content-Length, or as it streams in)
 /// is an error, so a hostile or broken registry cannot make berth buffer without bound.
@@ -188,6 +190,20 @@ impl Distribution {
         headers: &[(header::HeaderName, String)],
         body: Option<&[u8]>,
     ) -> Result<reqwest::Response, RegistryError> {
+        self.send_within(method, path, scope, headers, body, None).await
+    }
+
+    /// [`Self::send`] with a time limit other than the client's for the whole exchange (a large
+    /// blob takes longer than a manifest).
+    async fn send_within(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, RegistryError> {
         let url = self.url(path)?;
         let _permit = self.permits.acquire().await.map_err(|_| RegistryError::Protocol("client closed".into()))?;
         let mut attempt = 0;
@@ -205,6 +221,9 @@ impl Distribution {
             }
             if let Some(body) = body {
                 req = req.body(body.to_vec());
+            }
+            if let Some(timeout) = timeout {
+                req = req.timeout(timeout);
             }
             super::note_request();
             let sent = Instant::now();
@@ -467,6 +486,86 @@ impl Backend for Distribution {
             return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest")));
         }
         Ok(body)
+    }
+
+    async fn blob_to_file(
+        &self,
+        repository: &str,
+        digest: &str,
+        dest: &std::path::Path,
+        max_bytes: u64,
+    ) -> Result<u64, RegistryError> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt;
+        let path = format!("/v2/{repository}/blobs/{digest}");
+        let resp = self
+            .send_within(Method::GET, &path, &repo_scope(repository, "pull"), &[], None, Some(BLOB_STREAM_TIMEOUT))
+            .await?;
+        let mut resp = check_status(resp).await?;
+        if resp.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(RegistryError::Protocol(format!("blob {digest} is larger than {max_bytes} bytes")));
+        }
+        let local = |e: std::io::Error| RegistryError::Protocol(format!("writing {}: {e}", dest.display()));
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut written: u64 = 0;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+            written += chunk.len() as u64;
+            if written > max_bytes {
+                return Err(RegistryError::Protocol(format!("blob {digest} is larger than {max_bytes} bytes")));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        let computed = format!("sha256:{:x}", hasher.finalize());
+        if digest.starts_with("sha256:") && computed != digest {
+            return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest ({computed})")));
+        }
+        Ok(written)
+    }
+
+    async fn put_blob(&self, repository: &str, body: &[u8]) -> Result<String, RegistryError> {
+        let digest = sha256_digest(body);
+        let scope = repo_scope(repository, "pull,push");
+        let head = self.send(Method::HEAD, &format!("/v2/{repository}/blobs/{digest}"), &scope, &[], None).await?;
+        if head.status().is_success() {
+            return Ok(digest);
+        }
+        let start = self.send(Method::POST, &format!("/v2/{repository}/blobs/uploads/"), &scope, &[], None).await?;
+        let start = check_status(start).await?;
+        let location = start
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol("blob upload answered without a Location".into()))?
+            .to_string();
+        // The Location may carry a query (Distribution's `_state`); `url` keeps it on this registry.
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let target = format!("{location}{separator}digest={digest}");
+        let headers = [(header::CONTENT_TYPE, "application/octet-stream".to_string())];
+        let put = self.send(Method::PUT, &target, &scope, &headers, Some(body)).await?;
+        check_status(put).await?;
+        Ok(digest)
+    }
+
+    async fn referrers(&self, repository: &str, digest: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        let path = format!("/v2/{repository}/referrers/{digest}");
+        let resp = self.send(Method::GET, &path, &repo_scope(repository, "pull"), &[], None).await?;
+        // The OCI spec: a registry without the API answers 404 here; clients fall back to the
+        // tag scheme. A registry with it answers an image index, also for a manifest without
+        // referrers.
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = check_status(resp).await?;
+        let is_index = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/vnd.oci.image.index.v1+json"));
+        let body = read_capped(resp, MAX_MANIFEST_BYTES, "referrers").await?;
+        Ok(is_index.then_some(body))
     }
 
     async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<Deleted, RegistryError> {

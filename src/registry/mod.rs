@@ -100,7 +100,22 @@ pub trait Backend: Send + Sync {
     async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError>;
     /// Deletes a manifest by digest (every tag pointing at it goes too).
     async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<Deleted, RegistryError>;
-    /// Puts a manifest under a tag; returns the digest the registry stored.
+    /// Streams a blob into the file `dest` (created or truncated), refusing one over
+    /// `max_bytes`, and checks it against its digest; returns its size. For layers and data
+    /// archives, which are too big to hold in memory.
+    async fn blob_to_file(
+        &self,
+        repository: &str,
+        digest: &str,
+        dest: &std::path::Path,
+        max_bytes: u64,
+    ) -> Result<u64, RegistryError>;
+    /// Uploads a blob unless the repository has it already; returns its digest.
+    async fn put_blob(&self, repository: &str, body: &[u8]) -> Result<String, RegistryError>;
+    /// The referrers of a manifest from the OCI referrers API, as the image index it answers;
+    /// `None` when the registry does not serve that API (clients then use the tag scheme).
+    async fn referrers(&self, repository: &str, digest: &str) -> Result<Option<Vec<u8>>, RegistryError>;
+    /// Puts a manifest under a tag (or its digest); returns the digest the registry stored.
     async fn put_manifest(
         &self,
         repository: &str,

@@ -38,6 +38,12 @@ impl Filter {
     }
 }
 
+/// The tag of the OCI referrers tag scheme (`sha256-<64 hex>`): an index of the artifacts
+/// (SBOMs, signatures) that refer to an image, on registries without the referrers API.
+pub fn is_referrer_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A tag that moved away from the digest it was first pushed with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Moved {
@@ -65,7 +71,9 @@ pub fn plan_immutable(
 ) -> ImmutablePlan {
     let mut plan = ImmutablePlan::default();
     for (tag, digest) in current {
-        if exclusions.iter().any(|f| filter_matches(f, tag)) {
+        // A referrers tag is an index that grows as referrers (SBOMs, signatures) are attached
+        // to an image: it moves by design.
+        if is_referrer_tag(tag) || exclusions.iter().any(|f| filter_matches(f, tag)) {
             continue;
         }
         match pins.get(tag) {
@@ -87,6 +95,19 @@ mod tests {
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn referrers_tags_move_freely_on_immutable_repositories() {
+        let tag = format!("sha256-{}", "a".repeat(64));
+        assert!(is_referrer_tag(&tag));
+        assert!(!is_referrer_tag("sha256-abc"));
+        assert!(!is_referrer_tag(&format!("sha256-{}", "g".repeat(64))));
+        let pins = map(&[(tag.as_str(), "d1"), ("v1", "d1")]);
+        let plan = plan_immutable(&pins, &map(&[(tag.as_str(), "d2"), ("v1", "d2")]), &[]);
+        assert_eq!(plan.restore.len(), 1);
+        assert_eq!(plan.restore[0].tag, "v1");
+        assert!(!plan.pins.contains_key(&tag), "never pinned");
     }
 
     #[test]

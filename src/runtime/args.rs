@@ -52,6 +52,36 @@ pub struct RunArgs {
     /// client.
     #[arg(long, value_delimiter = ',', value_parser = crate::http::client::parse_range, env = "BERTH_TRUSTED_PROXIES")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where image scans get their vulnerability data (OSV records, `<Ecosystem>/all.zip`): a
+    /// folder (a mounted volume), an `http(s)://` URL in the OSV bucket layout (e.g.
+    /// `https://osv-vulnerabilities.storage.googleapis.com`), or `oci://<Registry>/<repository>:<tag>`,
+    /// an artifact in a berth-managed registry whose layers are titled `<Ecosystem>/all.zip`
+    /// (air-gapped sites). Without it, scans fail with `NoVulnerabilityData`.
+    #[arg(long, env = "BERTH_VULNERABILITY_DATA")]
+    pub vulnerability_data: Option<String>,
+    /// How often the vulnerability data is checked for changes (a URL with ETag and
+    /// If-Modified-Since, an artifact by its digest, a folder by its files' sizes and times).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, env = "BERTH_VULNERABILITY_DATA_REFRESH")]
+    pub vulnerability_data_refresh: std::time::Duration,
+    /// The ecosystems fetched from a URL source, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Debian,Ubuntu,Alpine,Red Hat,Go,PyPI,npm,crates.io",
+        env = "BERTH_VULNERABILITY_DATA_ECOSYSTEMS"
+    )]
+    pub vulnerability_data_ecosystems: Vec<String>,
+    /// Where downloaded vulnerability data is kept (a persistent volume spares a download after
+    /// a restart). Default: `berth-vulnerability-data` in the temporary folder.
+    #[arg(long, env = "BERTH_VULNERABILITY_DATA_CACHE")]
+    pub vulnerability_data_cache: Option<PathBuf>,
+    /// The most vulnerability data (uncompressed JSON bytes) berth loads: its memory budget.
+    /// The data indexed in memory takes about a third to half of this size.
+    #[arg(long, default_value_t = 1 << 30, env = "BERTH_VULNERABILITY_DATA_BUDGET")]
+    pub vulnerability_data_budget: u64,
+    /// Where image layers are written while a scan reads them (default: the temporary folder).
+    #[arg(long, env = "BERTH_SCAN_WORK_DIR")]
+    pub scan_work_dir: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -32,12 +32,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    api::{AccessPolicy, LifecyclePolicy, Registry, Repository},
+    api::{AccessPolicy, ImageScan, LifecyclePolicy, Registry, Repository},
     controllers::{self, Context, Settings},
     http,
     metrics::Metrics,
     namespaces::Namespaces,
     runtime::leader::Leadership,
+    scanning::data::VulnerabilityData,
 };
 
 /// How often readiness re-checks that the Kubernetes API answers.
@@ -69,6 +70,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         trusted_proxies: http::client::TrustedProxies::new(args.trusted_proxies.clone()),
         namespaces: args.namespaces.clone().unwrap_or_default(),
+        scan_limits: Default::default(),
+        scan_work_dir: args.scan_work_dir.clone().unwrap_or_else(std::env::temp_dir),
     };
     if let Some(ns) = &args.namespace
         && !settings.namespaces.allows(ns)
@@ -90,7 +93,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry_selector: args.registry_selector.clone(),
         leader: leader.clone(),
     };
-    let (controllers, ctx) = controllers(client.clone(), metrics.clone(), settings, &scope, shutdown_rx.clone());
+    let vulnerabilities = Arc::new(VulnerabilityData::new(args.vulnerability_data.is_some()));
+    let (controllers, ctx) =
+        controllers(client.clone(), metrics.clone(), settings, &scope, vulnerabilities.clone(), shutdown_rx.clone());
+    let data_loader = tokio::spawn(load_vulnerability_data(args.clone(), ctx.clone(), shutdown_rx.clone()));
     // Losing the Lease after holding it ends the process: another replica reconciles now, and a
     // fresh start is the simplest way never to run two reconciles at once.
     let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<()>();
@@ -136,6 +142,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(lost_leadership = lost, "shutting down");
     let _ = shutdown_tx.send(true);
     checker.await.context("API checker task")?;
+    data_loader.abort();
     // Running reconciles get a moment to finish; a watch stuck in backoff does not hold us up.
     if tokio::time::timeout(SHUTDOWN_GRACE, controllers).await.is_err() {
         tracing::warn!("controllers did not stop within {SHUTDOWN_GRACE:?}; leaving them");
@@ -262,6 +269,7 @@ fn controllers(
     metrics: Arc<Metrics>,
     settings: Settings,
     scope: &Scope,
+    vulnerabilities: Arc<VulnerabilityData>,
     shutdown: watch::Receiver<bool>,
 ) -> (impl std::future::Future<Output = ()> + use<>, Arc<Context>) {
     let repositories: Api<Repository> = controllers::scoped(&client, scope.namespace.as_deref());
@@ -286,16 +294,21 @@ fn controllers(
     let (reg_reader, reg_writer) = reflector::store::<Registry>();
     let (trigger_tx, trigger_rx) = mpsc::channel::<ObjectRef<Repository>>(controllers::TRIGGER_CAPACITY);
     let (moved_tx, moved_rx) = mpsc::channel::<controllers::rollout::TagMoved>(controllers::TRIGGER_CAPACITY);
+    let (scan_reader, scan_writer) = reflector::store::<ImageScan>();
     let reporter = Reporter { controller: "berth".into(), instance: std::env::var("POD_NAME").ok() };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics,
-        reporter,
-        (repo_reader.clone(), reg_reader.clone()),
-        settings,
-        controllers::Triggers { repositories: trigger_tx, tags: moved_tx },
-        scope.leader.clone(),
-    ));
+    let data_changes = tokio_stream::wrappers::WatchStream::from_changes(vulnerabilities.subscribe()).map(|_| ());
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics,
+            reporter,
+            (repo_reader.clone(), reg_reader.clone(), scan_reader.clone()),
+            settings,
+            controllers::Triggers { repositories: trigger_tx, tags: moved_tx },
+            scope.leader.clone(),
+        )
+        .with_vulnerabilities(vulnerabilities),
+    );
     // Status writes do not change these: a reconcile's own status patch never triggers another.
     let deleting = |r: &Repository| Some(u64::from(r.metadata.deletion_timestamp.is_some()));
     let repo_changes =
@@ -420,6 +433,25 @@ fn controllers(
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(controllers::access::reconcile, controllers::access::error_policy, ctx.clone())
         .for_each(|_| async {});
+    // ImageScans: scanned when created or asked again (annotation), and re-matched when the
+    // vulnerability data changes. Status writes do not trigger a scan.
+    let scan_stream = controllers::guarded_watch(
+        controllers::scoped::<DeserializeGuard<ImageScan>>(&client, scope.namespace.as_deref()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .filter(managed_only(&managed))
+    .modify(|s: &mut ImageScan| s.managed_fields_mut().clear())
+    .reflect(scan_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+    let scan_controller = Controller::for_stream(scan_stream, scan_reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(controllers::scan::CONCURRENCY))
+        .reconcile_all_on(gained(&scope.leader))
+        .reconcile_all_on(data_changes)
+        .graceful_shutdown_on(stop(shutdown.clone()))
+        .run(controllers::scan::reconcile, controllers::scan::error_policy, ctx.clone())
+        .for_each(|_| async {});
     let indexes = controllers::access::run_indexes(ctx.clone(), access_reader.clone(), shutdown.clone());
     let watched = ctx.settings.watched();
     let credentials =
@@ -448,6 +480,7 @@ fn controllers(
             indexes,
             credentials,
             rollout_controller,
+            scan_controller,
             async move {
                 if let Some(unmanaged) = unmanaged {
                     unmanaged.await;
@@ -456,6 +489,39 @@ fn controllers(
         );
     };
     (both, ctx)
+}
+
+/// Loads the vulnerability data from `--vulnerability-data` and keeps it current.
+async fn load_vulnerability_data(args: RunArgs, ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
+    let Some(source) = args.vulnerability_data.clone() else {
+        return;
+    };
+    let limits = crate::scanning::osv::Limits { max_total_bytes: args.vulnerability_data_budget, ..Default::default() };
+    let dir = std::path::PathBuf::from(&source);
+    let mut shutdown = shutdown;
+    loop {
+        let loaded = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || crate::scanning::osv::Database::load_dir_with(&dir, &limits)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(db)) => {
+                let loaded = crate::scanning::data::Loaded::new(db, "dir".into(), source.clone());
+                ctx.vulnerabilities.set(loaded);
+                ctx.metrics
+                    .vulnerability_data_loads
+                    .get_or_create(&crate::metrics::ScanLabels { result: "loaded" })
+                    .inc();
+            }
+            Ok(Err(e)) => ctx.vulnerabilities.fail(e.to_string()),
+            Err(e) => ctx.vulnerabilities.fail(e.to_string()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(args.vulnerability_data_refresh) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// After a watched Repository or AccessPolicy changed (deletions too) and its store has the

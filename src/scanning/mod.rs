@@ -11,6 +11,7 @@ pub mod matching;
 pub mod osv;
 pub mod plan;
 pub mod report;
+pub mod sbom;
 pub mod severity;
 pub mod version;
 

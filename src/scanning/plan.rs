@@ -113,11 +113,7 @@ pub fn sync_scans(
     ScanSync { create, delete }
 }
 
-/// The tag of the referrers tag scheme (`sha256-<64 hex>`), which berth writes for SBOMs on
-/// registries without the referrers API.
-pub fn is_referrer_tag(tag: &str) -> bool {
-    tag.strip_prefix("sha256-").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-}
+pub use crate::repository::tags::is_referrer_tag;
 
 /// What an ImageScan needs now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +197,14 @@ pub fn complete_status(
         skipped: skipped.iter().take(MAX_LISTED_SKIPPED).map(|(path, cap)| format!("{path} (over {cap})")).collect(),
         ..Default::default()
     }
+}
+
+/// The ecosystems (without release) of the inventory's packages that `covered` (the data's
+/// ecosystems) lacks, sorted.
+pub fn not_covered<'a>(inventory: &Inventory, covered: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let covered: BTreeSet<&str> = covered.into_iter().map(String::as_str).collect();
+    let found: BTreeSet<&str> = inventory.packages.iter().map(|p| super::osv::base_ecosystem(&p.ecosystem)).collect();
+    found.into_iter().filter(|e| !covered.contains(e)).map(String::from).collect()
 }
 
 /// The Repository's summary of its tagged images' scans.
@@ -411,6 +415,25 @@ mod tests {
         assert_eq!(s.finding_severity_counts.get("HIGH"), Some(&2));
         assert_eq!(s.frequency.as_deref(), Some("OnPush"));
         assert!(summary(None, &tagged, []).is_none());
+    }
+
+    #[test]
+    fn ecosystems_without_data_are_named() {
+        let package = |name: &str, ecosystem: &str| crate::scanning::Package {
+            name: name.into(),
+            version: "1".into(),
+            ecosystem: ecosystem.into(),
+            source: None,
+            location: "/x".into(),
+        };
+        let inventory = Inventory {
+            os: None,
+            packages: vec![package("libc6", "Debian:12"), package("golang.org/x/net", "Go"), package("a", "Go")],
+            unreadable: vec![],
+        };
+        assert_eq!(not_covered(&inventory, &["Debian".to_string()]), vec!["Go".to_string()]);
+        assert!(not_covered(&inventory, &["Debian".to_string(), "Go".to_string()]).is_empty());
+        assert_eq!(not_covered(&inventory, &[]), vec!["Debian".to_string(), "Go".to_string()]);
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub fn purl(p: &Package, os: Option<&super::Os>) -> String {
 }
 
 /// A CycloneDX 1.5 JSON SBOM of the inventory, with the findings as its `vulnerabilities`.
-/// `subject` names the image (`repo@sha256:...`); `timestamp` is RFC 3339. Deterministic for the
+/// `subject` names the image (`repo@sha256:...`); `timestamp` is RFC 3339, or empty for none
+/// (the SBOM berth attaches to an image: its inventory alone). Deterministic for the
 /// same inputs (serial number derived from them), so the same image gets the same document.
 pub fn cyclonedx(inventory: &Inventory, findings: &[Finding], subject: &str, timestamp: &str) -> Value {
     let os = inventory.os.as_ref();
@@ -208,7 +209,7 @@ pub fn cyclonedx(inventory: &Inventory, findings: &[Finding], subject: &str, tim
         let h = digest.trim_start_matches("sha256:");
         format!("urn:uuid:{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
     };
-    json!({
+    let mut bom = json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
         "serialNumber": serial,
@@ -220,5 +221,13 @@ pub fn cyclonedx(inventory: &Inventory, findings: &[Finding], subject: &str, tim
         },
         "components": components,
         "vulnerabilities": vulnerabilities,
-    })
+    });
+    // Without a time the document depends on the image alone: the same image, the same bytes.
+    if timestamp.is_empty() {
+        bom["metadata"].as_object_mut().map(|m| m.remove("timestamp"));
+    }
+    if findings.is_empty() {
+        bom.as_object_mut().map(|m| m.remove("vulnerabilities"));
+    }
+    bom
 }

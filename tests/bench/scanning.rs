@@ -5,7 +5,15 @@
 //! - each fixture scanned by `berth scan` (this build) and by osv-scanner (`--offline`, from an
 //!   image archive), wall time, median of 5 runs each;
 //! - the OSV data set: load time and memory estimate per ecosystem;
-//! - matching 1,000 packages against the whole data set.
+//! - matching 1,000 packages against the whole data set;
+//! - the operator: a ~100 MiB image pushed to the local registry, push done to its ImageScan
+//!   Complete (median of 5 pushes of distinct images), beside `berth scan` on the same image
+//!   offline and the push itself.
+//!
+//! `cargo bench --bench scanning -- operator` (or `offline`) runs only that part.
+
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::{
     path::{Path, PathBuf},
@@ -18,15 +26,7 @@ use berth::scanning::{Inventory, Package, matching, osv};
 const RUNS: usize = 5;
 
 fn data() -> PathBuf {
-    [
-        std::env::var_os("BERTH_SCANNING_DATA").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scanning")),
-        Some(PathBuf::from("/work/shared/scanning")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("osv-db").is_dir())
-    .expect("the scanning data: set BERTH_SCANNING_DATA")
+    support::scanning_data()
 }
 
 fn median(mut d: Vec<Duration>) -> f64 {
@@ -46,10 +46,21 @@ fn main() {
         println!("benchmarks run with: cargo bench --bench scanning");
         return;
     }
-    let d = data();
+    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |name: &str| words.is_empty() || words.iter().any(|w| name.contains(w.as_str()));
     let berth = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/berth");
     let built = Command::new("cargo").args(["build", "--release", "--bin", "berth"]).status().unwrap();
     assert!(built.success() && berth.exists());
+    if wanted("offline") {
+        offline(&berth);
+    }
+    if wanted("operator") {
+        tokio::runtime::Runtime::new().unwrap().block_on(operator(&berth));
+    }
+}
+
+fn offline(berth: &Path) {
+    let d = data();
     let osv_scanner = std::env::var_os("BERTH_OSV_SCANNER_BIN_DIR")
         .map(|p| PathBuf::from(p).join("osv-scanner"))
         .expect("BERTH_OSV_SCANNER_BIN_DIR (source tests/tools/prepare.sh)");
@@ -72,7 +83,7 @@ fn main() {
         assert!(ok.success());
         let ours: Vec<Duration> = (0..RUNS)
             .map(|_| {
-                let mut c = Command::new(&berth);
+                let mut c = Command::new(berth);
                 c.args(["scan", "--image-layout"]).arg(&layout).arg("--db").arg(d.join("osv-db"));
                 timed(c)
             })
@@ -148,5 +159,139 @@ fn main() {
         "matching: {} packages against every archive, {found} findings: {:.1} ms (median of {RUNS})",
         inventory.packages.len(),
         median(times)
+    );
+}
+
+/// A copy of the Debian fixture with one more layer: a file of `extra` random bytes (seeded, so
+/// each seed is a distinct image), stored uncompressed so the image is as large as it says.
+fn big_image(dir: &Path, seed: u64, extra: usize) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let layout = dir.join(format!("big-{seed}"));
+    let fixture = data().join("fixtures/debian-bookworm");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    for entry in std::fs::read_dir(fixture.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), layout.join("blobs/sha256").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(fixture.join("oci-layout"), layout.join("oci-layout")).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let put = |bytes: &[u8]| -> String {
+        let digest = hex(&Sha256::digest(bytes));
+        std::fs::write(layout.join("blobs/sha256").join(&digest), bytes).unwrap();
+        format!("sha256:{digest}")
+    };
+    // The random file, in a tar.
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut content = vec![0u8; extra];
+    for chunk in content.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let bytes = state.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "opt/data.bin", content.as_slice()).unwrap();
+    let layer = builder.into_inner().unwrap();
+    let layer_digest = put(&layer);
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("blobs/sha256").join(&manifest_digest)).unwrap()).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("blobs/sha256").join(&config_digest)).unwrap()).unwrap();
+    config["rootfs"]["diff_ids"].as_array_mut().unwrap().push(serde_json::json!(layer_digest));
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = serde_json::json!(put(&config));
+    manifest["config"]["size"] = serde_json::json!(config.len());
+    manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len(),
+    }));
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = put(&manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len()}]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    layout
+}
+
+/// Push of a ~100 MiB image to its ImageScan Complete, through the operator (a release build of
+/// berth, the test control plane and a Distribution registry), beside the offline scan of the
+/// same image and the push itself.
+async fn operator(berth: &Path) {
+    use berth::api::{ImageScan, ScanPhase};
+    use kube::{Api, api::ListParams};
+    use support::scenario::Env;
+
+    const PUSHES: usize = 5;
+    // The Debian fixture is ~23 MiB; with this layer the image is ~100 MiB.
+    const EXTRA: usize = 77 << 20;
+    let cp = support::control_plane().await;
+    cp.install_crds().await;
+    let db = data().join("osv-db");
+    let env = Env::with_args(
+        "bench-scan",
+        true,
+        &["--repository-poll-interval", "1h", "--vulnerability-data", db.to_str().unwrap()],
+    )
+    .await;
+    env.create_repository("big", serde_json::json!({"scanOnPush": true})).await;
+    let scans: Api<ImageScan> = Api::namespaced(env.ns.client.clone(), &env.ns.name);
+    // Wait for the data to load, with a first image.
+    let work = tempfile::tempdir().unwrap();
+    let path = format!("{}/big", env.ns.name);
+    let mut to_complete = Vec::new();
+    let mut pushes = Vec::new();
+    let mut offline = Vec::new();
+    for round in 0..=PUSHES {
+        let layout = big_image(work.path(), round as u64, EXTRA);
+        let size: u64 =
+            std::fs::read_dir(layout.join("blobs/sha256")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        let dest = format!("{}:v{round}", env.registry.image(&path));
+        let start = Instant::now();
+        let out = env.skopeo.push_layout(&layout, &dest).await;
+        assert!(out.status.success(), "{}", support::skopeo::describe(&out));
+        let pushed = Instant::now();
+        let digest = env.skopeo.digest(&dest, &support::skopeo::Creds::Anonymous).await.unwrap();
+        loop {
+            let list = scans.list(&ListParams::default()).await.unwrap();
+            let done =
+                list.items.iter().find(|s| s.spec.digest == digest).and_then(|s| s.status.as_ref()).map(|s| s.phase);
+            if done == Some(ScanPhase::Complete) {
+                break;
+            }
+            assert!(done != Some(ScanPhase::Failed), "the scan failed: {list:?}");
+            assert!(pushed.elapsed() < Duration::from_secs(300), "no Complete scan after 5 min");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let complete = pushed.elapsed();
+        let mut c = Command::new(berth);
+        c.args(["scan", "--image-layout"]).arg(&layout).arg("--db").arg(&db);
+        let cli = timed(c);
+        println!(
+            "operator round {round}: image {:.1} MiB, push {:.0} ms, push done -> ImageScan Complete {:.0} ms, berth scan of the same layout offline {:.0} ms{}",
+            size as f64 / 1048576.0,
+            (pushed - start).as_secs_f64() * 1000.0,
+            complete.as_secs_f64() * 1000.0,
+            cli.as_secs_f64() * 1000.0,
+            if round == 0 { " (warm-up: includes the data's first load; not counted)" } else { "" }
+        );
+        if round > 0 {
+            to_complete.push(complete);
+            pushes.push(pushed - start);
+            offline.push(cli);
+        }
+        std::fs::remove_dir_all(&layout).unwrap();
+    }
+    println!(
+        "operator: push of a ~100 MiB image -> ImageScan Complete {:.0} ms (median of {PUSHES}); the push itself {:.0} ms; berth scan offline on the same image {:.0} ms (includes loading every archive, as each run does)",
+        median(to_complete),
+        median(pushes),
+        median(offline)
     );
 }

@@ -69,6 +69,21 @@ where
 }
 
 /// Path of a file or folder in the repository.
+/// The shared scanning data (`osv-db/`, `fixtures/`): `BERTH_SCANNING_DATA`, else
+/// `../shared/scanning` beside the checkout, else `/work/shared/scanning`. Missing, the test
+/// fails and says so.
+pub fn scanning_data() -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    let candidates = [
+        std::env::var_os("BERTH_SCANNING_DATA").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scanning")),
+        Some(PathBuf::from("/work/shared/scanning")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.join("osv-db").is_dir()).unwrap_or_else(|| {
+        panic!("the scanning data (osv-db/, fixtures/) is not here: set BERTH_SCANNING_DATA to its folder")
+    })
+}
+
 pub fn repo_path(rel: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }

@@ -39,6 +39,37 @@ pub struct RegistryOptions {
     /// Listen on this port (reserved with `free_port()`) instead of a fresh one, for a Registry
     /// object that must name the URL before the registry starts.
     pub port: Option<u16>,
+    /// Serve with Distribution 3 (the version the chart's registry image pins) instead of
+    /// Debian's 2.8.
+    pub distribution3: bool,
+}
+
+/// The Distribution 3 binary `charts/build-image registry` builds from
+/// `charts/registry-image/go.mod` and caches (`BERTH_TOOLS_CACHE`, default
+/// `~/.cache/berth-tools`); built here when missing (cold: a few minutes).
+pub fn distribution3() -> PathBuf {
+    let go_mod = std::fs::read_to_string(super::repo_path("charts/registry-image/go.mod")).unwrap();
+    let module = "github.com/distribution/distribution/v3";
+    let version = go_mod
+        .lines()
+        .map(|l| l.trim().trim_start_matches("require").trim())
+        .find_map(|l| l.strip_prefix(module).map(|v| v.trim().to_string()))
+        .expect("charts/registry-image/go.mod pins Distribution");
+    let cache = std::env::var_os("BERTH_TOOLS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/berth-tools"));
+    let bin = cache.join(format!("distribution-{version}")).join("registry");
+    if !bin.exists() {
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(super::repo_path("charts/build-image"))
+            .args(["registry", "--out"])
+            .arg(out_dir.path().join("layout"))
+            .output()
+            .expect("running charts/build-image registry");
+        assert!(out.status.success(), "charts/build-image registry: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(bin.exists(), "{} was not built", bin.display());
+    bin
 }
 
 /// A serving certificate and key (PEM files).
@@ -102,7 +133,15 @@ impl TestRegistry {
         let log = std::env::var_os("BERTH_TEST_LOGS")
             .map(|d| PathBuf::from(d).join(format!("registry-{port}-{}.log", std::process::id())))
             .unwrap_or_else(|| dir.path().join("registry.log"));
-        let server = serve(&config, &log);
+        let server = if options.distribution3 {
+            // As the chart's image does: no OpenTelemetry exporter to reach.
+            let bin = distribution3();
+            let args = ["OTEL_TRACES_EXPORTER=none".to_string(), bin.display().to_string(), "serve".into()];
+            let args: Vec<String> = args.into_iter().chain([config.display().to_string()]).collect();
+            Server::start("registry", Path::new("/usr/bin/env"), &args, &log)
+        } else {
+            serve(&config, &log)
+        };
         let scheme = if options.tls.is_some() { "https" } else { "http" };
         let mut registry = TestRegistry { host, scheme, storage, config, server, dir };
         registry.wait_ready(Duration::from_secs(30)).await;

@@ -58,6 +58,11 @@ impl Env {
 
     /// Like `new`, with berth's arguments given whole (`{ns}` stands for the test's namespace).
     pub async fn with_args(test: &str, events: bool, args: &[&str]) -> Env {
+        Self::with_registry(test, events, args, false).await
+    }
+
+    /// Like `with_args`, on Distribution 3 when `distribution3`.
+    pub async fn with_registry(test: &str, events: bool, args: &[&str], distribution3: bool) -> Env {
         let cp = control_plane().await;
         cp.install_crds().await;
         let ns = cp.namespace(test).await;
@@ -67,6 +72,7 @@ impl Env {
         let events_url = format!("http://127.0.0.1:{port}/events/registry/{name}");
         let registry = TestRegistry::start_with(RegistryOptions {
             notifications: events.then(|| NotificationsConfig { url: events_url, token: token.clone() }),
+            distribution3,
             ..Default::default()
         })
         .await;
@@ -155,6 +161,21 @@ impl Env {
         let out = self.skopeo.push(self.layout.path(), tag, &dest, &Creds::Anonymous, false).await;
         assert!(out.status.success(), "push {dest}: {}", describe(&out));
         d.digest
+    }
+
+    /// berth's Events about one object of the test's namespace: (type, reason, note).
+    pub async fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        use k8s_openapi::api::core::v1::Event;
+        let events =
+            Api::<Event>::namespaced(self.ns.client.clone(), &self.ns.name).list(&Default::default()).await.unwrap();
+        events
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some(name) && e.reporting_component.as_deref() == Some("berth")
+            })
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect()
     }
 
     pub async fn tags(&self, path: &str) -> Vec<String> {

@@ -53,6 +53,14 @@ impl Skopeo {
         Self::run(cmd).await
     }
 
+    /// Copies the one image of the OCI layout `layout` to `docker://<dest>`.
+    pub async fn push_layout(&self, layout: &Path, dest: &str) -> Output {
+        let mut cmd = self.command();
+        cmd.arg("copy").arg("--dest-tls-verify=false").arg("--dest-no-creds");
+        cmd.arg(format!("oci:{}", layout.display())).arg(format!("docker://{dest}"));
+        Self::run(cmd).await
+    }
+
     /// Copies `docker://<src>` into a fresh OCI layout under `into` (a pull).
     pub async fn pull(&self, src: &str, into: &Path, creds: &Creds) -> Output {
         let mut cmd = self.command();

@@ -1,0 +1,625 @@
+//! The ImageScan controller: reads an image's layers through the registry backend (capped,
+//! streamed to a file, digest-checked), takes its inventory, matches it against the
+//! vulnerability data in use and writes the findings to status; attaches the inventory to the
+//! image as a CycloneDX SBOM referrer. Decisions are `scanning::plan`'s; `Continuous` scans are
+//! matched again from a kept inventory when the data changes, without reading layers again.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Context, Error, NotReady, publish_about, target::target};
+use crate::{
+    api::{
+        ImageScan, ImageScanStatus, Repository, SCAN_ANNOTATION, SbomRef, ScanFrequency, ScanPhase,
+        VulnerabilityDataRef,
+    },
+    conditions,
+    metrics::{ControllerLabels, ErrorLabels, ScanLabels},
+    registry::{Backend, Descriptor, RegistryError, is_index},
+    scanning::{
+        Inventory,
+        data::{Loaded, State},
+        inventory, layers, matching,
+        plan::{self, Work},
+        report, sbom,
+    },
+};
+
+pub const CONTROLLER: &str = "imagescan";
+/// Scans running at once: reading layers and matching are CPU-bound.
+pub const CONCURRENCY: u16 = 2;
+/// Layers in one image berth reads (Docker's limit is 127).
+const MAX_LAYERS: usize = 256;
+/// A scan that failed for want of data or a registry answer is tried again after this.
+const RETRY: Duration = Duration::from_secs(30);
+/// Inventories kept for re-matching.
+const KEPT_INVENTORIES: usize = 256;
+
+/// Inventories of scanned images by manifest digest, so a `Continuous` re-match needs no
+/// layers. Bounded; the oldest goes first. An inventory is a pure function of the image, so an
+/// entry never goes stale.
+#[derive(Default)]
+pub struct Inventories {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    by_digest: HashMap<String, Arc<Inventory>>,
+    /// Digests, oldest first.
+    order: VecDeque<String>,
+}
+
+impl Inventories {
+    pub fn get(&self, digest: &str) -> Option<Arc<Inventory>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).by_digest.get(digest).cloned()
+    }
+
+    pub fn put(&self, digest: &str, inventory: Arc<Inventory>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.by_digest.insert(digest.to_string(), inventory).is_none() {
+            kept.order.push_back(digest.to_string());
+        }
+        while kept.order.len() > KEPT_INVENTORIES {
+            if let Some(old) = kept.order.pop_front() {
+                kept.by_digest.remove(&old);
+            }
+        }
+    }
+}
+
+/// Why an image was not scanned.
+#[derive(Debug)]
+enum Failure {
+    /// Not something berth scans: `UnsupportedImage`.
+    Unsupported(String),
+    /// A reason (CamelCase) and a message: `Failed`.
+    Failed(&'static str, String),
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Failure {
+        Failure::Failed(e.reason(), e.to_string())
+    }
+}
+
+impl From<layers::LayerError> for Failure {
+    fn from(e: layers::LayerError) -> Failure {
+        match e {
+            layers::LayerError::UnsupportedMediaType(_) => Failure::Unsupported(e.to_string()),
+            e => Failure::Failed(e.reason(), e.to_string()),
+        }
+    }
+}
+
+pub async fn reconcile(scan: Arc<ImageScan>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leader.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let labels = ControllerLabels { controller: CONTROLLER };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = Instant::now();
+    let result = apply(&scan, &ctx).await;
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn key(scan: &ImageScan) -> String {
+    format!("imagescan/{}/{}", scan.namespace().unwrap_or_default(), scan.name_any())
+}
+
+async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
+    let namespace = scan.namespace().unwrap_or_default();
+    let Some(repo) = ctx.repositories.get(&ObjectRef::new(&scan.spec.repository_ref.name).within(&namespace)) else {
+        // Its Repository is gone: the garbage collector takes the ImageScan with it.
+        return Ok(Action::await_change());
+    };
+    let previous = scan.status.clone().unwrap_or_default();
+    let requested = scan.annotations().get(SCAN_ANNOTATION).cloned();
+    let target = match target(&repo, ctx) {
+        Ok(t) => t,
+        Err(not_ready) => {
+            let status = failed(&previous, requested, not_ready.reason, not_ready.message, scan);
+            write_status(scan, ctx, &previous, status).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+    };
+    let frequency = plan::frequency(target.registry.spec.scanning.as_ref(), &target.path, repo.spec.scan_on_push);
+    let data = ctx.vulnerabilities.current();
+    let work = plan::work(scan, frequency, data.as_ref().ok().map(|d| d.version.as_str()));
+    if work == Work::Nothing {
+        return Ok(Action::await_change());
+    }
+    let data = match data {
+        Ok(data) => data,
+        Err(message) if matches!(ctx.vulnerabilities.state(), State::Loading) => {
+            // The first load is under way: the scan waits for it (a change of the data
+            // reconciles every scan).
+            let status = ImageScanStatus {
+                phase: ScanPhase::Pending,
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    conditions::ready(false, "WaitingForVulnerabilityData", message, scan.metadata.generation),
+                ),
+                observed_generation: scan.metadata.generation,
+                ..previous.clone()
+            };
+            write_status(scan, ctx, &previous, status).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+        Err(message) => {
+            // Never "no findings" for want of data: the scan fails, and says why.
+            let status = failed(&previous, requested, "NoVulnerabilityData", message, scan);
+            write_status(scan, ctx, &previous, status).await?;
+            ctx.metrics.scans.get_or_create(&ScanLabels { result: "failed" }).inc();
+            return Ok(Action::requeue(RETRY));
+        }
+    };
+    let started = Instant::now();
+    // A re-match needs the image's packages; kept ones do, else the layers are read again.
+    let kept = previous.scanned_manifest.as_deref().and_then(|m| ctx.inventories.get(m));
+    if let (Work::Rematch, Some(inventory)) = (&work, kept) {
+        let manifest = previous.scanned_manifest.clone().unwrap_or_default();
+        let status = ImageScanStatus {
+            sbom: previous.sbom.clone(),
+            requested: previous.requested.clone(),
+            skipped: previous.skipped.clone(),
+            ..matched(&inventory, &manifest, &data, &previous, scan, &Default::default())
+        };
+        let before = severity_line(&previous);
+        let after = severity_line(&status);
+        write_status(scan, ctx, &previous, status).await?;
+        ctx.metrics.scans.get_or_create(&ScanLabels { result: "rematched" }).inc();
+        if before != after {
+            let note = format!("matched again with newer vulnerability data: {after} (was {before})");
+            publish_about(ctx, &scan.object_ref(&()), (EventType::Normal, "FindingsChanged", "Scan"), note).await;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let in_progress = ImageScanStatus {
+        phase: ScanPhase::InProgress,
+        conditions: conditions::merge(
+            &previous.conditions,
+            conditions::ready(false, "InProgress", "reading the image's layers", scan.metadata.generation),
+        ),
+        ..previous.clone()
+    };
+    write_status(scan, ctx, &previous, in_progress.clone()).await?;
+    let backend = match ctx.backend(&target.registry).await {
+        Ok(b) => b,
+        Err(e) => {
+            let status = failed(&in_progress, requested, e.reason(), e.to_string(), scan);
+            write_status(scan, ctx, &in_progress, status).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+    };
+    let (read, sent) = crate::registry::count_requests(read_image(
+        backend.as_ref(),
+        &target.path,
+        &scan.spec.digest,
+        &ctx.settings.scan_limits,
+        &ctx.settings.scan_work_dir,
+    ))
+    .await;
+    let requests = ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: CONTROLLER }).clone();
+    requests.inc_by(sent);
+    let (status, action) = match read {
+        Ok((subject, files)) => {
+            let inventory = Arc::new(inventory::inventory(&files));
+            if !inventory.unreadable.is_empty() {
+                let message =
+                    format!("the image's package database does not parse: {}", inventory.unreadable.join("; "));
+                (failed(&in_progress, requested, "UnreadablePackageDatabase", message, scan), Action::await_change())
+            } else {
+                ctx.inventories.put(&subject.digest, inventory.clone());
+                let mut status = ImageScanStatus {
+                    requested,
+                    ..matched(&inventory, &subject.digest, &data, &previous, scan, &files.skipped)
+                };
+                if plan::sbom_enabled(target.registry.spec.scanning.as_ref()) {
+                    let (attached, sent) = crate::registry::count_requests(attach_sbom(
+                        backend.as_ref(),
+                        &target.path,
+                        &target.uri,
+                        &subject,
+                        &inventory,
+                    ))
+                    .await;
+                    requests.inc_by(sent);
+                    match attached {
+                        Ok(sbom) => status.sbom = Some(sbom),
+                        Err(e) => {
+                            status.sbom = None;
+                            let note = format!("the SBOM could not be attached to {}: {e}", subject.digest);
+                            publish_about(
+                                ctx,
+                                &scan.object_ref(&()),
+                                (EventType::Warning, "SbomNotAttached", "Scan"),
+                                note,
+                            )
+                            .await;
+                        }
+                    }
+                }
+                (status, Action::await_change())
+            }
+        }
+        Err(Failure::Unsupported(message)) => {
+            let status = ImageScanStatus {
+                phase: ScanPhase::UnsupportedImage,
+                reason: Some("UnsupportedImage".into()),
+                message: Some(message.clone()),
+                requested,
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    conditions::ready(false, "UnsupportedImage", message, scan.metadata.generation),
+                ),
+                observed_generation: scan.metadata.generation,
+                ..Default::default()
+            };
+            (status, Action::await_change())
+        }
+        Err(Failure::Failed(reason, message)) => {
+            let transient = matches!(reason, "RegistryUnreachable" | "TLSError" | "RegistryError" | "Unauthorized");
+            let action =
+                if transient { Action::requeue(ctx.failure_backoff(&key(scan))) } else { Action::await_change() };
+            (failed(&in_progress, requested, reason, message, scan), action)
+        }
+    };
+    ctx.metrics.scan_duration.observe(started.elapsed().as_secs_f64());
+    let result = match status.phase {
+        ScanPhase::Complete => "complete",
+        ScanPhase::UnsupportedImage => "unsupported",
+        _ => "failed",
+    };
+    ctx.metrics.scans.get_or_create(&ScanLabels { result }).inc();
+    let (type_, reason, note) = match status.phase {
+        ScanPhase::Complete => (
+            EventType::Normal,
+            "ScanComplete",
+            format!("{} packages: {}", status.package_count.unwrap_or(0), severity_line(&status)),
+        ),
+        ScanPhase::UnsupportedImage => {
+            (EventType::Normal, "UnsupportedImage", status.message.clone().unwrap_or_default())
+        }
+        _ => (EventType::Warning, "ScanFailed", status.message.clone().unwrap_or_default()),
+    };
+    if status.phase == ScanPhase::Complete {
+        ctx.clear_failures(&key(scan));
+    }
+    write_status(scan, ctx, &in_progress, status).await?;
+    publish_about(ctx, &scan.object_ref(&()), (type_, reason, "Scan"), note).await;
+    // The Repository's summary follows its scans.
+    let _ = ctx.triggers.repositories.try_send(ObjectRef::from_obj(repo.as_ref()));
+    Ok(action)
+}
+
+/// `2 CRITICAL, 5 HIGH` or `no findings`.
+fn severity_line(status: &ImageScanStatus) -> String {
+    if status.finding_severity_counts.is_empty() {
+        return "no findings".into();
+    }
+    let mut counts: Vec<(crate::scanning::Severity, i64)> = status
+        .finding_severity_counts
+        .iter()
+        .filter_map(|(k, n)| serde_json::from_value(json!(k)).ok().map(|s| (s, *n)))
+        .collect();
+    counts.sort();
+    counts.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// A Complete status: the inventory matched against `data`.
+fn matched(
+    inventory: &Inventory,
+    manifest: &str,
+    data: &Loaded,
+    previous: &ImageScanStatus,
+    scan: &ImageScan,
+    skipped: &std::collections::BTreeMap<String, &'static str>,
+) -> ImageScanStatus {
+    let findings = matching::findings(inventory, &data.db);
+    let data_ref = VulnerabilityDataRef { version: data.version.clone(), updated_at: data.updated_at.clone() };
+    let mut status = plan::complete_status(inventory, &findings, manifest, data_ref, skipped);
+    status.ecosystems_without_data = plan::not_covered(inventory, data.db.info().keys());
+    let mut message = format!("{} packages, {}", status.package_count.unwrap_or(0), severity_line(&status));
+    if !status.ecosystems_without_data.is_empty() {
+        message.push_str(&format!(
+            " (no vulnerability data for {}: not checked)",
+            status.ecosystems_without_data.join(", ")
+        ));
+    }
+    status.conditions =
+        conditions::merge(&previous.conditions, conditions::ready(true, "Complete", message, scan.metadata.generation));
+    status.observed_generation = scan.metadata.generation;
+    status.completed_at = Some(Time(Timestamp::now()));
+    status
+}
+
+/// A Failed status that keeps nothing of an earlier scan's findings: they would be taken for
+/// this image's.
+fn failed(
+    previous: &ImageScanStatus,
+    requested: Option<String>,
+    reason: &str,
+    message: String,
+    scan: &ImageScan,
+) -> ImageScanStatus {
+    ImageScanStatus {
+        phase: ScanPhase::Failed,
+        reason: Some(reason.to_string()),
+        message: Some(message.clone()),
+        requested,
+        conditions: conditions::merge(
+            &previous.conditions,
+            conditions::ready(false, reason, message, scan.metadata.generation),
+        ),
+        observed_generation: scan.metadata.generation,
+        ..Default::default()
+    }
+}
+
+async fn write_status(
+    scan: &ImageScan,
+    ctx: &Context,
+    previous: &ImageScanStatus,
+    status: ImageScanStatus,
+) -> Result<(), Error> {
+    if &status == previous {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "ImageScan", "status": status});
+    Api::<ImageScan>::namespaced(ctx.client.clone(), &scan.namespace().unwrap_or_default())
+        .patch_status(&scan.name_any(), &PatchParams::apply("berth-status").force(), &Patch::Apply(patch))
+        .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestDoc {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    config: Option<Blob>,
+    #[serde(default)]
+    layers: Vec<Blob>,
+    #[serde(default)]
+    manifests: Option<Vec<Entry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Blob {
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    os: String,
+    architecture: String,
+}
+
+const IMAGE_CONFIG_TYPES: &[&str] =
+    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
+/// Reads the image at `digest` (its linux/amd64 image, for an index) into the files an
+/// inventory reads. Returns the image manifest's descriptor and the files.
+async fn read_image(
+    backend: &dyn Backend,
+    path: &str,
+    digest: &str,
+    limits: &layers::Limits,
+    work_dir: &Path,
+) -> Result<(Descriptor, layers::Files), Failure> {
+    let mut manifest = backend.manifest(path, digest).await?;
+    for _ in 0..4 {
+        let doc: ManifestDoc = serde_json::from_slice(&manifest.body)
+            .map_err(|e| Failure::Failed("InvalidManifest", format!("manifest {}: {e}", manifest.descriptor.digest)))?;
+        let index = is_index(&manifest.descriptor.media_type)
+            || doc.media_type.as_deref().is_some_and(is_index)
+            || doc.manifests.is_some();
+        if index {
+            let entries = doc.manifests.unwrap_or_default();
+            let chosen = choose(&entries).ok_or_else(|| {
+                let platforms: Vec<String> = entries
+                    .iter()
+                    .filter_map(|e| e.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
+                    .collect();
+                Failure::Unsupported(format!(
+                    "an image index without a linux/amd64 image (it has: {})",
+                    if platforms.is_empty() { "no platforms".to_string() } else { platforms.join(", ") }
+                ))
+            })?;
+            manifest = backend.manifest(path, &chosen.digest).await?;
+            continue;
+        }
+        let config_type = doc.config.as_ref().map(|c| c.media_type.as_str()).unwrap_or_default();
+        if !IMAGE_CONFIG_TYPES.contains(&config_type) {
+            let kind = doc.artifact_type.as_deref().unwrap_or(config_type);
+            return Err(Failure::Unsupported(format!("not a container image: an artifact of type {kind:?}")));
+        }
+        if doc.layers.len() > MAX_LAYERS {
+            return Err(Failure::Failed(
+                "TooManyLayers",
+                format!("the image has {} layers, more than {MAX_LAYERS}", doc.layers.len()),
+            ));
+        }
+        let mut files = layers::Files::default();
+        for layer in &doc.layers {
+            if layer.size > limits.layer_bytes {
+                return Err(layers::LayerError::LayerTooLarge { limit: limits.layer_bytes }.into());
+            }
+            let file = TempFile::new(work_dir);
+            backend.blob_to_file(path, &layer.digest, &file.0, limits.layer_bytes).await?;
+            let (media_type, limits, at) = (layer.media_type.clone(), limits.clone(), file.0.clone());
+            files = tokio::task::spawn_blocking(move || -> Result<layers::Files, Failure> {
+                let reader = std::io::BufReader::new(
+                    std::fs::File::open(&at)
+                        .map_err(|e| Failure::Failed("ScanWorkDir", format!("{}: {e}", at.display())))?,
+                );
+                layers::apply_blob(&mut files, &media_type, reader, &limits)?;
+                Ok(files)
+            })
+            .await
+            .map_err(|e| Failure::Failed("ScanPanicked", e.to_string()))??;
+            drop(file);
+        }
+        return Ok((manifest.descriptor, files));
+    }
+    Err(Failure::Failed("InvalidManifest", "image indexes nested too deep".into()))
+}
+
+/// The one manifest of an index, or its linux/amd64 one.
+fn choose(entries: &[Entry]) -> Option<&Entry> {
+    if entries.len() == 1 && entries[0].platform.is_none() {
+        return entries.first();
+    }
+    entries.iter().find(|e| e.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
+}
+
+/// A file in the work folder, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(dir: &Path) -> TempFile {
+        TempFile(dir.join(format!("berth-layer-{:016x}", rand::random::<u64>())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Uploads the image's SBOM and its referrer manifest, and lists it where clients look: the
+/// referrers API indexes it by itself; otherwise the tag scheme's index is updated.
+async fn attach_sbom(
+    backend: &dyn Backend,
+    path: &str,
+    uri: &str,
+    subject: &Descriptor,
+    inventory: &Inventory,
+) -> Result<SbomRef, RegistryError> {
+    let document = report::cyclonedx(inventory, &[], &format!("{uri}@{}", subject.digest), "");
+    let body = serde_json::to_vec_pretty(&document).map_err(|e| RegistryError::Protocol(e.to_string()))?;
+    backend.put_blob(path, sbom::EMPTY_CONFIG).await?;
+    let blob = backend.put_blob(path, &body).await?;
+    let manifest = sbom::manifest(&blob, body.len() as u64, subject);
+    let digest = crate::registry::sha256_digest(&manifest);
+    backend.put_manifest(path, &digest, sbom::MANIFEST_MEDIA_TYPE, &manifest).await?;
+    if backend.referrers(path, &subject.digest).await?.is_none() {
+        let tag = sbom::referrers_tag(&subject.digest);
+        let existing = match backend.manifest(path, &tag).await {
+            Ok(m) => Some(m.body),
+            Err(RegistryError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(index) =
+            sbom::add_to_index(existing.as_deref(), &digest, manifest.len() as u64).map_err(RegistryError::Protocol)?
+        {
+            backend.put_manifest(path, &tag, sbom::INDEX_MEDIA_TYPE, &index).await?;
+        }
+    }
+    Ok(SbomRef { digest, artifact_type: sbom::ARTIFACT_TYPE.to_string() })
+}
+
+pub fn error_policy(scan: Arc<ImageScan>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(imagescan = %key(&scan), error = %error, "image scan reconcile failed");
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: error.reason() }).inc();
+    Action::requeue(ctx.failure_backoff(&key(&scan)))
+}
+
+/// What a Repository's reconcile does about its scans: creates the ImageScans its frequency
+/// asks for (and those a `berth.dev/scan` request on the Repository asks for), deletes those
+/// whose image is gone, and returns the summary for its status.
+pub async fn sync(
+    repo: &Repository,
+    ctx: &Context,
+    target: &super::target::Target,
+    tagged: &std::collections::BTreeMap<String, String>,
+    present: &std::collections::BTreeSet<String>,
+) -> Result<Option<crate::api::ScanSummary>, NotReady> {
+    let namespace = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    let frequency: Option<ScanFrequency> =
+        plan::frequency(target.registry.spec.scanning.as_ref(), &target.path, repo.spec.scan_on_push);
+    let scans: Vec<Arc<ImageScan>> = ctx
+        .scans
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.spec.repository_ref.name == name)
+        .collect();
+    let existing: Vec<(String, String)> = scans.iter().map(|s| (s.name_any(), s.spec.digest.clone())).collect();
+    let mut sync = plan::sync_scans(frequency, tagged, present, &existing);
+    let request = repo.annotations().get(SCAN_ANNOTATION).cloned();
+    let api = Api::<ImageScan>::namespaced(ctx.client.clone(), &namespace);
+    let kube_err = |e: kube::Error| NotReady::from(&Error::Kube(e));
+    if let Some(request) = &request {
+        // A manual request covers every tagged image: each scan carries the request, and
+        // answers it once.
+        let images: std::collections::BTreeSet<&String> =
+            tagged.iter().filter(|(t, _)| !plan::is_referrer_tag(t)).map(|(_, d)| d).collect();
+        for digest in images {
+            match scans.iter().find(|s| &s.spec.digest == digest) {
+                Some(s) if s.annotations().get(SCAN_ANNOTATION) != Some(request) => {
+                    let patch = json!({"metadata": {"annotations": {SCAN_ANNOTATION: request}}});
+                    api.patch(&s.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map_err(kube_err)?;
+                }
+                Some(_) => {}
+                None => {
+                    if !sync.create.contains(digest) {
+                        sync.create.push(digest.clone());
+                    }
+                }
+            }
+        }
+    }
+    for digest in &sync.create {
+        let mut scan = plan::new_image_scan(repo, digest);
+        if let Some(request) = &request {
+            scan.metadata.annotations = Some([(SCAN_ANNOTATION.to_string(), request.clone())].into());
+        }
+        match api.create(&Default::default(), &scan).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(kube_err(e)),
+        }
+    }
+    for name in &sync.delete {
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(kube_err(e)),
+        }
+    }
+    let tagged_digests = tagged.values().cloned().collect();
+    Ok(plan::summary(frequency, &tagged_digests, scans.iter().map(|s| s.as_ref())))
+}

@@ -1,0 +1,433 @@
+//! Scanning in the operator: images pushed to a real registry (Distribution 2.8 and 3) are
+//! scanned by berth into ImageScan objects, with the same findings `berth scan` gives for the
+//! same image and data; the SBOM is attached where standard tools look; Continuous scans follow
+//! the data; manual requests; bad images and missing data fail with a reason.
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use berth::{
+    api::ImageScan,
+    registry::{Backend, Distribution, DistributionConfig},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use support::{
+    eventually,
+    scenario::{Env, WAIT},
+    skopeo::describe,
+};
+
+fn data() -> PathBuf {
+    support::scanning_data()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    data().join("fixtures").join(name)
+}
+
+/// `berth scan` on a fixture layout, with the same data: the reference for the operator.
+fn cli_scan(fixture_name: &str, db: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["scan", "--image-layout"])
+        .arg(fixture(fixture_name))
+        .arg("--db")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "berth scan: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn push_fixture(env: &Env, name: &str, path: &str, tag: &str) -> String {
+    let dest = format!("{}:{tag}", env.registry.image(path));
+    let out = env.skopeo.push_layout(&fixture(name), &dest).await;
+    assert!(out.status.success(), "push {dest}: {}", describe(&out));
+    env.skopeo.digest(&dest, &support::skopeo::Creds::Anonymous).await.unwrap()
+}
+
+fn scans(env: &Env) -> Api<ImageScan> {
+    Api::namespaced(env.ns.client.clone(), &env.ns.name)
+}
+
+/// The ImageScan of `digest` once `check` holds for it (status as JSON).
+async fn wait_scan(env: &Env, digest: &str, what: &str, check: impl Fn(&Value) -> bool) -> ImageScan {
+    let api = scans(env);
+    eventually(Duration::from_secs(120), &format!("ImageScan of {digest}: {what}"), || {
+        let api = api.clone();
+        let check = &check;
+        async move {
+            let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let scan = list.items.into_iter().find(|s| s.spec.digest == digest).ok_or("no ImageScan yet")?;
+            let status = serde_json::to_value(&scan.status).unwrap();
+            if check(&status) { Ok(scan) } else { Err(status.to_string().chars().take(1500).collect()) }
+        }
+    })
+    .await
+}
+
+fn phase(status: &Value) -> &str {
+    status["phase"].as_str().unwrap_or("")
+}
+
+fn backend(env: &Env) -> Distribution {
+    Distribution::new(DistributionConfig { url: env.registry.url(), ..Default::default() }).unwrap()
+}
+
+/// Every finding id the scan lists (all of them: the fixtures have fewer than 100).
+fn scan_ids(scan: &ImageScan) -> BTreeSet<String> {
+    scan.status.as_ref().unwrap().findings.iter().map(|f| f.id.clone()).collect()
+}
+
+fn cli_ids(report: &Value) -> BTreeSet<String> {
+    report["vulnerabilities"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// The SBOM referrer of `subject`, found as a client would: the referrers API when the registry
+/// serves it, else the tag scheme's index. Returns the SBOM document.
+async fn find_sbom(registry: &Distribution, path: &str, subject: &str) -> Value {
+    let index = match registry.referrers(path, subject).await.unwrap() {
+        Some(index) => index,
+        None => registry.manifest(path, &subject.replacen(':', "-", 1)).await.expect("the referrers tag").body,
+    };
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/vnd.cyclonedx+json")
+        .unwrap_or_else(|| panic!("no CycloneDX referrer in {index}"))
+        .clone();
+    let manifest = registry.manifest(path, entry["digest"].as_str().unwrap()).await.unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest.body).unwrap();
+    assert_eq!(manifest["subject"]["digest"], subject, "{manifest}");
+    assert_eq!(manifest["artifactType"], "application/vnd.cyclonedx+json");
+    let blob = registry.blob(path, manifest["layers"][0]["digest"].as_str().unwrap()).await.unwrap();
+    serde_json::from_slice(&blob).unwrap()
+}
+
+/// Pushed images are scanned on push with the CLI's findings, summarised on the Repository,
+/// their SBOM attached; an image's scan goes with the image.
+async fn scans_on_push(distribution3: bool) {
+    let db = data().join("osv-db");
+    let test = if distribution3 { "scan-push-v3" } else { "scan-push" };
+    let env = Env::with_registry(
+        test,
+        true,
+        &["--repository-poll-interval", "1h", "--vulnerability-data", db.to_str().unwrap()],
+        distribution3,
+    )
+    .await;
+    env.create_repository("app", json!({"scanOnPush": true})).await;
+    let path = format!("{}/app", env.ns.name);
+    let go = push_fixture(&env, "go-binary", &path, "go").await;
+    let npm = push_fixture(&env, "npm-node-modules", &path, "npm").await;
+    let registry = backend(&env);
+
+    for (name, digest) in [("go-binary", &go), ("npm-node-modules", &npm)] {
+        let scan = wait_scan(&env, digest, "Complete", |s| phase(s) == "Complete").await;
+        let status = scan.status.clone().unwrap();
+        let reference = cli_scan(name, &db);
+        assert_eq!(scan_ids(&scan), cli_ids(&reference), "{name}: the operator finds what berth scan finds");
+        let total: i64 = status.finding_severity_counts.values().sum();
+        assert_eq!(total as usize, reference["vulnerabilities"].as_array().unwrap().len(), "{name}");
+        assert_eq!(
+            status.package_count,
+            Some(reference["packages"].as_array().unwrap().len() as i64),
+            "{name}: {status:?}"
+        );
+        assert!(status.ecosystems_without_data.is_empty(), "{name}: {status:?}");
+        assert_eq!(status.scanned_manifest.as_deref(), Some(digest.as_str()));
+        let data_ref = status.vulnerability_data.clone().unwrap();
+        assert!(data_ref.version.starts_with("sha256:"), "{data_ref:?}");
+        assert!(data_ref.updated_at.is_some(), "the data's age is in status");
+        assert_eq!(scan.owner_references()[0].name, "app", "owned by its Repository");
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Complete"));
+        // The SBOM is where clients look for it, and lists the packages.
+        let sbom_ref = status.sbom.clone().expect("an SBOM was attached");
+        let sbom = find_sbom(&registry, &path, digest).await;
+        assert_eq!(sbom["bomFormat"], "CycloneDX");
+        let purls: BTreeSet<&str> =
+            sbom["components"].as_array().unwrap().iter().filter_map(|c| c["purl"].as_str()).collect();
+        for p in reference["packages"].as_array().unwrap() {
+            let name = p["name"].as_str().unwrap();
+            assert!(purls.iter().any(|u| u.contains(name)), "{name} missing from the SBOM: {purls:?}");
+        }
+        assert!(sbom_ref.digest.starts_with("sha256:"));
+        let events = env.events_for(&scan.name_any()).await;
+        assert!(events.iter().any(|e| e.1 == "ScanComplete"), "{events:?}");
+    }
+
+    // The Repository sums its tagged images' scans; the referrers tag is not an image to scan.
+    let go_high = |s: &Value| s["scans"]["complete"] == 2;
+    let status = env.wait_repo("app", "both scans summarised", go_high).await;
+    let listed: i64 = scans(&env)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.status.as_ref().unwrap().finding_severity_counts.values().sum::<i64>())
+        .sum();
+    let summarised: i64 =
+        status["scans"]["findingSeverityCounts"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();
+    assert_eq!(summarised, listed, "{status}");
+    assert_eq!(status["scans"]["frequency"], "OnPush");
+    assert_eq!(scans(&env).list(&ListParams::default()).await.unwrap().items.len(), 2, "the SBOM index is not scanned");
+
+    // The image goes; its scan follows at the next reconcile.
+    env.registry.delete_manifest(&path, &npm).await;
+    let name = wait_scan(&env, &npm, "exists", |_| true).await.name_any();
+    env.repos()
+        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": "1"}}})))
+        .await
+        .unwrap();
+    let api = scans(&env);
+    eventually(WAIT, "the deleted image's ImageScan is gone", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        }
+    })
+    .await;
+    assert!(scans(&env).get_opt(&scan_name_of(&env, &go).await).await.unwrap().is_some());
+}
+
+async fn scan_name_of(env: &Env, digest: &str) -> String {
+    wait_scan(env, digest, "exists", |_| true).await.name_any()
+}
+
+#[tokio::test]
+async fn pushed_images_are_scanned_with_the_cli_findings_and_get_an_sbom() {
+    scans_on_push(false).await;
+}
+
+#[tokio::test]
+async fn pushed_images_are_scanned_on_distribution_3() {
+    scans_on_push(true).await;
+}
+
+/// `Continuous` re-matches kept inventories when the data changes (no layer read again);
+/// `OnPush` keeps its findings; `Manual` scans only when asked, on the Repository or the scan.
+#[tokio::test]
+async fn continuous_scans_follow_the_data_and_manual_scans_wait_to_be_asked() {
+    let work = tempfile::tempdir().unwrap();
+    let db = work.path().join("db");
+    let copy = |eco: &str| {
+        std::fs::create_dir_all(db.join(eco)).unwrap();
+        std::fs::copy(data().join("osv-db").join(eco).join("all.zip"), db.join(eco).join("all.zip")).unwrap();
+    };
+    copy("npm");
+    let mut env = Env::with_args(
+        "scan-continuous",
+        true,
+        &[
+            "--repository-poll-interval",
+            "1h",
+            "--vulnerability-data",
+            db.to_str().unwrap(),
+            "--vulnerability-data-refresh",
+            "1s",
+        ],
+    )
+    .await;
+    let rules = json!({"spec": {"scanning": {"rules": [
+        {"scanFrequency": "Continuous", "repositoryFilters": [format!("{}/live", env.ns.name)]},
+        {"scanFrequency": "OnPush", "repositoryFilters": [format!("{}/once", env.ns.name)]},
+        {"scanFrequency": "Manual", "repositoryFilters": [format!("{}/ask*", env.ns.name)]},
+    ]}}});
+    Api::<berth::api::Registry>::all(env.ns.client.clone())
+        .patch(&env.name, &PatchParams::default(), &Patch::Merge(rules))
+        .await
+        .unwrap();
+    for repo in ["live", "once", "ask"] {
+        env.create_repository(repo, json!({})).await;
+    }
+    let live = push_fixture(&env, "go-binary", &format!("{}/live", env.ns.name), "v1").await;
+    let once = push_fixture(&env, "go-binary", &format!("{}/once", env.ns.name), "v1").await;
+    assert_eq!(live, once);
+    for repo in ["live", "once"] {
+        env.wait_repo(repo, "one scan", |s| s["scans"]["complete"] == 1).await;
+    }
+    // Only npm data: the Go packages are named as not checked, not reported clean.
+    let first = wait_scan(&env, &live, "Complete", |s| phase(s) == "Complete").await;
+    let status = first.status.clone().unwrap();
+    assert!(status.findings.is_empty());
+    assert_eq!(status.ecosystems_without_data, vec!["Go".to_string()]);
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("no vulnerability data for Go"), "{}", ready.message);
+
+    let requests = |env: &Env| {
+        let url = format!("{}/metrics", env.berth.url());
+        async move {
+            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            text.lines()
+                .find(|l| l.starts_with("berth_registry_requests_total{controller=\"imagescan\"}"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let before = requests(&env).await;
+    copy("Go");
+    let api = scans(&env);
+    let rematched = eventually(Duration::from_secs(60), "the Continuous scan re-matched with Go data", || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let live = list.items.into_iter().find(|s| s.spec.repository_ref.name == "live").ok_or("no scan")?;
+            let status = live.status.clone().unwrap_or_default();
+            if !status.findings.is_empty() { Ok(live) } else { Err(format!("{status:?}")) }
+        }
+    })
+    .await;
+    let status = rematched.status.clone().unwrap();
+    assert!(status.ecosystems_without_data.is_empty());
+    assert_ne!(status.vulnerability_data, first.status.clone().unwrap().vulnerability_data);
+    let reference = cli_scan("go-binary", &data().join("osv-db"));
+    assert_eq!(scan_ids(&rematched), cli_ids(&reference));
+    assert_eq!(requests(&env).await, before, "a re-match reads no layer");
+    let events = env.events_for(&rematched.name_any()).await;
+    assert!(events.iter().any(|e| e.1 == "FindingsChanged"), "{events:?}");
+    // OnPush scanned once: its findings are those of the data it was scanned with.
+    let once_scan = scans(&env)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|s| s.spec.repository_ref.name == "once")
+        .unwrap();
+    assert!(once_scan.status.as_ref().unwrap().findings.is_empty(), "OnPush does not follow the data");
+
+    // Manual: nothing until asked.
+    let ask = push_fixture(&env, "npm-node-modules", &format!("{}/ask", env.ns.name), "v1").await;
+    env.wait_repo("ask", "the tag is seen", |s| s["tagCount"] == 1).await;
+    let ask_scans = |items: Vec<ImageScan>| items.into_iter().filter(|s| s.spec.repository_ref.name == "ask").count();
+    assert_eq!(ask_scans(scans(&env).list(&ListParams::default()).await.unwrap().items), 0, "Manual waits");
+    env.repos()
+        .patch(
+            "ask",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/scan": "first"}}})),
+        )
+        .await
+        .unwrap();
+    let asked = wait_scan(&env, &ask, "answered", |s| phase(s) == "Complete" && s["requested"] == "first").await;
+    let completed = asked.status.clone().unwrap().completed_at.unwrap();
+    scans(&env)
+        .patch(
+            &asked.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/scan": "again"}}})),
+        )
+        .await
+        .unwrap();
+    let again = wait_scan(&env, &ask, "asked again", |s| phase(s) == "Complete" && s["requested"] == "again").await;
+    assert!(again.status.unwrap().completed_at.unwrap().0 >= completed.0);
+    env.berth.stop();
+}
+
+/// Bad images fail with a reason, artifacts are not scanned, and nothing else breaks.
+#[tokio::test]
+async fn bad_images_fail_with_a_reason_and_artifacts_are_unsupported() {
+    let db = data().join("osv-db");
+    let env = Env::with_args(
+        "scan-bad",
+        true,
+        &["--repository-poll-interval", "1h", "--vulnerability-data", db.to_str().unwrap()],
+    )
+    .await;
+    env.create_repository("bad", json!({"scanOnPush": true})).await;
+    let path = format!("{}/bad", env.ns.name);
+    let registry = backend(&env);
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = registry.put_blob(&path, config).await.unwrap();
+    let image = |layer_type: &str, layer: &str, size: usize| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": layer_type, "digest": layer, "size": size}],
+        }))
+        .unwrap()
+    };
+    // A "gzip" layer that is not gzip.
+    let junk = b"this is not a gzip stream".repeat(10);
+    let junk_digest = registry.put_blob(&path, &junk).await.unwrap();
+    let not_gzip = registry
+        .put_manifest(
+            &path,
+            "not-gzip",
+            "application/vnd.oci.image.manifest.v1+json",
+            &image("application/vnd.oci.image.layer.v1.tar+gzip", &junk_digest, junk.len()),
+        )
+        .await
+        .unwrap();
+    // A tar layer that is not a tar.
+    let not_tar = registry
+        .put_manifest(
+            &path,
+            "not-tar",
+            "application/vnd.oci.image.manifest.v1+json",
+            &image("application/vnd.oci.image.layer.v1.tar", &junk_digest, junk.len()),
+        )
+        .await
+        .unwrap();
+    // An artifact (a Helm chart's shape): not a container image.
+    let artifact = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.thing",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": registry.put_blob(&path, b"{}").await.unwrap(), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": junk_digest, "size": junk.len()}],
+    }))
+    .unwrap();
+    let artifact = registry
+        .put_manifest(&path, "artifact", "application/vnd.oci.image.manifest.v1+json", &artifact)
+        .await
+        .unwrap();
+    // A good image beside them is still scanned.
+    let good = push_fixture(&env, "npm-node-modules", &path, "good").await;
+
+    let failed = wait_scan(&env, &not_gzip, "Failed", |s| phase(s) == "Failed").await.status.unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("InvalidCompression"), "{failed:?}");
+    assert!(failed.findings.is_empty() && failed.finding_severity_counts.is_empty());
+    let failed = wait_scan(&env, &not_tar, "Failed", |s| phase(s) == "Failed").await.status.unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("InvalidLayer"), "{failed:?}");
+    let unsupported = wait_scan(&env, &artifact, "UnsupportedImage", |s| phase(s) == "UnsupportedImage").await;
+    let message = unsupported.status.clone().unwrap().message.unwrap();
+    assert!(message.contains("application/vnd.example.thing"), "{message}");
+    wait_scan(&env, &good, "Complete", |s| phase(s) == "Complete").await;
+    let events = env.events_for(&wait_scan(&env, &not_gzip, "exists", |_| true).await.name_any()).await;
+    assert!(events.iter().any(|e| e.0 == "Warning" && e.1 == "ScanFailed"), "{events:?}");
+    let status = env.wait_repo("bad", "summary", |s| s["scans"]["failed"] == 3 && s["scans"]["complete"] == 1).await;
+    assert_eq!(status["conditions"][0]["status"], "True", "the Repository itself is fine: {status}");
+}
+
+/// Without vulnerability data a scan fails and says so; it never reports an image clean.
+#[tokio::test]
+async fn a_scan_without_data_says_so() {
+    let mut env = Env::new("scan-nodata", true, "1h").await;
+    env.create_repository("app", json!({"scanOnPush": true})).await;
+    let digest = push_fixture(&env, "go-binary", &format!("{}/app", env.ns.name), "v1").await;
+    let status = wait_scan(&env, &digest, "Failed", |s| phase(s) == "Failed").await.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("NoVulnerabilityData"));
+    assert!(status.message.unwrap().contains("--vulnerability-data"));
+    assert!(status.finding_severity_counts.is_empty() && status.package_count.is_none());
+    env.berth.stop();
+}
