@@ -12,6 +12,7 @@ pub mod osv;
 pub mod plan;
 pub mod report;
 pub mod severity;
+pub mod source;
 pub mod version;
 
 use serde::Serialize;
