@@ -13,6 +13,7 @@ pub mod plan;
 pub mod report;
 pub mod sbom;
 pub mod severity;
+pub mod source;
 pub mod version;
 
 use serde::Serialize;
