@@ -85,7 +85,7 @@ fn backend(env: &Env) -> Distribution {
 
 /// Every finding id the scan lists (all of them: the fixtures have fewer than 100).
 fn scan_ids(scan: &ImageScan) -> BTreeSet<String> {
-    scan.status.as_ref().unwrap().findings.iter().map(|f| f.id.clone()).collect()
+    scan_ids_of(scan.status.as_ref().unwrap())
 }
 
 fn cli_ids(report: &Value) -> BTreeSet<String> {
@@ -271,18 +271,8 @@ async fn continuous_scans_follow_the_data_and_manual_scans_wait_to_be_asked() {
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert!(ready.message.contains("no vulnerability data for Go"), "{}", ready.message);
 
-    let requests = |env: &Env| {
-        let url = format!("{}/metrics", env.berth.url());
-        async move {
-            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-            text.lines()
-                .find(|l| l.starts_with("berth_registry_requests_total{controller=\"imagescan\"}"))
-                .and_then(|l| l.split_whitespace().last())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        }
-    };
-    let before = requests(&env).await;
+    let requests = "berth_registry_requests_total{controller=\"imagescan\"}";
+    let before = env.berth.metric(requests).await;
     copy("Go");
     let api = scans(&env);
     let rematched = eventually(Duration::from_secs(60), "the Continuous scan re-matched with Go data", || {
@@ -300,7 +290,7 @@ async fn continuous_scans_follow_the_data_and_manual_scans_wait_to_be_asked() {
     assert_ne!(status.vulnerability_data, first.status.clone().unwrap().vulnerability_data);
     let reference = cli_scan("go-binary", &data().join("osv-db"));
     assert_eq!(scan_ids(&rematched), cli_ids(&reference));
-    assert_eq!(requests(&env).await, before, "a re-match reads no layer");
+    assert_eq!(env.berth.metric(requests).await, before, "a re-match reads no layer");
     let events = env.events_for(&rematched.name_any()).await;
     assert!(events.iter().any(|e| e.1 == "FindingsChanged"), "{events:?}");
     // OnPush scanned once: its findings are those of the data it was scanned with.
@@ -430,4 +420,102 @@ async fn a_scan_without_data_says_so() {
     assert!(status.message.unwrap().contains("--vulnerability-data"));
     assert!(status.finding_severity_counts.is_empty() && status.package_count.is_none());
     env.berth.stop();
+}
+
+/// Air-gapped sites keep the data as an OCI artifact in their own registry (`oras push REF
+/// npm/all.zip Go/all.zip`): berth reads it through the Registry object it names, follows a
+/// new push of the tag, and scans with it; the version names the archives' bytes, as for a
+/// folder holding the same archives.
+#[tokio::test]
+async fn an_oci_artifact_in_the_registry_is_the_data_source() {
+    // Its own download cache: a cache holding an earlier run's archives is loaded at start.
+    let cache = tempfile::tempdir().unwrap();
+    let mut env = Env::with_args(
+        "scan-oci-data",
+        true,
+        &[
+            "--repository-poll-interval",
+            "1h",
+            "--vulnerability-data",
+            "oci://{ns}/{ns}/osv:latest",
+            "--vulnerability-data-refresh",
+            "1s",
+            "--vulnerability-data-cache",
+            cache.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    let registry = backend(&env);
+    let data_path = format!("{}/osv", env.ns.name);
+    let osv = data().join("osv-db");
+    // Pushes an artifact holding `ecosystems`' archives under `latest`, as oras does; returns
+    // the version a folder of the same archives has.
+    let push_data = |ecosystems: &'static [&'static str]| {
+        let registry = &registry;
+        let data_path = &data_path;
+        let osv = &osv;
+        async move {
+            let folder = tempfile::tempdir().unwrap();
+            let mut layers = Vec::new();
+            for eco in ecosystems {
+                let bytes = std::fs::read(osv.join(eco).join("all.zip")).unwrap();
+                std::fs::create_dir_all(folder.path().join(eco)).unwrap();
+                std::fs::write(folder.path().join(eco).join("all.zip"), &bytes).unwrap();
+                let digest = registry.put_blob(data_path, &bytes).await.unwrap();
+                layers.push(json!({
+                    "mediaType": "application/zip", "digest": digest, "size": bytes.len(),
+                    "annotations": {"org.opencontainers.image.title": format!("{eco}/all.zip")},
+                }));
+            }
+            let config = registry.put_blob(data_path, b"{}").await.unwrap();
+            let manifest = serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.berth.osv.v1",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+                "layers": layers,
+            }))
+            .unwrap();
+            registry
+                .put_manifest(data_path, "latest", "application/vnd.oci.image.manifest.v1+json", &manifest)
+                .await
+                .unwrap();
+            berth::scanning::source::load_dir(folder.path(), &Default::default()).unwrap().version
+        }
+    };
+    env.create_repository("app", json!({"scanOnPush": true})).await;
+    let app = format!("{}/app", env.ns.name);
+
+    // No artifact yet: the scan waits or fails, and says why; never "no findings".
+    let first = push_fixture(&env, "npm-node-modules", &app, "v1").await;
+    let waiting =
+        wait_scan(&env, &first, "no data yet", |s| s["findings"].is_null() && !s["conditions"].is_null()).await;
+    assert_ne!(waiting.status.unwrap().phase, berth::api::ScanPhase::Complete);
+
+    let v1 = push_data(&["npm"]).await;
+    let scan = wait_scan(&env, &first, "Complete with the artifact's data", |s| phase(s) == "Complete").await;
+    let status = scan.status.unwrap();
+    assert_eq!(status.vulnerability_data.as_ref().unwrap().version, v1, "the artifact's bytes name the data");
+    assert_eq!(scan_ids_of(&status), cli_ids(&cli_scan("npm-node-modules", &osv)));
+
+    // A new push of the tag is followed: a Go image finds Go's findings once Go is in it.
+    let v2 = push_data(&["npm", "Go"]).await;
+    assert_ne!(v1, v2);
+    let loaded = "berth_vulnerability_data_loads_total{result=\"loaded\"}";
+    eventually(WAIT, "berth loaded the new artifact", || async {
+        let n = env.berth.metric(loaded).await;
+        if n >= 2.0 { Ok(()) } else { Err(format!("{n} loads")) }
+    })
+    .await;
+    let go = push_fixture(&env, "go-binary", &app, "go").await;
+    let scan = wait_scan(&env, &go, "Complete with Go data", |s| {
+        phase(s) == "Complete" && s["vulnerabilityData"]["version"] == v2.as_str()
+    })
+    .await;
+    assert_eq!(scan_ids(&scan), cli_ids(&cli_scan("go-binary", &osv)));
+    env.berth.stop();
+}
+
+fn scan_ids_of(status: &berth::api::ImageScanStatus) -> BTreeSet<String> {
+    status.findings.iter().map(|f| f.id.clone()).collect()
 }

@@ -156,5 +156,8 @@ pub struct SbomRef {
 /// The annotation that asks for a scan now (on an ImageScan: that image; on a Repository: every
 /// tagged image). Any new value is a new request; the value answered is kept in status.
 pub const SCAN_ANNOTATION: &str = "berth.dev/scan";
+/// On an ImageScan: the Repository's `berth.dev/scan` request berth last passed on to it, so a
+/// request is passed on once and a later one made on the ImageScan itself stands.
+pub const SCAN_FROM_REPOSITORY_ANNOTATION: &str = "berth.dev/scan-from-repository";
 /// The label on every ImageScan naming its Repository.
 pub const SCAN_REPOSITORY_LABEL: &str = "berth.dev/repository";

@@ -23,8 +23,8 @@ use serde_json::json;
 use super::{Context, Error, NotReady, publish_about, target::target};
 use crate::{
     api::{
-        ImageScan, ImageScanStatus, Repository, SCAN_ANNOTATION, SbomRef, ScanFrequency, ScanPhase,
-        VulnerabilityDataRef,
+        ImageScan, ImageScanStatus, Repository, SCAN_ANNOTATION, SCAN_FROM_REPOSITORY_ANNOTATION, SbomRef,
+        ScanFrequency, ScanPhase, VulnerabilityDataRef,
     },
     conditions,
     metrics::{ControllerLabels, ErrorLabels, ScanLabels},
@@ -589,8 +589,11 @@ pub async fn sync(
             tagged.iter().filter(|(t, _)| !plan::is_referrer_tag(t)).map(|(_, d)| d).collect();
         for digest in images {
             match scans.iter().find(|s| &s.spec.digest == digest) {
-                Some(s) if s.annotations().get(SCAN_ANNOTATION) != Some(request) => {
-                    let patch = json!({"metadata": {"annotations": {SCAN_ANNOTATION: request}}});
+                Some(s) if s.annotations().get(SCAN_FROM_REPOSITORY_ANNOTATION) != Some(request) => {
+                    let patch = json!({"metadata": {"annotations": {
+                        SCAN_ANNOTATION: request,
+                        SCAN_FROM_REPOSITORY_ANNOTATION: request,
+                    }}});
                     api.patch(&s.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map_err(kube_err)?;
                 }
                 Some(_) => {}
@@ -605,7 +608,13 @@ pub async fn sync(
     for digest in &sync.create {
         let mut scan = plan::new_image_scan(repo, digest);
         if let Some(request) = &request {
-            scan.metadata.annotations = Some([(SCAN_ANNOTATION.to_string(), request.clone())].into());
+            scan.metadata.annotations = Some(
+                [
+                    (SCAN_ANNOTATION.to_string(), request.clone()),
+                    (SCAN_FROM_REPOSITORY_ANNOTATION.to_string(), request.clone()),
+                ]
+                .into(),
+            );
         }
         match api.create(&Default::default(), &scan).await {
             Ok(_) => {}

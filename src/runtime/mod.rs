@@ -93,10 +93,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry_selector: args.registry_selector.clone(),
         leader: leader.clone(),
     };
-    let vulnerabilities = Arc::new(VulnerabilityData::new(args.vulnerability_data.is_some()));
+    let data_source = args
+        .vulnerability_data
+        .as_deref()
+        .map(|s| crate::scanning::source::parse(s, &args.vulnerability_data_ecosystems))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--vulnerability-data: {e}"))?;
+    let vulnerabilities = Arc::new(VulnerabilityData::new(data_source.is_some()));
     let (controllers, ctx) =
         controllers(client.clone(), metrics.clone(), settings, &scope, vulnerabilities.clone(), shutdown_rx.clone());
-    let data_loader = tokio::spawn(load_vulnerability_data(args.clone(), ctx.clone(), shutdown_rx.clone()));
+    let data_loader =
+        tokio::spawn(load_vulnerability_data(data_source, args.clone(), ctx.clone(), shutdown_rx.clone()));
     // Losing the Lease after holding it ends the process: another replica reconciles now, and a
     // fresh start is the simplest way never to run two reconciles at once.
     let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<()>();
@@ -491,37 +498,69 @@ fn controllers(
     (both, ctx)
 }
 
-/// Loads the vulnerability data from `--vulnerability-data` and keeps it current.
-async fn load_vulnerability_data(args: RunArgs, ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
-    let Some(source) = args.vulnerability_data.clone() else {
+/// Loads the vulnerability data from `--vulnerability-data` and keeps it current, and keeps
+/// its metrics.
+async fn load_vulnerability_data(
+    source: Option<crate::scanning::source::Source>,
+    args: RunArgs,
+    ctx: Arc<Context>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use crate::{
+        metrics::ScanLabels,
+        scanning::{data::State, source},
+    };
+    let Some(source) = source else {
         return;
     };
-    let limits = crate::scanning::osv::Limits { max_total_bytes: args.vulnerability_data_budget, ..Default::default() };
-    let dir = std::path::PathBuf::from(&source);
-    let mut shutdown = shutdown;
-    loop {
-        let loaded = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            move || crate::scanning::osv::Database::load_dir_with(&dir, &limits)
-        })
-        .await;
-        match loaded {
-            Ok(Ok(db)) => {
-                let loaded = crate::scanning::data::Loaded::new(db, "dir".into(), source.clone());
-                ctx.vulnerabilities.set(loaded);
-                ctx.metrics
-                    .vulnerability_data_loads
-                    .get_or_create(&crate::metrics::ScanLabels { result: "loaded" })
-                    .inc();
+    let mut changes = ctx.vulnerabilities.subscribe();
+    let metrics = ctx.metrics.clone();
+    let observe = tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let state = changes.borrow_and_update().clone();
+            match state {
+                State::Ready(loaded) => {
+                    metrics.vulnerability_data_loads.get_or_create(&ScanLabels { result: "loaded" }).inc();
+                    let updated = loaded
+                        .updated_at
+                        .as_deref()
+                        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                        .map_or(0, |t| t.as_second());
+                    metrics.vulnerability_data_updated.set(updated);
+                    tracing::info!(source = %loaded.source, version = %loaded.version, updated_at = ?loaded.updated_at, "vulnerability data loaded");
+                }
+                State::Failed { message, .. } => {
+                    metrics.vulnerability_data_loads.get_or_create(&ScanLabels { result: "failed" }).inc();
+                    tracing::warn!(error = %message, "vulnerability data did not load");
+                }
+                State::Loading | State::NotConfigured => {}
             }
-            Ok(Err(e)) => ctx.vulnerabilities.fail(e.to_string()),
-            Err(e) => ctx.vulnerabilities.fail(e.to_string()),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(args.vulnerability_data_refresh) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-    }
+    });
+    let limits = crate::scanning::osv::Limits { max_total_bytes: args.vulnerability_data_budget, ..Default::default() };
+    let cache =
+        args.vulnerability_data_cache.clone().unwrap_or_else(|| std::env::temp_dir().join("berth-vulnerability-data"));
+    // An artifact is read through the backend of the Registry object it names.
+    let oci_ctx = ctx.clone();
+    let oci = source::OciFetcher::new(
+        move |name: String| {
+            let ctx = oci_ctx.clone();
+            async move {
+                let registry = ctx
+                    .registries
+                    .get(&ObjectRef::new(&name))
+                    .ok_or_else(|| format!("Registry {name:?} does not exist (or is not watched by this berth)"))?;
+                ctx.backend(&registry).await.map_err(|e| e.to_string())
+            }
+        },
+        |r: source::BlobRequest| async move {
+            r.backend.blob_to_file(&r.repository, &r.digest, &r.dest, r.max_bytes).await.map_err(|e| e.to_string())
+        },
+    );
+    // A zero interval would spin.
+    let refresh = args.vulnerability_data_refresh.max(Duration::from_secs(1));
+    source::run(source, ctx.vulnerabilities.clone(), refresh, cache, limits, Some(oci), shutdown).await;
+    observe.abort();
 }
 
 /// After a watched Repository or AccessPolicy changed (deletions too) and its store has the

@@ -886,7 +886,6 @@ mod tests {
         },
     };
 
-    use async_trait::async_trait;
     use axum::{
         body::Body,
         extract::{Request, State as AxumState},
@@ -894,7 +893,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::registry::{Deleted, Descriptor, Manifest, RegistryError, sha256_digest};
+    use crate::registry::sha256_digest;
 
     /// Entries stored, not deflated, so two archives of equally long records are equally long.
     fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -1546,125 +1545,7 @@ mod tests {
         assert_eq!(std::fs::read(cache.path().join("npm/all.zip")).unwrap(), npm);
     }
 
-    // --- An OCI source against a fake registry. ---
-
-    #[derive(Default)]
-    struct Registry {
-        manifests: Mutex<HashMap<String, Manifest>>,
-        blobs: Mutex<HashMap<String, Vec<u8>>>,
-        /// Blob digests written to files, in order.
-        fetched: Mutex<Vec<String>>,
-    }
-
-    impl Registry {
-        /// Pushes an artifact of `(title, bytes)` layers under `tag`, as `oras push` does.
-        fn push(&self, tag: &str, layers: &[(&str, Vec<u8>)]) -> String {
-            let layers: Vec<serde_json::Value> = layers
-                .iter()
-                .map(|(title, bytes)| {
-                    let digest = sha256_digest(bytes);
-                    self.blobs.lock().unwrap().insert(digest.clone(), bytes.clone());
-                    serde_json::json!({
-                        "mediaType": "application/zip",
-                        "digest": digest,
-                        "size": bytes.len(),
-                        "annotations": { TITLE: title }
-                    })
-                })
-                .collect();
-            let body = serde_json::to_vec(&serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "artifactType": "application/vnd.unknown.artifact.v1",
-                "config": {
-                    "mediaType": "application/vnd.oci.empty.v1+json",
-                    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
-                    "size": 2
-                },
-                "layers": layers,
-                "annotations": { "org.opencontainers.image.created": "2024-10-01T00:00:00Z" }
-            }))
-            .unwrap();
-            let descriptor = Descriptor {
-                digest: sha256_digest(&body),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                size: body.len() as u64,
-            };
-            let digest = descriptor.digest.clone();
-            self.manifests.lock().unwrap().insert(tag.into(), Manifest { descriptor, body });
-            digest
-        }
-
-        fn fetched(&self) -> Vec<String> {
-            self.fetched.lock().unwrap().clone()
-        }
-    }
-
-    #[async_trait]
-    impl Backend for Registry {
-        async fn check(&self) -> Result<(), RegistryError> {
-            Ok(())
-        }
-        async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
-            Ok(vec!["security/osv".into()])
-        }
-        async fn tags(&self, _: &str) -> Result<Vec<String>, RegistryError> {
-            Ok(self.manifests.lock().unwrap().keys().cloned().collect())
-        }
-        async fn resolve(&self, _: &str, reference: &str) -> Result<Option<Descriptor>, RegistryError> {
-            Ok(self.manifests.lock().unwrap().get(reference).map(|m| m.descriptor.clone()))
-        }
-        async fn manifest(&self, repository: &str, reference: &str) -> Result<Manifest, RegistryError> {
-            assert_eq!(repository, "security/osv");
-            let manifests = self.manifests.lock().unwrap();
-            let found =
-                manifests.get(reference).or_else(|| manifests.values().find(|m| m.descriptor.digest == reference));
-            found.cloned().ok_or_else(|| RegistryError::NotFound(format!("manifest {reference}")))
-        }
-        async fn blob(&self, _: &str, _: &str) -> Result<Vec<u8>, RegistryError> {
-            panic!("archives are streamed to files, never buffered")
-        }
-        async fn delete_manifest(&self, _: &str, _: &str) -> Result<Deleted, RegistryError> {
-            Ok(Deleted::NotFound)
-        }
-        async fn put_manifest(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<String, RegistryError> {
-            Err(RegistryError::Denied("read-only".into()))
-        }
-    }
-
-    /// The operator's side: the Registry `airgap` is `registry`; blobs are written whole.
-    fn fetcher(registry: Arc<Registry>) -> OciFetcher {
-        let blobs = registry.clone();
-        OciFetcher::new(
-            move |name| {
-                let registry = registry.clone();
-                async move {
-                    match name.as_str() {
-                        "airgap" => Ok(registry as Arc<dyn Backend>),
-                        _ => Err(format!("no Registry named {name}")),
-                    }
-                }
-            },
-            move |request: BlobRequest| {
-                let registry = blobs.clone();
-                async move {
-                    assert_eq!(request.repository, "security/osv");
-                    let body = registry.blobs.lock().unwrap().get(&request.digest).cloned().ok_or("blob unknown")?;
-                    if body.len() as u64 > request.max_bytes {
-                        return Err("too large".into());
-                    }
-                    registry.fetched.lock().unwrap().push(request.digest.clone());
-                    tokio::fs::write(&request.dest, &body).await.map_err(|e| e.to_string())?;
-                    Ok(body.len() as u64)
-                }
-            },
-        )
-    }
-
-    fn oci_loader(registry: &Arc<Registry>, source: &str, cache: &Path) -> Loader {
-        Loader::new(parse(source, &[]).unwrap(), cache.into(), Limits::default(), Some(fetcher(registry.clone())))
-            .unwrap()
-    }
+    // The OCI source against a real registry: tests/image_scans.rs.
 
     #[test]
     fn artifact_archives_are_the_layers_titled_ecosystem_all_zip() {
@@ -1705,88 +1586,5 @@ mod tests {
             let err = artifact_archives(&body).unwrap_err();
             assert!(err.contains(expected), "{err:?} should say {expected:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn an_oci_artifact_is_downloaded_only_where_it_changed() {
-        let registry = Arc::new(Registry::default());
-        let (npm1, npm2, debian) =
-            (archive("npm", &["GHSA-1"]), archive("npm", &["GHSA-1", "GHSA-2"]), archive("Debian", &["DSA-1"]));
-        registry.push("latest", &[("npm/all.zip", npm1.clone()), ("Debian/all.zip", debian.clone())]);
-        let cache = tempfile::tempdir().unwrap();
-        let mut loader = oci_loader(&registry, "oci://airgap/security/osv", cache.path());
-
-        let pass = loader.pass(false).await;
-        assert!(pass.failure.is_none(), "{:?}", pass.failure);
-        let v1 = pass.loaded.unwrap();
-        assert_eq!(ecosystems(&v1), ["Debian", "npm"]);
-        assert_eq!(v1.source, "oci://airgap/security/osv:latest");
-        assert_eq!(registry.fetched().len(), 2);
-        // The version names the bytes: the same archives in a folder give the same one.
-        let dir = tempfile::tempdir().unwrap();
-        put(dir.path(), "npm", &npm1);
-        put(dir.path(), "Debian", &debian);
-        assert_eq!(load_dir(dir.path(), &Limits::default()).unwrap().version, v1.version);
-
-        let again = loader.pass(false).await;
-        assert!(again.loaded.is_none() && again.failure.is_none());
-        assert_eq!(registry.fetched().len(), 2, "an unchanged artifact downloads nothing");
-
-        registry.push("latest", &[("npm/all.zip", npm2.clone()), ("Debian/all.zip", debian.clone())]);
-        let v2 = loader.pass(false).await.loaded.unwrap();
-        assert_ne!(v2.version, v1.version);
-        assert_eq!(registry.fetched()[2..], [sha256_digest(&npm2)], "only the changed archive");
-
-        // A restart with the cache kept downloads nothing.
-        let mut restarted = oci_loader(&registry, "oci://airgap/security/osv", cache.path());
-        assert_eq!(restarted.pass(false).await.loaded.unwrap().version, v2.version);
-        assert_eq!(registry.fetched().len(), 3);
-
-        registry.push("latest", &[("npm/all.zip", npm2)]);
-        assert_eq!(ecosystems(&loader.pass(false).await.loaded.unwrap()), ["npm"]);
-        assert!(!cache.path().join("Debian").exists(), "an archive the artifact no longer has is removed");
-    }
-
-    #[tokio::test]
-    async fn an_oci_artifact_by_digest_loads() {
-        let registry = Arc::new(Registry::default());
-        let digest = registry.push("v1", &[("npm/all.zip", archive("npm", &["GHSA-1"]))]);
-        let cache = tempfile::tempdir().unwrap();
-        let pass =
-            oci_loader(&registry, &format!("oci://airgap/security/osv@{digest}"), cache.path()).pass(false).await;
-        assert!(pass.failure.is_none(), "{:?}", pass.failure);
-        assert_eq!(pass.loaded.unwrap().source, format!("oci://airgap/security/osv@{digest}"));
-    }
-
-    #[tokio::test]
-    async fn oci_failures_say_what_is_wrong() {
-        let registry = Arc::new(Registry::default());
-        let big = archive("npm", &["GHSA-1", "GHSA-2"]);
-        registry.push("latest", &[("npm/all.zip", big.clone())]);
-        let cache = tempfile::tempdir().unwrap();
-
-        let mut loader = oci_loader(&registry, "oci://airgap/security/osv", cache.path());
-        loader.max_download_bytes = big.len() as u64 - 1;
-        let failure = loader.pass(false).await.failure.unwrap();
-        assert!(failure.contains("larger than the download limit"), "{failure}");
-        assert!(registry.fetched().is_empty(), "refused before downloading");
-
-        let failure = oci_loader(&registry, "oci://elsewhere/security/osv", cache.path()).pass(false).await.failure;
-        assert!(failure.as_deref().unwrap().contains("no Registry named elsewhere"), "{failure:?}");
-
-        let failure =
-            oci_loader(&registry, "oci://airgap/security/osv:missing", cache.path()).pass(false).await.failure;
-        assert!(failure.as_deref().unwrap().contains("not found"), "{failure:?}");
-
-        registry.push("readme", &[("README.md", b"hello".to_vec())]);
-        let failure = oci_loader(&registry, "oci://airgap/security/osv:readme", cache.path()).pass(false).await.failure;
-        assert!(failure.as_deref().unwrap().contains("no layer is titled <Ecosystem>/all.zip"), "{failure:?}");
-
-        let mut index = registry.manifests.lock().unwrap()["latest"].clone();
-        index.descriptor.media_type = "application/vnd.oci.image.index.v1+json".into();
-        registry.manifests.lock().unwrap().insert("index".into(), index);
-        let failure = oci_loader(&registry, "oci://airgap/security/osv:index", cache.path()).pass(false).await.failure;
-        assert!(failure.as_deref().unwrap().contains("is an image index"), "{failure:?}");
-        assert!(!cache.path().join("npm").join(ARCHIVE).exists());
     }
 }
