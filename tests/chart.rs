@@ -18,7 +18,10 @@ use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{Secret, ServiceAccount},
 };
-use kube::{Api, api::PostParams};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
 use serde_json::{Value, json};
 use support::{
     ControlPlane, OciLayout, control_plane, eventually, free_port,
@@ -394,8 +397,42 @@ fn the_rendered_deployment_and_rbac_are_what_berth_needs() {
         "$(POD_NAMESPACE)",
         "--leader-elect-lease",
         "berth",
+        "--scan-work-dir",
+        "/var/cache/berth",
+        "--vulnerability-data-refresh",
+        "1h",
+        "--vulnerability-data-ecosystems",
+        "Debian,Ubuntu,Alpine,Red Hat,Go,PyPI,npm,crates.io",
     ];
     assert_eq!(args, expected_start);
+    // The root filesystem is read-only: scans write layers to an emptyDir. No data by default.
+    let pod = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["volumeMounts"][0]["mountPath"], "/var/cache/berth");
+    assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "4Gi");
+    let with_url = documents(&ok(helm().args([
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "scanning.vulnerabilityData=https://osv-vulnerabilities.storage.googleapis.com",
+    ])));
+    let url_args = find(&with_url, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(url_args.contains(r#""--vulnerability-data","https://osv-vulnerabilities.storage.googleapis.com","--vulnerability-data-cache","/var/cache/berth/vulnerability-data""#), "{url_args}");
+    let with_volume = documents(&ok(helm().args([
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "scanning.dataVolume.persistentVolumeClaim.claimName=osv",
+    ])));
+    let pod = &find(&with_volume, "Deployment")[0]["spec"]["template"]["spec"];
+    assert!(
+        pod["containers"][0]["args"]
+            .to_string()
+            .contains(r#""--vulnerability-data","/var/lib/berth/vulnerability-data""#)
+    );
+    assert_eq!(pod["containers"][0]["volumeMounts"][1]["readOnly"], true);
+    assert_eq!(pod["volumes"][1]["persistentVolumeClaim"]["claimName"], "osv");
     let proxied = documents(&ok(helm().args([
         "template",
         "rel",
@@ -603,7 +640,7 @@ async fn the_api_server_accepts_what_the_chart_and_the_kustomize_base_render() {
     .unwrap();
     let base = ok(cp.kubectl().args(["kustomize"]).arg(repo_path(KUSTOMIZE)));
     let docs = documents(&base);
-    assert_eq!(find(&docs, "CustomResourceDefinition").len(), 4, "the base installs the CRDs too");
+    assert_eq!(find(&docs, "CustomResourceDefinition").len(), 5, "the base installs the CRDs too");
     assert!(docs.iter().filter(|d| d["kind"] == "Deployment").all(|d| d["metadata"]["namespace"] == "berth-system"));
     let overlaid = ok(cp.kubectl().args(["kustomize"]).arg(overlay.path()));
     let applied = server_dry_run(cp, &ns.name, &overlaid);
@@ -701,7 +738,8 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
     );
 
     let kubeconfig = service_account_kubeconfig(cp, ns.client.clone(), &ns.name, &fullname, dir.path()).await;
-    let mut extra = vec!["--repository-poll-interval", "2s"];
+    let osv = support::scanning_data().join("osv-db");
+    let mut extra = vec!["--repository-poll-interval", "2s", "--vulnerability-data", osv.to_str().unwrap()];
     // As the chart runs it, when this berth has leader election (older builds lack the flags;
     // then the Lease Role is only checked with can-i below).
     let leader_election = berth_has_leader_election();
@@ -806,7 +844,7 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
     repos
         .create(
             &PostParams::default(),
-            &serde_json::from_value(create("Repository", "app", json!({"registryRef": {"name": registry_name}, "visibility": "Private", "lifecyclePolicyRef": {"name": "keep-one"}})))
+            &serde_json::from_value(create("Repository", "app", json!({"registryRef": {"name": registry_name}, "visibility": "Private", "lifecyclePolicyRef": {"name": "keep-one"}, "scanOnPush": true})))
                 .unwrap(),
         )
         .await
@@ -907,6 +945,33 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
         }
     })
     .await;
+
+    // Scanning: the ImageScan created, scanned (layers read with berth's own token), its status
+    // written and its SBOM attached; a manual request passed on to it by patch.
+    let scans = Api::<berth::api::ImageScan>::namespaced(ns.client.clone(), &ns.name);
+    let scanned = |requested: Option<&'static str>| {
+        let scans = scans.clone();
+        let d1 = d1.clone();
+        async move {
+            let list = scans.list(&Default::default()).await.map_err(|e| e.to_string())?;
+            let scan = list.items.into_iter().find(|s| s.spec.digest == d1).ok_or("no ImageScan yet")?;
+            let status = scan.status.clone().unwrap_or_default();
+            let done = status.phase == berth::api::ScanPhase::Complete
+                && status.sbom.is_some()
+                && (requested.is_none() || status.requested.as_deref() == requested);
+            if done { Ok(()) } else { Err(format!("{status:?}")) }
+        }
+    };
+    eventually(WAIT, "v1 scanned, its SBOM attached", || scanned(None)).await;
+    repos
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/scan": "now"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "v1 scanned again on request", || scanned(Some("now"))).await;
 
     // Pull secrets: written into the namespace, attached to its ServiceAccount, and
     // they pull.
@@ -1025,7 +1090,7 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
     // berth reports most API errors in status conditions and Events rather than its log.
     let objects = ok(cp.kubectl().args([
         "get",
-        "repositories,accesspolicies,lifecyclepolicies,events",
+        "repositories,accesspolicies,lifecyclepolicies,imagescans,events",
         "-o",
         "json",
         "-n",
@@ -1329,7 +1394,7 @@ async fn in_the_namespaced_scope_berth_works_in_its_namespaces_and_is_refused_el
     for ns in [&r, &t] {
         let reported = ok(cp.kubectl().args([
             "get",
-            "repositories,accesspolicies,lifecyclepolicies,events",
+            "repositories,accesspolicies,lifecyclepolicies,imagescans,events",
             "-o",
             "json",
             "-n",
