@@ -30,6 +30,15 @@
 //! for the reads and patches of the tags before it. Ledger reads and patches are bounded
 //! (`LEDGER_READ_CONCURRENCY`, `APPLY_CONCURRENCY`), and a workload has at most one read or
 //! patch under way: what asks for it meanwhile is decided once that is done.
+//!
+//! The scan gate (`berth.dev/max-severity`, see `rollout::gate`) comes last: a pin the plan
+//! chose goes through only once the digest's ImageScan (in the Repository that declares the
+//! image's path) is Complete with no finding above the threshold. berth creates a missing
+//! ImageScan itself (once per digest until it appears, is deleted, or the create is tried again
+//! after a failure), so the gate works whatever the repository's scanning frequency. What holds
+//! is written on the workload (`berth.dev/rollout-held`, with berth's other annotations) and
+//! told once per digest. ImageScans are read from the store the scan controller shares (no
+//! second watch of them); a held workload is decided again when its ImageScan changes.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -48,7 +57,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     core::{NamespaceResourceScope, PartialObjectMeta},
     runtime::{
         WatchStreamExt,
@@ -67,7 +76,7 @@ use tokio_stream::StreamMap;
 
 use super::Context;
 use crate::{
-    api::{Registry, Repository},
+    api::{ImageScan, Registry, Repository},
     hosts,
     metrics::{ControllerLabels, RolloutLabels},
     namespaces::Namespaces,
@@ -75,8 +84,11 @@ use crate::{
     repository::ledger,
     rollout::{
         self, Candidate, Container, Digests, ImageRef, Kind, Policy, PollOutcome, Record, RepoKey, Schedule, Settings,
-        TagKey, repo_key, tag_key,
+        TagKey,
+        gate::{self, Verdict},
+        repo_key, tag_key,
     },
+    scanning::plan::new_image_scan,
 };
 
 /// The field manager of every rollout patch: it owns the pinned image fields and berth's
@@ -95,6 +107,10 @@ const LEDGER_READ_CONCURRENCY: usize = 4;
 /// A failed pin is tried again after 2 s, doubling to 5 min.
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often the ImageScans that held pins wait on are looked at again. The shared ImageScan
+/// store tells no one of a change, and a second watch of every ImageScan (with its findings)
+/// would cost far more than looking up the few held ones.
+const SCAN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A registry event's claim: `path:tag` in the Registry named `registry` now points at
 /// `digest`, pushed at `at` (unix ms). berth asks the registry before it believes it.
@@ -212,6 +228,11 @@ struct Tracked {
     repos: Vec<RepoKey>,
     /// The digest a "paused" event was last published for, so it is said once.
     paused_noted: Option<String>,
+    /// The scan gate's last word on each digest it holds: each is told once, and a refusal
+    /// stands while the digest is scanned again.
+    gate_noted: HashMap<String, Verdict>,
+    /// The ImageScans its held pins wait on.
+    waits_on: Vec<ScanKey>,
 }
 
 #[derive(Default)]
@@ -281,6 +302,35 @@ struct Listing {
 
 #[derive(Default)]
 struct Tags(HashMap<TagKey, TagState>);
+
+/// An ImageScan: (namespace, name).
+type ScanKey = (String, String);
+
+/// An ImageScan held pins wait on.
+#[derive(Default)]
+struct Waited {
+    /// The scan as the gate last read it: a change decides the workloads again.
+    seen: Option<gate::Scan>,
+    workloads: HashSet<WorkloadKey>,
+}
+
+/// An ImageScan berth created (or is creating) for a held pin. Kept until the store shows the
+/// scan, so it is created once, and tried again after a failure with backoff.
+struct Create {
+    failures: u32,
+    /// When to try again; `None` while under way or done.
+    retry_at: Option<Instant>,
+    repository: Arc<Repository>,
+    digest: String,
+}
+
+/// A failed ImageScan create is tried again after 5 s, doubling to 5 min.
+fn create_backoff(failures: u32) -> Duration {
+    Duration::from_secs(5u64 << failures.saturating_sub(1).min(6)).min(RETRY_MAX)
+}
+
+/// What a create came to; `None` when this replica stopped leading before sending it.
+type CreateResult = (ScanKey, Option<Result<(), kube::Error>>);
 
 /// What `rollout::plan` reads: the registry's answers, and push times from the ledgers of the
 /// repositories berth declares (Registry name, `path` -> digest -> unix ms).
@@ -427,6 +477,17 @@ struct Rollouts {
     read_permits: Arc<Semaphore>,
     apply_permits: Arc<Semaphore>,
     event_permits: Arc<Semaphore>,
+    /// Tracked workloads with a scan gate (`berth.dev/max-severity`).
+    gated: HashSet<WorkloadKey>,
+    /// The shared ImageScan store has listed: before that, a missing scan may only be unread.
+    scans_listed: bool,
+    /// The ImageScans held pins wait on, and when to look at them again.
+    waiting: HashMap<ScanKey, Waited>,
+    next_scan_check: Instant,
+    creates: HashMap<ScanKey, Create>,
+    creating: JoinSet<CreateResult>,
+    /// The scan gate's Events being published.
+    events: JoinSet<()>,
 }
 
 /// What the pins of an apply did, for Events and logs.
@@ -493,6 +554,7 @@ impl Rollouts {
     }
 
     fn untrack(&mut self, key: &WorkloadKey) {
+        self.gated.remove(key);
         if let Some(t) = self.tracked.remove(key) {
             for tag in t.follows {
                 self.unfollow(&tag, key);
@@ -500,7 +562,38 @@ impl Rollouts {
             for repo in t.repos {
                 self.unfollow_repo(&repo, key);
             }
+            self.unwait(key, t.waits_on);
         }
+    }
+
+    fn unwait(&mut self, key: &WorkloadKey, scans: Vec<ScanKey>) {
+        for scan in scans {
+            if let Some(w) = self.waiting.get_mut(&scan) {
+                w.workloads.remove(key);
+                if w.workloads.is_empty() {
+                    self.waiting.remove(&scan);
+                }
+            }
+        }
+    }
+
+    /// The ImageScans a workload's held pins wait on are now `scans`, each as the gate read it.
+    fn set_waits(&mut self, key: &WorkloadKey, scans: Vec<(ScanKey, Option<gate::Scan>)>) {
+        let Some(t) = self.tracked.get_mut(key) else { return };
+        let keys: Vec<ScanKey> = scans.iter().map(|(k, _)| k.clone()).collect();
+        let old = std::mem::replace(&mut t.waits_on, keys);
+        let gone: Vec<ScanKey> = old.into_iter().filter(|k| !scans.iter().any(|(s, _)| s == k)).collect();
+        self.unwait(key, gone);
+        for (scan, seen) in scans {
+            let w = self.waiting.entry(scan).or_default();
+            w.seen = seen;
+            w.workloads.insert(key.clone());
+        }
+    }
+
+    /// An ImageScan as the gate reads it, from the shared store.
+    fn scan(&self, key: &ScanKey) -> Option<gate::Scan> {
+        self.ctx.scans.get(&ObjectRef::new(&key.1).within(&key.0)).map(|s| gate::Scan::of(&s))
     }
 
     /// A namespace stopped opting in: its workloads are left as they are.
@@ -624,8 +717,16 @@ impl Rollouts {
             );
             self.publish(&v.key, v.uid.clone(), EventType::Warning, "InvalidRolloutAnnotation", note).await;
         }
-        let previous = self.tracked.get(&v.key).map(|t| (t.follows.clone(), t.repos.clone(), t.paused_noted.clone()));
-        let (old_follows, old_repos, paused_noted) = previous.unwrap_or_default();
+        let previous = self.tracked.get_mut(&v.key).map(|t| {
+            let noted = (t.paused_noted.clone(), std::mem::take(&mut t.gate_noted), std::mem::take(&mut t.waits_on));
+            (t.follows.clone(), t.repos.clone(), noted)
+        });
+        let (old_follows, old_repos, (paused_noted, gate_noted, waits_on)) = previous.unwrap_or_default();
+        if settings.max_severity.is_some() {
+            self.gated.insert(v.key.clone());
+        } else {
+            self.gated.remove(&v.key);
+        }
         self.tracked.insert(
             v.key.clone(),
             Tracked {
@@ -641,6 +742,8 @@ impl Rollouts {
                 follows: follows.clone(),
                 repos: repos.clone(),
                 paused_noted,
+                gate_noted,
+                waits_on,
             },
         );
         for tag in old_follows.iter().filter(|t| !follows.contains(t)) {
@@ -719,7 +822,7 @@ impl Rollouts {
             listings: &self.listings,
             pushed: if newest { &self.ledgers } else { pushed.unwrap_or(&none) },
         };
-        let rollout::Plan { pins, resolve } = rollout::plan_since(
+        let rollout::Plan { pins, resolve, undecided } = rollout::plan_since(
             &t.containers,
             &t.settings,
             known_host,
@@ -742,6 +845,17 @@ impl Rollouts {
         let Some(t) = self.tracked.get(key) else { return };
         if pins.is_empty() {
             self.retries.remove(key);
+            // Nothing to pin: nothing is held either, but for containers the plan cannot
+            // decide for yet (a restart that has not asked the registry yet lifts no hold).
+            let gated = t.settings.max_severity.is_some();
+            let kept = if gated { gate::kept(t.record.held.as_deref(), &undecided) } else { Vec::new() };
+            if kept.is_empty() {
+                self.set_waits(key, Vec::new());
+                if let Some(t) = self.tracked.get_mut(key) {
+                    t.gate_noted.clear();
+                }
+            }
+            self.record_held(key, gate::held_annotation(kept));
             return;
         }
         // The repositories whose push times these pins need and this decision has not read
@@ -774,7 +888,15 @@ impl Rollouts {
             self.retries.remove(key);
             return;
         }
-        let record = t.record.pinned(&pins, &now_rfc3339(), t.generation);
+        let Some((pins, held)) = self.gate(key, pins, &undecided) else { return };
+        let Some(t) = self.tracked.get(key) else { return };
+        if pins.is_empty() {
+            self.retries.remove(key);
+            self.record_held(key, held);
+            return;
+        }
+        let mut record = t.record.pinned(&pins, &now_rfc3339(), t.generation);
+        record.held = held;
         let mut body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &pins, &record);
         body["metadata"]["resourceVersion"] = serde_json::json!(t.resource_version);
         let apply = Apply {
@@ -787,6 +909,283 @@ impl Rollouts {
             pushed_at: why.pushed_at,
         };
         self.start_apply(apply);
+    }
+
+    /// The scan gate (`berth.dev/max-severity`): which of `pins` go through, and what to
+    /// record as held for the others. Says what holds once per digest, and creates the
+    /// ImageScans missing. `None` while the ImageScans are not listed yet (a missing one may
+    /// only not be read yet): every gated workload is decided again once they are.
+    fn gate(
+        &mut self,
+        key: &WorkloadKey,
+        pins: Vec<rollout::Pin>,
+        undecided: &[String],
+    ) -> Option<(Vec<rollout::Pin>, Option<String>)> {
+        let t = self.tracked.get(key)?;
+        let Some(max) = t.settings.max_severity else {
+            self.set_waits(key, Vec::new());
+            if let Some(t) = self.tracked.get_mut(key) {
+                t.gate_noted.clear();
+            }
+            return Some((pins, None));
+        };
+        if !self.scans_listed {
+            return None;
+        }
+        let registries = self.registries();
+        let mut allowed = Vec::new();
+        let mut held = Vec::new();
+        let mut waits = Vec::new();
+        let mut missing = Vec::new();
+        for pin in pins {
+            // Planned pins are of images in a known registry.
+            let image = rollout::parse_image(&pin.image).ok();
+            let (registry, path) = image.as_ref().and_then(|i| repo_key(&registries, i)).unwrap_or_default();
+            let verdict = match self.ctx.repository_for_path(&registry, &path) {
+                None => gate::undeclared(&registry, &path),
+                Some(repository) => {
+                    let (namespace, name) = (repository.namespace().unwrap_or_default(), repository.name_any());
+                    let target = gate::Target { namespace: &namespace, repository: &name, digest: &pin.digest };
+                    let scan_key = (namespace.clone(), target.scan_name());
+                    let scan = self.scan(&scan_key);
+                    let verdict = gate::verdict(max, target, scan.as_ref());
+                    if scan.is_some() {
+                        self.creates.remove(&scan_key);
+                    }
+                    if verdict != Verdict::Allow {
+                        if scan.is_none() {
+                            missing.push((scan_key.clone(), repository.clone(), pin.digest.clone()));
+                        }
+                        waits.push((scan_key, scan));
+                    }
+                    verdict
+                }
+            };
+            match verdict {
+                Verdict::Allow => allowed.push(pin),
+                verdict => held.push((pin, verdict)),
+            }
+        }
+        let now = Instant::now();
+        for (scan, repository, digest) in missing {
+            if self.creates.get(&scan).is_none_or(|c| c.retry_at.is_some_and(|at| at <= now)) {
+                self.start_create(scan, repository, digest);
+            }
+        }
+        waits.sort_by(|a, b| a.0.cmp(&b.0));
+        waits.dedup_by(|a, b| a.0 == b.0);
+        self.set_waits(key, waits);
+        let t = self.tracked.get(key)?;
+        let uid = t.uid.clone();
+        let mut entries = gate::kept(t.record.held.as_deref(), undecided);
+        let mut noted: HashMap<String, Verdict> = HashMap::new();
+        let mut tell = Vec::new();
+        for (pin, verdict) in held {
+            let verdict = gate::settle(t.gate_noted.get(&pin.digest), verdict);
+            let (Some((reason, _)), Some(entry)) =
+                (verdict.hold(), gate::held_entry(&pin.container, &pin.digest, &verdict))
+            else {
+                continue;
+            };
+            // Said before: by this replica (in this decision, for another container, or in an
+            // earlier one), or (as the workload records it) by one before it.
+            let reason_of = |v: Option<&Verdict>| v.and_then(Verdict::hold).map(|(r, _)| r);
+            let said = reason_of(t.gate_noted.get(&pin.digest)) == Some(reason)
+                || reason_of(noted.get(&pin.digest)) == Some(reason)
+                || gate::was_held(t.record.held.as_deref(), &entry);
+            if !said && let Some(note) = gate::note(&pin.container, &pin.image, &verdict) {
+                let type_ = if verdict.is_warning() { EventType::Warning } else { EventType::Normal };
+                tell.push((type_, reason, note, verdict.result()));
+            }
+            noted.insert(pin.digest.clone(), verdict);
+            entries.push(entry);
+        }
+        if let Some(t) = self.tracked.get_mut(key) {
+            t.gate_noted = noted;
+        }
+        for (type_, reason, note, result) in tell {
+            if let Some(result) = result {
+                self.ctx.metrics.rollouts.get_or_create(&RolloutLabels { result }).inc();
+            }
+            tracing::info!(workload = %workload_name(key), "{note}");
+            // Each tells of another digest: its own Event, not a repeat of the last one's note.
+            self.spawn_event(key, uid.clone(), (type_, reason), note, true);
+        }
+        Some((allowed, gate::held_annotation(entries)))
+    }
+
+    /// Writes what the scan gate holds (`berth.dev/rollout-held`) when it differs from what the
+    /// workload records, with berth's other annotations and pinned images as they are.
+    fn record_held(&mut self, key: &WorkloadKey, held: Option<String>) {
+        let Some(t) = self.tracked.get(key) else { return };
+        if t.record.held == held {
+            return;
+        }
+        let mut record = t.record.clone();
+        record.held = held;
+        let mut body = rollout::apply_body(key.0, &key.1, &key.2, &t.containers, &[], &record);
+        body["metadata"]["resourceVersion"] = serde_json::json!(t.resource_version);
+        let apply = Apply {
+            key: key.clone(),
+            uid: t.uid.clone(),
+            body,
+            record,
+            pins: Vec::new(),
+            rollback: false,
+            pushed_at: None,
+        };
+        self.start_apply(apply);
+    }
+
+    /// Creates the ImageScan of `digest` in `repository` for a held pin (at most
+    /// `APPLY_CONCURRENCY` writes at a time, with the patches); the result comes back to
+    /// `on_created`.
+    fn start_create(&mut self, scan: ScanKey, repository: Arc<Repository>, digest: String) {
+        let object = new_image_scan(&repository, &digest);
+        let failures = self.creates.get(&scan).map_or(0, |c| c.failures);
+        self.creates.insert(scan.clone(), Create { failures, retry_at: None, repository, digest });
+        let ctx = self.ctx.clone();
+        let permits = self.apply_permits.clone();
+        self.creating.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if !ctx.leader.is_leader() {
+                return (scan, None);
+            }
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+            let result = Api::<ImageScan>::namespaced(ctx.client.clone(), &scan.0).create(&params, &object).await;
+            (scan, Some(result.map(|_| ())))
+        });
+    }
+
+    /// An ImageScan create is done. Created (or there already): the store shows it shortly,
+    /// and its waiting workloads are decided then. Failed: tried again with backoff, and the
+    /// workloads waiting on it are told the first time.
+    fn on_created(&mut self, (scan, result): CreateResult) {
+        let Some(c) = self.creates.get_mut(&scan) else { return };
+        let e = match result {
+            None => {
+                self.creates.remove(&scan);
+                return;
+            }
+            Some(Ok(())) => {
+                c.failures = 0;
+                return;
+            }
+            Some(Err(kube::Error::Api(s))) if s.code == 409 => {
+                c.failures = 0;
+                return;
+            }
+            Some(Err(e)) => e,
+        };
+        c.failures += 1;
+        c.retry_at = Some(Instant::now() + create_backoff(c.failures));
+        let first = c.failures == 1;
+        tracing::warn!(namespace = %scan.0, name = %scan.1, error = %e, "cannot create the ImageScan a rollout waits on");
+        if first {
+            let waiting: Vec<WorkloadKey> =
+                self.waiting.get(&scan).into_iter().flat_map(|w| w.workloads.iter().cloned()).collect();
+            for key in waiting {
+                let uid = self.tracked.get(&key).and_then(|t| t.uid.clone());
+                let note =
+                    format!("cannot create ImageScan {}/{} to scan the image a pin waits on: {e}", scan.0, scan.1);
+                self.spawn_event(&key, uid, (EventType::Warning, gate::SCAN_GATE_UNAVAILABLE), note, false);
+            }
+        }
+    }
+
+    /// Publishes an Event (at most `EVENT_CONCURRENCY` at a time) without waiting for it;
+    /// `distinct`: a new Event, not folded into the series of the last one of that reason.
+    fn spawn_event(
+        &mut self,
+        key: &WorkloadKey,
+        uid: Option<String>,
+        (type_, reason): (EventType, &'static str),
+        note: String,
+        distinct: bool,
+    ) {
+        let ctx = self.ctx.clone();
+        let permits = self.event_permits.clone();
+        let object = Self::object_ref(key, uid);
+        self.events.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if distinct {
+                super::publish_distinct(&ctx, &object, (type_, reason, "Rollout"), note).await;
+            } else {
+                super::publish_about(&ctx, &object, (type_, reason, "Rollout"), note).await;
+            }
+        });
+    }
+
+    /// Creates tried again once their backoff is over, while a pin still waits on them and
+    /// their Repository is still the one they were for.
+    fn create_due(&mut self) {
+        if !self.ctx.leader.is_leader() {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<ScanKey> = self
+            .creates
+            .iter()
+            .filter(|(_, c)| c.retry_at.is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for scan in due {
+            let Some(c) = self.creates.get(&scan) else { continue };
+            let current = self
+                .ctx
+                .repositories
+                .get(&ObjectRef::from_obj(c.repository.as_ref()))
+                .filter(|r| r.uid() == c.repository.uid());
+            match current {
+                Some(repository) if self.waiting.contains_key(&scan) => {
+                    let digest = c.digest.clone();
+                    self.start_create(scan, repository, digest);
+                }
+                _ => {
+                    self.creates.remove(&scan);
+                }
+            }
+        }
+    }
+
+    /// The ImageScans held pins wait on, looked at again: the workloads of each that changed
+    /// (as the gate reads it: phase, counts, failure) are decided again. A scan seen is no
+    /// longer created; one gone is created again by the next decision.
+    async fn check_scans(&mut self) {
+        let now = Instant::now();
+        if now < self.next_scan_check {
+            return;
+        }
+        self.next_scan_check = now + SCAN_CHECK_INTERVAL;
+        if !self.scans_listed || !self.ctx.leader.is_leader() {
+            return;
+        }
+        let keys: Vec<ScanKey> = self.waiting.keys().cloned().collect();
+        let mut decide = HashSet::new();
+        for scan in keys {
+            let current = self.scan(&scan);
+            if current.is_some() {
+                self.creates.remove(&scan);
+            }
+            if let Some(w) = self.waiting.get_mut(&scan)
+                && w.seen != current
+            {
+                w.seen = current;
+                decide.extend(w.workloads.iter().cloned());
+            }
+        }
+        for key in decide {
+            self.decide(&key, Why::default(), None).await;
+        }
+    }
+
+    /// The shared ImageScan store has listed: the gated workloads, held until then, are decided.
+    async fn on_scans_listed(&mut self) {
+        self.scans_listed = true;
+        let keys: Vec<WorkloadKey> = self.gated.iter().cloned().collect();
+        for key in keys {
+            self.decide(&key, Why::default(), None).await;
+        }
     }
 
     /// A tag moved: every follower is decided.
@@ -872,6 +1271,8 @@ impl Rollouts {
             let what = describe(&a.pins);
             let object = Rollouts::object_ref(&a.key, a.uid.clone());
             let event = match &result {
+                // Only the scan gate's record: nothing pinned, nothing to tell.
+                Ok(_) if a.pins.is_empty() => None,
                 Ok(_) => {
                     if let Some(at) = a.pushed_at {
                         let secs = (Timestamp::now().as_millisecond() - at).max(0) as f64 / 1000.0;
@@ -893,6 +1294,10 @@ impl Rollouts {
                 }
                 // Gone: nothing to say. Changed meanwhile: decided again on the new version.
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => None,
+                Err(e) if a.pins.is_empty() => {
+                    tracing::warn!(workload = %workload_name(&a.key), error = %e, "cannot record what the scan gate holds");
+                    None
+                }
                 Err(e) => {
                     ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: "failed" }).inc();
                     tracing::warn!(workload = %workload_name(&a.key), error = %e, "cannot pin");
@@ -1375,17 +1780,31 @@ pub async fn run(
         read_permits: Arc::new(Semaphore::new(LEDGER_READ_CONCURRENCY)),
         apply_permits: Arc::new(Semaphore::new(APPLY_CONCURRENCY)),
         event_permits: Arc::new(Semaphore::new(EVENT_CONCURRENCY)),
+        gated: HashSet::new(),
+        scans_listed: false,
+        waiting: HashMap::new(),
+        next_scan_check: Instant::now(),
+        creates: HashMap::new(),
+        creating: JoinSet::new(),
+        events: JoinSet::new(),
     };
     let mut leadership = state.ctx.leader.subscribe();
     let stop = super::stopped(shutdown);
     tokio::pin!(stop);
+    let scan_store = state.ctx.scans.clone();
+    let scans_listed = async move { scan_store.wait_until_ready().await.is_ok() };
+    tokio::pin!(scans_listed);
+    let mut scans_waited = false;
     loop {
         // Followers do not poll: their due tags would otherwise wake this loop at once, forever.
         let idle = Instant::now() + Duration::from_secs(60);
         let wake = if state.ctx.leader.is_leader() {
             let retry = state.retries.values().map(|(at, _)| *at).min();
+            let create = state.creates.values().filter_map(|c| c.retry_at).min();
+            let check = (!state.waiting.is_empty()).then_some(state.next_scan_check);
             let list = state.list_schedule.next_due();
-            state.schedule.next_due().into_iter().chain(list).chain(retry).min().unwrap_or(idle)
+            let due = state.schedule.next_due().into_iter().chain(list).chain(retry).chain(create).chain(check);
+            due.min().unwrap_or(idle)
         } else {
             idle
         };
@@ -1408,6 +1827,14 @@ pub async fn run(
                 }
             },
             Some(m) = moved.recv() => state.on_moved(m),
+            listed = &mut scans_listed, if !scans_waited => {
+                scans_waited = true;
+                if listed {
+                    state.on_scans_listed().await;
+                }
+            }
+            Some(Ok(c)) = state.creating.join_next(), if !state.creating.is_empty() => state.on_created(c),
+            Some(_) = state.events.join_next(), if !state.events.is_empty() => {}
             Some(Ok(p)) = state.polls.join_next(), if !state.polls.is_empty() => state.on_poll(p).await,
             Some(Ok(l)) = state.lists.join_next(), if !state.lists.is_empty() => state.on_list(l).await,
             Some(Ok(r)) = state.reads.join_next(), if !state.reads.is_empty() => state.on_read(r).await,
@@ -1427,6 +1854,8 @@ pub async fn run(
             _ = tokio::time::sleep_until(wake.into()) => {
                 state.poll_due();
                 state.retry_due().await;
+                state.create_due();
+                state.check_scans().await;
             }
             _ = &mut stop => return,
         }

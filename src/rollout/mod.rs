@@ -1,15 +1,18 @@
 //! Digest-pinned rollouts, the pure part: which workloads opted in and how, what their images
 //! refer to, which container images to pin to which digest, when to roll back, what the
 //! server-side apply body is, and when to poll a tag or list a repository; which tag a version
-//! policy chooses (`policy`) and its offline preview. No I/O;
+//! policy chooses (`policy`) and its offline preview, and whether a pin passes the scan gate
+//! (`gate`). No I/O;
 //! `controllers::rollout` reads workloads and digests, calls these, and applies the result.
 
+pub mod gate;
 mod namespaces;
 pub mod policy;
 pub mod preview;
 mod record;
 mod schedule;
 
+pub use gate::{HELD_ANNOTATION, MAX_SEVERITY_ANNOTATION, MaxSeverity};
 pub use namespaces::{WatchChanges, WatchKey, watch_changes};
 pub use policy::{Candidate, Policy};
 pub use record::{
@@ -159,6 +162,9 @@ pub struct Settings {
     pub containers: Option<Vec<String>>,
     pub poll_interval: Duration,
     pub auto_rollback: bool,
+    /// `berth.dev/max-severity`: a new digest is pinned only once its scan is complete with no
+    /// finding above this (see [`gate`]); `None`: not gated.
+    pub max_severity: Option<MaxSeverity>,
 }
 
 /// Reads a workload's annotations: `Ok(None)` when it did not opt in, `Err` with a message for a
@@ -195,7 +201,12 @@ pub fn parse_settings(annotations: &BTreeMap<String, String>) -> Result<Option<S
         Some("auto") => true,
         Some(other) => return Err(format!("{ROLLBACK_ANNOTATION} must be \"auto\" or \"off\", got {other:?}")),
     };
-    Ok(Some(Settings { policy, containers, poll_interval, auto_rollback }))
+    // Malformed, the workload is left alone rather than rolled out ungated.
+    let max_severity = match annotations.get(MAX_SEVERITY_ANNOTATION) {
+        None => None,
+        Some(text) => Some(MaxSeverity::parse(text).map_err(|e| format!("{MAX_SEVERITY_ANNOTATION}: {e}"))?),
+    };
+    Ok(Some(Settings { policy, containers, poll_interval, auto_rollback, max_severity }))
 }
 
 fn valid_container_name(n: &str) -> bool {
@@ -258,6 +269,10 @@ pub struct Plan {
     /// it picks, or for `newest-pushed` every matching tag (push times are kept by digest).
     /// Asked of the registry once each, then decided again.
     pub resolve: Vec<ImageRef>,
+    /// Followed containers the plan could not decide for yet (their tag's digest, the
+    /// repository's listing or a lookup is not known): what berth recorded for them (a hold of
+    /// the scan gate) stands until they are decided.
+    pub undecided: Vec<String>,
 }
 
 /// Which containers to pin. A container is followed when it is selected (or no selection was
@@ -305,8 +320,11 @@ pub fn plan_since(
             continue;
         }
         let pin = if settings.policy.is_version() {
-            version_pin(c, &image, &settings.policy, digests, (bad, pinned_before_ms), &mut out.resolve)
+            version_pin(c, &image, &settings.policy, digests, (bad, pinned_before_ms), &mut out)
         } else {
+            if digests.current(&image).is_none() {
+                out.undecided.push(c.name.clone());
+            }
             digest_pin(c, &image, digests, bad)
         };
         out.pins.extend(pin);
@@ -341,9 +359,18 @@ fn version_pin(
     policy: &Policy,
     digests: &impl Digests,
     (bad, pinned_before_ms): (&[String], Option<i64>),
-    resolve: &mut Vec<ImageRef>,
+    out: &mut Plan,
 ) -> Option<Pin> {
-    let mut candidates = digests.candidates(image)?;
+    let Some(mut candidates) = digests.candidates(image) else {
+        out.undecided.push(c.name.clone());
+        return None;
+    };
+    let mut resolve = |image: ImageRef| {
+        out.resolve.push(image);
+        if out.undecided.last() != Some(&c.name) {
+            out.undecided.push(c.name.clone());
+        }
+    };
     candidates.retain(|c| c.digest.as_ref().is_none_or(|d| !bad.contains(d)));
     if let (Policy::NewestPushed(_), Some(running), Some(bound)) = (policy, image.tag.as_deref(), pinned_before_ms) {
         match candidates.iter_mut().find(|c| c.tag == running) {
@@ -364,7 +391,7 @@ fn version_pin(
             .map(|c| image.with_tag(&c.tag))
             .collect();
         if !unknown.is_empty() {
-            resolve.extend(unknown);
+            unknown.into_iter().for_each(&mut resolve);
             return None;
         }
     }
@@ -374,7 +401,7 @@ fn version_pin(
         return None; // kept: the running tag is no longer listed, and nothing is above it
     }
     let Some(digest) = selection.digest else {
-        resolve.push(image.with_tag(&tag));
+        resolve(image.with_tag(&tag));
         return None;
     };
     if image.tag.as_deref() == Some(tag.as_str()) && image.digest.as_deref() == Some(digest.as_str()) {
@@ -383,7 +410,7 @@ fn version_pin(
     // A pin writes what the registry says now: a digest read before the last listing (the tag
     // may have been pushed again since) is asked for again first.
     if !digests.fresh(&image.with_tag(&tag)) {
-        resolve.push(image.with_tag(&tag));
+        resolve(image.with_tag(&tag));
         return None;
     }
     Some(Pin {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Container, Pin, parse_image, valid_tag};
+use super::{Container, HELD_ANNOTATION, Pin, parse_image, valid_tag};
 
 /// `container=digest,...`: the digest each followed container is pinned to.
 pub const DIGEST_ANNOTATION: &str = "berth.dev/digest";
@@ -34,6 +34,9 @@ pub struct Record {
     pub pinned_at: Option<String>,
     pub bad: Vec<String>,
     pub pinned_generation: Option<i64>,
+    /// What the scan gate holds (`berth.dev/rollout-held`), as written: berth only compares it
+    /// with what it would write now, and writes that.
+    pub held: Option<String>,
 }
 
 fn is_digest(d: &str) -> bool {
@@ -79,6 +82,7 @@ impl Record {
                 .map(|t| t.split(',').map(str::trim).filter(|d| is_digest(d)).map(String::from).collect())
                 .unwrap_or_default(),
             pinned_generation: annotations.get(PINNED_GENERATION_ANNOTATION).and_then(|g| g.trim().parse().ok()),
+            held: annotations.get(HELD_ANNOTATION).cloned(),
         }
     }
 
@@ -102,6 +106,9 @@ impl Record {
         }
         if let Some(g) = self.pinned_generation {
             a.insert(PINNED_GENERATION_ANNOTATION.to_string(), g.to_string());
+        }
+        if let Some(h) = &self.held {
+            a.insert(HELD_ANNOTATION.to_string(), h.clone());
         }
         a
     }

@@ -61,7 +61,8 @@ fn settings_come_from_annotations() {
             policy: Policy::Digest,
             containers: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
-            auto_rollback: false
+            auto_rollback: false,
+            max_severity: None,
         }
     );
     let s = parse_settings(&ann(&[
@@ -87,6 +88,8 @@ fn malformed_annotations_say_what_is_wrong() {
         (vec![(ROLLOUT_ANNOTATION, "digest"), (POLL_INTERVAL_ANNOTATION, "soon")], "poll-interval"),
         (vec![(ROLLOUT_ANNOTATION, "digest"), (POLL_INTERVAL_ANNOTATION, "1s")], "at least"),
         (vec![(ROLLOUT_ANNOTATION, "digest"), (ROLLBACK_ANNOTATION, "yes")], "\"auto\" or \"off\""),
+        (vec![(ROLLOUT_ANNOTATION, "digest"), (MAX_SEVERITY_ANNOTATION, "severe")], "berth.dev/max-severity: "),
+        (vec![(ROLLOUT_ANNOTATION, "semver:~1.4"), (MAX_SEVERITY_ANNOTATION, "")], "is not a severity"),
     ];
     for (pairs, expected) in cases {
         let err = parse_settings(&ann(&pairs)).unwrap_err();
@@ -123,6 +126,7 @@ fn plans_pin_followed_containers_to_the_new_digest_only() {
         containers: None,
         poll_interval: DEFAULT_POLL_INTERVAL,
         auto_rollback: false,
+        max_severity: None,
     };
     let containers = vec![
         container("app", &format!("r:5000/t/app:stable@{}", d('a')), false),
@@ -199,6 +203,7 @@ fn a_tag_pulled_by_several_names_is_one_tag_and_each_pin_keeps_its_name() {
         containers: None,
         poll_interval: DEFAULT_POLL_INTERVAL,
         auto_rollback: false,
+        max_severity: None,
     };
     let containers = vec![
         container("by-port", &format!("127.0.0.1:30500/team/app:stable@{}", d('a')), false),
@@ -230,6 +235,7 @@ fn never_back_to_an_older_digest() {
         containers: None,
         poll_interval: DEFAULT_POLL_INTERVAL,
         auto_rollback: false,
+        max_severity: None,
     };
     let running_newer = vec![container("app", &format!("r:5000/t/app:stable@{}", d('b')), false)];
     assert!(plan(&running_newer, &settings, |_| true, &known, &[]).pins.is_empty());
@@ -281,6 +287,37 @@ fn the_record_round_trips_through_annotations_and_ignores_garbage() {
 }
 
 #[test]
+fn the_scan_gate_is_opt_in_for_every_policy() {
+    let s = parse_settings(&ann(&[(ROLLOUT_ANNOTATION, "digest")])).unwrap().unwrap();
+    assert_eq!(s.max_severity, None, "not gated unless asked");
+    for policy in ["digest", "semver:~1.4", "newest-pushed:^v"] {
+        let s =
+            parse_settings(&ann(&[(ROLLOUT_ANNOTATION, policy), (MAX_SEVERITY_ANNOTATION, "High")])).unwrap().unwrap();
+        assert_eq!(s.max_severity, Some(MaxSeverity(Some(crate::scanning::Severity::High))), "{policy}");
+    }
+    let s =
+        parse_settings(&ann(&[(ROLLOUT_ANNOTATION, "digest"), (MAX_SEVERITY_ANNOTATION, "none")])).unwrap().unwrap();
+    assert_eq!(s.max_severity, Some(MaxSeverity(None)), "None: no finding allowed, not \"no gate\"");
+    // Without the rollout annotation berth does not roll the workload out at all.
+    assert_eq!(parse_settings(&ann(&[(MAX_SEVERITY_ANNOTATION, "High")])).unwrap(), None);
+}
+
+#[test]
+fn the_hold_is_kept_with_berths_other_annotations_and_goes_when_cleared() {
+    let mut r = Record::default().pinned(&[pin("app", &d('b'), Some(&d('a')))], "T1", None);
+    r.held = Some(format!("app={}: waiting for ImageScan a/b", d('c')));
+    let annotations = r.to_annotations();
+    assert_eq!(annotations.get(HELD_ANNOTATION), r.held.as_ref());
+    assert_eq!(Record::from_annotations(&annotations), r);
+    let body = apply_body(Kind::Deployment, "ns", "web", &[], &[], &r);
+    assert_eq!(body["metadata"]["annotations"][HELD_ANNOTATION], serde_json::json!(r.held));
+    r.held = None;
+    let body = apply_body(Kind::Deployment, "ns", "web", &[], &[], &r);
+    assert!(body["metadata"]["annotations"].get(HELD_ANNOTATION).is_none(), "left out: the apply removes it");
+    assert_eq!(body["metadata"]["annotations"][DIGEST_ANNOTATION], serde_json::json!(format!("app={}", d('b'))));
+}
+
+#[test]
 fn rollback_returns_to_the_previous_digest_and_marks_the_bad_one() {
     let running = vec![
         container("app", &format!("r:5000/team/app:stable@{}", d('b')), false),
@@ -302,6 +339,7 @@ fn rollback_returns_to_the_previous_digest_and_marks_the_bad_one() {
         containers: None,
         poll_interval: DEFAULT_POLL_INTERVAL,
         auto_rollback: true,
+        max_severity: None,
     };
     let tags = Known([("r:5000/team/app:stable".to_string(), d('b'))].into(), BTreeMap::new());
     assert!(plan(&rolled, &s, |_| true, &tags, &next.bad).pins.is_empty());
@@ -409,6 +447,7 @@ fn versioned(policy: &str) -> Settings {
         containers: None,
         poll_interval: DEFAULT_POLL_INTERVAL,
         auto_rollback: false,
+        max_severity: None,
     }
 }
 
@@ -439,6 +478,40 @@ fn a_version_policy_pins_the_picked_tag_with_its_digest_and_remembers_the_tag_it
     assert_eq!(plan.resolve, vec![parse_image("r:5000/t/app:v1.4.3").unwrap()]);
     // A digest marked bad is left out: the next best stands, here the running one.
     assert_eq!(plan_of(&running, "semver:~1.4", &repo, &[d('b')]), Plan::default());
+}
+
+#[test]
+fn plans_name_the_containers_they_cannot_decide_for_yet() {
+    // `digest`: a tag whose digest berth has not read yet is undecided; one it has read is
+    // decided, pinned or not.
+    let known = Known([("r:5000/t/app:stable".to_string(), d('b'))].into(), BTreeMap::new());
+    let containers = vec![
+        container("app", &format!("r:5000/t/app:stable@{}", d('b')), false),
+        container("side", "r:5000/t/side:v1", false),
+        container("other", "elsewhere.example/x:v1", false),
+    ];
+    let first = plan(&containers, &versioned("digest"), |h| h == "r:5000", &known, &[]);
+    assert_eq!(first.undecided, vec!["side".to_string()], "a host berth does not know is not followed");
+    assert!(first.pins.is_empty());
+    let moved = Known([("r:5000/t/app:stable".to_string(), d('c'))].into(), BTreeMap::new());
+    let pinned = plan(&containers[..1], &versioned("digest"), |_| true, &moved, &[]);
+    assert_eq!((pinned.pins.len(), pinned.undecided.len()), (1, 0));
+
+    // A version policy: a lookup it asks for (once named, however many) leaves it undecided;
+    // a listing with nothing to move to decides it.
+    let running = vec![container("app", &format!("r:5000/t/app:v1.4.2@{}", d('a')), false)];
+    let unresolved = listed(vec![("v1.4.2", Some(d('a')), None), ("v1.4.3", None, None)]);
+    assert_eq!(plan_of(&running, "semver:~1.4", &unresolved, &[]).undecided, vec!["app".to_string()]);
+    let half = listed(vec![("nightly-1", None, None), ("nightly-2", None, None)]);
+    let nightly = vec![container("app", "r:5000/t/app:nightly-1", false)];
+    let asking = plan_of(&nightly, "newest-pushed:^nightly-", &half, &[]);
+    assert_eq!((asking.resolve.len(), asking.undecided), (2, vec!["app".to_string()]));
+    let not_listed = plan(&running, &versioned("semver:~1.4"), |_| true, &known, &[]);
+    assert_eq!(not_listed.undecided, vec!["app".to_string()], "the repository is not listed yet");
+    let stale = Listed(vec![("v1.4.3", Some(d('b')), None)], vec!["v1.4.3"], vec![]);
+    assert_eq!(plan_of(&running, "semver:~1.4", &stale, &[]).undecided, vec!["app".to_string()], "asked again first");
+    let same = listed(vec![("v1.4.2", Some(d('a')), None)]);
+    assert!(plan_of(&running, "semver:~1.4", &same, &[]).undecided.is_empty());
 }
 
 fn plan_of(containers: &[Container], policy: &str, repo: &Listed, bad: &[String]) -> Plan {
