@@ -61,7 +61,8 @@ pub struct TokenLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
-    /// `pinned`, `rolled_back`, `paused` (skipped: the Deployment is paused) or `failed`.
+    /// `pinned`, `rolled_back`, `paused` (skipped: the Deployment is paused), `failed`, or for
+    /// the scan gate `held` (waiting for a scan) and `refused` (findings above the threshold).
     pub result: &'static str,
 }
 

@@ -519,3 +519,95 @@ async fn an_oci_artifact_in_the_registry_is_the_data_source() {
 fn scan_ids_of(status: &berth::api::ImageScanStatus) -> BTreeSet<String> {
     status.findings.iter().map(|f| f.id.clone()).collect()
 }
+
+/// The rollout gate: a workload annotated `berth.dev/max-severity` moves to a new digest only
+/// once its scan is Complete with nothing above the threshold; a refused digest is reported
+/// (Warning Event, `berth.dev/rollout-held`) and never pinned; raising the threshold lets it in.
+#[tokio::test]
+async fn the_rollout_gate_holds_until_scanned_and_refuses_findings_above_the_threshold() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let db = data().join("osv-db");
+    let mut env = Env::with_args(
+        "scan-gate",
+        true,
+        &["--repository-poll-interval", "1h", "--vulnerability-data", db.to_str().unwrap()],
+    )
+    .await;
+    env.ns.enable_rollouts(true).await;
+    // No scanning rule, no scanOnPush: the gate asks for the scans it needs.
+    env.create_repository("app", json!({})).await;
+    let path = format!("{}/app", env.ns.name);
+    let image = format!("{}:stable", env.registry.image(&path));
+    // The Go fixture's findings are all UNDEFINED (Go's vulndb gives no severity): under High.
+    let clean = push_fixture(&env, "go-binary", &path, "stable").await;
+    let deployments = Api::<Deployment>::namespaced(env.ns.client.clone(), &env.ns.name);
+    let web: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "annotations": {"berth.dev/rollout": "digest", "berth.dev/max-severity": "High"}},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": image}]}}},
+    }))
+    .unwrap();
+    deployments.create(&Default::default(), &web).await.unwrap();
+    let image_of = |deployments: Api<Deployment>| async move {
+        let d = deployments.get("web").await.unwrap();
+        let annotations = d.metadata.annotations.clone().unwrap_or_default();
+        let image = d.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
+        (image, annotations.get("berth.dev/rollout-held").cloned())
+    };
+    let pinned_clean = format!("{image}@{clean}");
+    eventually(Duration::from_secs(120), "web pinned to the scanned, clean enough image", || {
+        let deployments = deployments.clone();
+        let pinned_clean = pinned_clean.clone();
+        async move {
+            let (image, held) = image_of(deployments).await;
+            if image == pinned_clean && held.is_none() { Ok(()) } else { Err(format!("{image} held {held:?}")) }
+        }
+    })
+    .await;
+    let scan = wait_scan(&env, &clean, "Complete", |s| phase(s) == "Complete").await;
+    assert_eq!(scan.spec.repository_ref.name, "app", "the gate created the scan for the Repository");
+    let events = env.events_for("web").await;
+    assert!(events.iter().any(|e| e.1 == "WaitingForScan"), "it waited for the scan first: {events:?}");
+
+    // An image with a CRITICAL finding is refused; the workload stays where it is.
+    let vulnerable = push_fixture(&env, "npm-node-modules", &path, "stable").await;
+    let held = eventually(Duration::from_secs(120), "the vulnerable image refused", || {
+        let deployments = deployments.clone();
+        let vulnerable = vulnerable.clone();
+        async move {
+            match image_of(deployments).await {
+                (_, Some(held)) if held.contains(&vulnerable) && held.contains("CRITICAL") => Ok(held),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let events = env.events_for("web").await;
+    let refused = events.iter().find(|e| e.1 == "VulnerableImageRefused").unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(refused.0, "Warning");
+    assert!(refused.2.contains(&vulnerable) && refused.2.contains("CRITICAL"), "{refused:?} / {held}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(image_of(deployments.clone()).await.0, pinned_clean, "never pinned to the refused digest");
+
+    // Allowing Critical lets it in.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/max-severity": "Critical"}}})),
+        )
+        .await
+        .unwrap();
+    let pinned_vulnerable = format!("{image}@{vulnerable}");
+    eventually(Duration::from_secs(60), "web pinned once Critical is allowed", || {
+        let deployments = deployments.clone();
+        let pinned = pinned_vulnerable.clone();
+        async move {
+            let (image, held) = image_of(deployments).await;
+            if image == pinned && held.is_none() { Ok(()) } else { Err(format!("{image} held {held:?}")) }
+        }
+    })
+    .await;
+    env.berth.stop();
+}
