@@ -61,13 +61,28 @@ fn scans(env: &Env) -> Api<ImageScan> {
 
 /// The ImageScan of `digest` once `check` holds for it (status as JSON).
 async fn wait_scan(env: &Env, digest: &str, what: &str, check: impl Fn(&Value) -> bool) -> ImageScan {
+    wait_scan_in(env, None, digest, what, check).await
+}
+
+/// The same, in one Repository (an image pushed to two has two scans).
+async fn wait_scan_in(
+    env: &Env,
+    repository: Option<&str>,
+    digest: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> ImageScan {
     let api = scans(env);
     eventually(Duration::from_secs(120), &format!("ImageScan of {digest}: {what}"), || {
         let api = api.clone();
         let check = &check;
         async move {
             let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-            let scan = list.items.into_iter().find(|s| s.spec.digest == digest).ok_or("no ImageScan yet")?;
+            let scan = list
+                .items
+                .into_iter()
+                .find(|s| s.spec.digest == digest && repository.is_none_or(|r| s.spec.repository_ref.name == r))
+                .ok_or("no ImageScan yet")?;
             let status = serde_json::to_value(&scan.status).unwrap();
             if check(&status) { Ok(scan) } else { Err(status.to_string().chars().take(1500).collect()) }
         }
@@ -258,13 +273,15 @@ async fn continuous_scans_follow_the_data_and_manual_scans_wait_to_be_asked() {
         env.create_repository(repo, json!({})).await;
     }
     let live = push_fixture(&env, "go-binary", &format!("{}/live", env.ns.name), "v1").await;
-    let once = push_fixture(&env, "go-binary", &format!("{}/once", env.ns.name), "v1").await;
-    assert_eq!(live, once);
-    for repo in ["live", "once"] {
-        env.wait_repo(repo, "one scan", |s| s["scans"]["complete"] == 1).await;
-    }
+    // OnPush: one image the data covers (npm), one it does not (Go).
+    let once = push_fixture(&env, "npm-node-modules", &format!("{}/once", env.ns.name), "npm").await;
+    let once_go = push_fixture(&env, "go-binary", &format!("{}/once", env.ns.name), "go").await;
+    env.wait_repo("live", "one scan", |s| s["scans"]["complete"] == 1).await;
+    env.wait_repo("once", "two scans", |s| s["scans"]["complete"] == 2).await;
+    let once_first = wait_scan(&env, &once, "Complete", |s| phase(s) == "Complete").await.status.unwrap();
+    assert!(!once_first.findings.is_empty());
     // Only npm data: the Go packages are named as not checked, not reported clean.
-    let first = wait_scan(&env, &live, "Complete", |s| phase(s) == "Complete").await;
+    let first = wait_scan_in(&env, Some("live"), &live, "Complete", |s| phase(s) == "Complete").await;
     let status = first.status.clone().unwrap();
     assert!(status.findings.is_empty());
     assert_eq!(status.ecosystems_without_data, vec!["Go".to_string()]);
@@ -293,16 +310,15 @@ async fn continuous_scans_follow_the_data_and_manual_scans_wait_to_be_asked() {
     assert_eq!(env.berth.metric(requests).await, before, "a re-match reads no layer");
     let events = env.events_for(&rematched.name_any()).await;
     assert!(events.iter().any(|e| e.1 == "FindingsChanged"), "{events:?}");
-    // OnPush scanned once: its findings are those of the data it was scanned with.
-    let once_scan = scans(&env)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|s| s.spec.repository_ref.name == "once")
-        .unwrap();
-    assert!(once_scan.status.as_ref().unwrap().findings.is_empty(), "OnPush does not follow the data");
+    // OnPush scanned once: an image the data covered keeps the findings of the data it was
+    // scanned with; one whose Go packages could not be checked is checked now that Go is there.
+    let once_go = wait_scan_in(&env, Some("once"), &once_go, "OnPush, its Go packages checked now", |s| {
+        phase(s) == "Complete" && s["ecosystemsWithoutData"].is_null() && !s["findings"].is_null()
+    })
+    .await;
+    assert_eq!(scan_ids(&once_go), cli_ids(&reference));
+    let once_now = wait_scan(&env, &once, "Complete", |s| phase(s) == "Complete").await.status.unwrap();
+    assert_eq!(once_now.vulnerability_data, once_first.vulnerability_data, "OnPush does not follow the data");
 
     // Manual: nothing until asked.
     let ask = push_fixture(&env, "npm-node-modules", &format!("{}/ask", env.ns.name), "v1").await;

@@ -68,13 +68,16 @@ pub struct ImageScanStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Where the scan is: `Pending`, `InProgress`, `Complete`, `Failed` or `UnsupportedImage`.
     #[serde(default)]
     pub phase: ScanPhase,
     /// Why the scan failed or is unsupported (`InvalidLayer`, `NoVulnerabilityData`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The image manifest scanned: the digest itself, or the linux/amd64 image of an index.
@@ -113,6 +116,10 @@ pub struct ImageScanStatus {
     /// those packages were not checked (`Go` when only Debian data is loaded, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ecosystems_without_data: Vec<String>,
+    /// Attempts at the scan under way or last interrupted: a scan interrupted this many times
+    /// (berth stopped or was killed while reading the image) fails with `ScanInterrupted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
     /// Files the scan did not read because they were over a size cap (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
@@ -127,11 +134,16 @@ pub struct ScanFinding {
     /// Other ids of the same issue (CVE ids among them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// The affected package, as its ecosystem names it.
     pub package: String,
+    /// Its OSV ecosystem (`Go`, `npm`, `Debian:12`, ...).
     pub ecosystem: String,
+    /// The version in the image.
     pub installed_version: String,
+    /// The lowest version that fixes it on the installed version's branch, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_version: Option<String>,
+    /// `CRITICAL`, `HIGH`, `MEDIUM`, `LOW`, `INFORMATIONAL` or `UNDEFINED`.
     pub severity: String,
 }
 
@@ -139,7 +151,9 @@ pub struct ScanFinding {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VulnerabilityDataRef {
+    /// A digest over the data's archives: the same data, the same version.
     pub version: String,
+    /// The newest `modified` time of its records (RFC 3339): how current it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
 }
@@ -150,14 +164,12 @@ pub struct VulnerabilityDataRef {
 pub struct SbomRef {
     /// The referrer manifest's digest.
     pub digest: String,
+    /// Its `artifactType` (`application/vnd.cyclonedx+json`).
     pub artifact_type: String,
 }
 
 /// The annotation that asks for a scan now (on an ImageScan: that image; on a Repository: every
 /// tagged image). Any new value is a new request; the value answered is kept in status.
 pub const SCAN_ANNOTATION: &str = "berth.dev/scan";
-/// On an ImageScan: the Repository's `berth.dev/scan` request berth last passed on to it, so a
-/// request is passed on once and a later one made on the ImageScan itself stands.
-pub const SCAN_FROM_REPOSITORY_ANNOTATION: &str = "berth.dev/scan-from-repository";
 /// The label on every ImageScan naming its Repository.
 pub const SCAN_REPOSITORY_LABEL: &str = "berth.dev/repository";

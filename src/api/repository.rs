@@ -128,12 +128,13 @@ pub struct RepositoryStatus {
     /// Times berth restored a tag that was pushed over on this Immutable repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutable_tag_restores: Option<i64>,
-    /// The latest scans of the repository's tagged images, when it is scanned.
+    /// The latest scans of the repository's images (those the registry still has), when it is
+    /// scanned. Written apart from the rest of status, as scans finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scans: Option<ScanSummary>,
 }
 
-/// What the latest scans of a repository's tagged images found.
+/// What the latest scans of a repository's images found.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanSummary {
@@ -141,14 +142,16 @@ pub struct ScanSummary {
     /// rules and `scanOnPush`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<String>,
-    /// Tagged images with a Complete scan.
+    /// Images with a Complete scan.
     pub complete: i64,
-    /// Tagged images waiting for, or in, a scan.
+    /// Images waiting for, or in, a scan.
     pub pending: i64,
-    /// Tagged images whose scan failed or that cannot be scanned.
+    /// Images whose scan failed or that cannot be scanned.
     pub failed: i64,
-    /// Findings per severity over the tagged images' scans (a finding in two images counts
-    /// twice).
+    /// The Repository's `berth.dev/scan` request last passed on to its images' scans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    /// Findings per severity over the images' scans (a finding in two images counts twice).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub finding_severity_counts: std::collections::BTreeMap<String, i64>,
 }

@@ -38,7 +38,7 @@ use crate::{
     },
     metrics::{ControllerLabels, ErrorLabels, ExpiredLabels},
     registry::{Backend, Deleted, Descriptor, is_index},
-    repository::ledger,
+    repository::{ledger, tags::is_referrer_tag},
     workloads,
 };
 
@@ -125,7 +125,9 @@ pub fn unchanged(
 }
 
 /// The images to evaluate: one per tagged digest (an index stands for its children), plus the
-/// untagged digests the ledger knows that are not children of a tagged index. Pure.
+/// untagged digests the ledger knows that are not children of a tagged index. A referrers index
+/// (tag `sha256-<hex>`: the SBOMs and signatures of an image) and what it lists are not images:
+/// never counted, never expired. Pure.
 pub fn images_for_evaluation(
     tags: &BTreeMap<String, Descriptor>,
     children: &HashMap<String, Vec<String>>,
@@ -133,7 +135,12 @@ pub fn images_for_evaluation(
     now_ms: i64,
 ) -> Vec<Image> {
     let mut by_digest: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut referrer_indexes: BTreeSet<&str> = BTreeSet::new();
     for (tag, d) in tags {
+        if is_referrer_tag(tag) {
+            referrer_indexes.insert(d.digest.as_str());
+            continue;
+        }
         by_digest.entry(d.digest.as_str()).or_default().push(tag.clone());
     }
     let child_digests: BTreeSet<&str> = children.values().flatten().map(String::as_str).collect();
@@ -142,7 +149,7 @@ pub fn images_for_evaluation(
         by_digest.into_iter().map(|(d, tags)| Image { digest: d.to_string(), tags, pushed_at_ms: time(d) }).collect();
     let tagged: BTreeSet<String> = images.iter().map(|i| i.digest.clone()).collect();
     for d in pushed.keys() {
-        if !tagged.contains(d) && !child_digests.contains(d.as_str()) {
+        if !tagged.contains(d) && !child_digests.contains(d.as_str()) && !referrer_indexes.contains(d.as_str()) {
             images.push(Image { digest: d.clone(), tags: vec![], pushed_at_ms: time(d) });
         }
     }
@@ -383,7 +390,12 @@ async fn run_in(
         .map_err(|e| NotReady::new("ListFailed", format!("reading an index failed: {e}")))?;
     let stored = ledger::load(&ctx.client, repo).await.map_err(kube_err)?;
     let now = Timestamp::now().as_millisecond();
-    let images = images_for_evaluation(&tags, &children, &stored.ledger.pushed, now);
+    // The SBOMs berth attached are artifacts about images, not images: never expired on their
+    // own (on a registry with the referrers API they are untagged manifests).
+    let sboms = super::scan::sboms_of(ctx, repo);
+    let pushed: BTreeMap<String, i64> =
+        stored.ledger.pushed.iter().filter(|(d, _)| !sboms.contains(*d)).map(|(d, t)| (d.clone(), *t)).collect();
+    let images = images_for_evaluation(&tags, &children, &pushed, now);
     let decisions = lifecycle::evaluate(parsed, &images, now);
     let protected = protected_digests(in_use, &target.hosts, &target.path, &tags, &stored.ledger.pushed, &children);
 
@@ -730,6 +742,19 @@ mod tests {
         // In use now, or pushed again since the run began.
         assert!(!unchanged("d1", &listed, &listed, &[("d1".to_string(), BTreeSet::new())].into(), |_| false));
         assert!(!unchanged("d1", &listed, &listed, &none, |d| d == "d1"));
+    }
+
+    #[test]
+    fn referrers_indexes_and_what_they_list_are_not_images() {
+        let referrers = format!("sha256-{}", "a".repeat(64));
+        let tags: BTreeMap<String, Descriptor> =
+            [(referrers.clone(), desc("ridx", INDEX)), ("v1".to_string(), desc("d1", MANIFEST))].into();
+        let children: HashMap<String, Vec<String>> = [("ridx".to_string(), vec!["sbom".to_string()])].into();
+        let pushed: BTreeMap<String, i64> =
+            [("ridx".to_string(), 9), ("sbom".to_string(), 9), ("d1".to_string(), 1)].into();
+        let images = images_for_evaluation(&tags, &children, &pushed, 100);
+        let digests: Vec<&str> = images.iter().map(|i| i.digest.as_str()).collect();
+        assert_eq!(digests, vec!["d1"], "neither the index nor the SBOM it lists is an image");
     }
 
     #[test]

@@ -110,6 +110,12 @@ impl Error {
     }
 }
 
+/// Whether a failure with this reason may pass by itself (the registry is down, slow or
+/// refusing for now): worth trying again soon, with backoff.
+pub fn transient(reason: &str) -> bool {
+    matches!(reason, "RegistryUnreachable" | "TLSError" | "RegistryError" | "Unauthorized")
+}
+
 /// Why an object is not Ready: a reason for the condition (and metric label) and a message a
 /// person can act on. Every controller reports its problems in this shape.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -93,13 +93,9 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
         Ok(o) => {
             let images: BTreeSet<&str> = o.tags.values().map(|d| d.digest.as_str()).collect();
             let tagged: BTreeMap<String, String> = o.tags.iter().map(|(t, d)| (t.clone(), d.digest.clone())).collect();
-            let scans = match target(repo, ctx) {
-                Ok(t) => super::scan::sync(repo, ctx, &t, &tagged, &o.known).await,
-                Err(e) => Err(e),
-            };
-            let (scans, scan_problem) = match scans {
-                Ok(summary) => (summary, None),
-                Err(e) => (previous.scans.clone(), Some(e)),
+            let scan_problem = match target(repo, ctx) {
+                Ok(t) => super::scan::sync(repo, ctx, &t, &tagged, &o.known).await.err(),
+                Err(e) => Some(e),
             };
             let ready = match (o.unrestored.first(), scan_problem) {
                 (Some(first), _) => conditions::ready(false, "TagRestoreFailed", first.clone(), generation),
@@ -125,7 +121,8 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 last_pushed_at: o.last_pushed_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()).map(Time),
                 // From the ledger, the source of truth, not added to a cached status.
                 immutable_tag_restores: (o.restores > 0).then_some(o.restores),
-                scans,
+                // Written by the scans' own path (see write_status).
+                scans: previous.scans.clone(),
             };
             let requeue = if o.unrestored.is_empty() {
                 ctx.settings.repository_poll_interval
@@ -169,6 +166,12 @@ async fn write_status(
 ) -> Result<(), Error> {
     if &status == previous {
         return Ok(());
+    }
+    // `status.scans` has its own field manager (the scan summary, written as scans finish):
+    // left out here, so a reconcile that read an older summary cannot put it back.
+    let mut status = serde_json::to_value(&status).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    if let Some(fields) = status.as_object_mut() {
+        fields.remove("scans");
     }
     let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Repository", "status": status});
     api(ctx, repo)

@@ -5,7 +5,7 @@
 //! matched again from a kept inventory when the data changes, without reading layers again.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -23,8 +23,8 @@ use serde_json::json;
 use super::{Context, Error, NotReady, publish_about, target::target};
 use crate::{
     api::{
-        ImageScan, ImageScanStatus, Repository, SCAN_ANNOTATION, SCAN_FROM_REPOSITORY_ANNOTATION, SbomRef,
-        ScanFrequency, ScanPhase, VulnerabilityDataRef,
+        ImageScan, ImageScanStatus, Repository, SCAN_ANNOTATION, SbomRef, ScanFrequency, ScanPhase, ScanSummary,
+        VulnerabilityDataRef,
     },
     conditions,
     metrics::{ControllerLabels, ErrorLabels, ScanLabels},
@@ -33,7 +33,7 @@ use crate::{
         Inventory,
         data::{Loaded, State},
         inventory, layers, matching,
-        plan::{self, Work},
+        plan::{self, DataAt, Work},
         report, sbom,
     },
 };
@@ -45,12 +45,12 @@ pub const CONCURRENCY: u16 = 2;
 const MAX_LAYERS: usize = 256;
 /// A scan that failed for want of data or a registry answer is tried again after this.
 const RETRY: Duration = Duration::from_secs(30);
-/// Inventories kept for re-matching.
-const KEPT_INVENTORIES: usize = 256;
+/// Bytes of inventories kept for re-matching (an estimate: their strings).
+const KEPT_INVENTORY_BYTES: usize = 64 << 20;
 
 /// Inventories of scanned images by manifest digest, so a `Continuous` re-match needs no
-/// layers. Bounded; the oldest goes first. An inventory is a pure function of the image, so an
-/// entry never goes stale.
+/// layers. Bounded in bytes; the least recently used goes first. An inventory is a pure function
+/// of the image, so an entry never goes stale.
 #[derive(Default)]
 pub struct Inventories {
     kept: Mutex<Kept>,
@@ -58,24 +58,60 @@ pub struct Inventories {
 
 #[derive(Default)]
 struct Kept {
-    by_digest: HashMap<String, Arc<Inventory>>,
-    /// Digests, oldest first.
+    by_digest: HashMap<String, (Arc<Inventory>, usize)>,
+    /// Digests, least recently used first.
     order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn touch(&mut self, digest: &str) {
+        if let Some(i) = self.order.iter().position(|d| d == digest)
+            && let Some(d) = self.order.remove(i)
+        {
+            self.order.push_back(d);
+        }
+    }
+}
+
+/// What an inventory takes, roughly: its strings and a little per package.
+fn inventory_bytes(inventory: &Inventory) -> usize {
+    inventory
+        .packages
+        .iter()
+        .map(|p| 64 + p.name.len() + p.version.len() + p.ecosystem.len() + p.location.len())
+        .sum::<usize>()
+        + 256
 }
 
 impl Inventories {
     pub fn get(&self, digest: &str) -> Option<Arc<Inventory>> {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).by_digest.get(digest).cloned()
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let found = kept.by_digest.get(digest).map(|(i, _)| i.clone());
+        if found.is_some() {
+            kept.touch(digest);
+        }
+        found
     }
 
     pub fn put(&self, digest: &str, inventory: Arc<Inventory>) {
+        let size = inventory_bytes(&inventory);
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.by_digest.insert(digest.to_string(), inventory).is_none() {
-            kept.order.push_back(digest.to_string());
+        match kept.by_digest.insert(digest.to_string(), (inventory, size)) {
+            Some((_, old)) => {
+                kept.bytes = kept.bytes - old + size;
+                kept.touch(digest);
+            }
+            None => {
+                kept.bytes += size;
+                kept.order.push_back(digest.to_string());
+            }
         }
-        while kept.order.len() > KEPT_INVENTORIES {
-            if let Some(old) = kept.order.pop_front() {
-                kept.by_digest.remove(&old);
+        while kept.bytes > KEPT_INVENTORY_BYTES && kept.order.len() > 1 {
+            if let Some(old) = kept.order.pop_front()
+                && let Some((_, n)) = kept.by_digest.remove(&old)
+            {
+                kept.bytes -= n;
             }
         }
     }
@@ -109,6 +145,10 @@ pub async fn reconcile(scan: Arc<ImageScan>, ctx: Arc<Context>) -> Result<Action
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }
+    // A scan decided before the Registries and Repositories are listed would take a missing
+    // Registry for a deleted one.
+    let _ = ctx.registries.wait_until_ready().await;
+    let _ = ctx.repositories.wait_until_ready().await;
     let labels = ControllerLabels { controller: CONTROLLER };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let started = Instant::now();
@@ -127,10 +167,17 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
         // Its Repository is gone: the garbage collector takes the ImageScan with it.
         return Ok(Action::await_change());
     };
+    if repo.metadata.deletion_timestamp.is_some() {
+        // Its images are being deleted: nothing is read from, or written to, the repository.
+        return Ok(Action::await_change());
+    }
     let previous = scan.status.clone().unwrap_or_default();
     let requested = scan.annotations().get(SCAN_ANNOTATION).cloned();
     let target = match target(&repo, ctx) {
         Ok(t) => t,
+        // A finished scan keeps its findings while the Repository cannot be reached (its
+        // Registry is being replaced, say); only a scan that is to run says why it cannot.
+        Err(_) if previous.phase == ScanPhase::Complete => return Ok(Action::requeue(RETRY)),
         Err(not_ready) => {
             let status = failed(&previous, requested, not_ready.reason, not_ready.message, scan);
             write_status(scan, ctx, &previous, status).await?;
@@ -139,33 +186,44 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
     };
     let frequency = plan::frequency(target.registry.spec.scanning.as_ref(), &target.path, repo.spec.scan_on_push);
     let data = ctx.vulnerabilities.current();
-    let work = plan::work(scan, frequency, data.as_ref().ok().map(|d| d.version.as_str()));
+    let covered: BTreeSet<String> = data.as_ref().map(|d| d.db.info().keys().cloned().collect()).unwrap_or_default();
+    let at = data.as_ref().ok().map(|d| DataAt { version: d.version.as_str(), ecosystems: &covered });
+    let work = plan::work(scan, frequency, at);
     if work == Work::Nothing {
         return Ok(Action::await_change());
     }
     let data = match data {
         Ok(data) => data,
-        Err(message) if matches!(ctx.vulnerabilities.state(), State::Loading) => {
-            // The first load is under way: the scan waits for it (a change of the data
-            // reconciles every scan).
-            let status = ImageScanStatus {
-                phase: ScanPhase::Pending,
-                conditions: conditions::merge(
-                    &previous.conditions,
-                    conditions::ready(false, "WaitingForVulnerabilityData", message, scan.metadata.generation),
-                ),
-                observed_generation: scan.metadata.generation,
-                ..previous.clone()
-            };
-            write_status(scan, ctx, &previous, status).await?;
-            return Ok(Action::requeue(RETRY));
-        }
         Err(message) => {
-            // Never "no findings" for want of data: the scan fails, and says why.
-            let status = failed(&previous, requested, "NoVulnerabilityData", message, scan);
+            let state = ctx.vulnerabilities.state();
+            // During the first load the scan waits; otherwise it fails and says why: never
+            // "no findings" for want of data. A change of the data reconciles every scan.
+            let (status, action) = match state {
+                State::Loading => {
+                    let status = ImageScanStatus {
+                        phase: ScanPhase::Pending,
+                        reason: None,
+                        message: None,
+                        conditions: conditions::merge(
+                            &previous.conditions,
+                            conditions::ready(false, "WaitingForVulnerabilityData", message, scan.metadata.generation),
+                        ),
+                        observed_generation: scan.metadata.generation,
+                        ..previous.clone()
+                    };
+                    (status, Action::requeue(RETRY))
+                }
+                // Only a restart with --vulnerability-data changes this.
+                State::NotConfigured => {
+                    (failed(&previous, requested, "NoVulnerabilityData", message, scan), Action::await_change())
+                }
+                _ => (failed(&previous, requested, "NoVulnerabilityData", message, scan), Action::requeue(RETRY)),
+            };
+            if status.phase == ScanPhase::Failed && previous.phase != ScanPhase::Failed {
+                ctx.metrics.scans.get_or_create(&ScanLabels { result: "failed" }).inc();
+            }
             write_status(scan, ctx, &previous, status).await?;
-            ctx.metrics.scans.get_or_create(&ScanLabels { result: "failed" }).inc();
-            return Ok(Action::requeue(RETRY));
+            return Ok(action);
         }
     };
     let started = Instant::now();
@@ -181,17 +239,41 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
         };
         let before = severity_line(&previous);
         let after = severity_line(&status);
-        write_status(scan, ctx, &previous, status).await?;
+        write_status(scan, ctx, &previous, status.clone()).await?;
         ctx.metrics.scans.get_or_create(&ScanLabels { result: "rematched" }).inc();
         if before != after {
             let note = format!("matched again with newer vulnerability data: {after} (was {before})");
             publish_about(ctx, &scan.object_ref(&()), (EventType::Normal, "FindingsChanged", "Scan"), note).await;
         }
+        summarise(ctx, &repo, &target, scan, status).await;
         return Ok(Action::await_change());
     }
 
+    // An attempt that never finished (berth stopped, or was killed by the image: out of memory,
+    // out of disk) is counted; after a few the image is given up until asked again.
+    let attempts = match previous.phase {
+        ScanPhase::InProgress => previous.attempts.unwrap_or(1) + 1,
+        _ => 1,
+    };
+    if attempts > plan::MAX_ATTEMPTS {
+        let message = format!(
+            "{} attempts to scan this image were interrupted (berth stopped or was killed while reading it: \
+             see its memory and --scan-work-dir space); annotate {SCAN_ANNOTATION} to try again",
+            plan::MAX_ATTEMPTS
+        );
+        let status = ImageScanStatus {
+            attempts: Some(plan::MAX_ATTEMPTS),
+            ..failed(&previous, requested, plan::INTERRUPTED, message.clone(), scan)
+        };
+        write_status(scan, ctx, &previous, status.clone()).await?;
+        ctx.metrics.scans.get_or_create(&ScanLabels { result: "failed" }).inc();
+        publish_about(ctx, &scan.object_ref(&()), (EventType::Warning, "ScanFailed", "Scan"), message).await;
+        summarise(ctx, &repo, &target, scan, status).await;
+        return Ok(Action::await_change());
+    }
     let in_progress = ImageScanStatus {
         phase: ScanPhase::InProgress,
+        attempts: Some(attempts),
         conditions: conditions::merge(
             &previous.conditions,
             conditions::ready(false, "InProgress", "reading the image's layers", scan.metadata.generation),
@@ -274,9 +356,11 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
             (status, Action::await_change())
         }
         Err(Failure::Failed(reason, message)) => {
-            let transient = matches!(reason, "RegistryUnreachable" | "TLSError" | "RegistryError" | "Unauthorized");
-            let action =
-                if transient { Action::requeue(ctx.failure_backoff(&key(scan))) } else { Action::await_change() };
+            let action = if super::transient(reason) {
+                Action::requeue(ctx.failure_backoff(&key(scan)))
+            } else {
+                Action::await_change()
+            };
             (failed(&in_progress, requested, reason, message, scan), action)
         }
     };
@@ -301,11 +385,69 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
     if status.phase == ScanPhase::Complete {
         ctx.clear_failures(&key(scan));
     }
-    write_status(scan, ctx, &in_progress, status).await?;
+    write_status(scan, ctx, &in_progress, status.clone()).await?;
     publish_about(ctx, &scan.object_ref(&()), (type_, reason, "Scan"), note).await;
-    // The Repository's summary follows its scans.
-    let _ = ctx.triggers.repositories.try_send(ObjectRef::from_obj(repo.as_ref()));
+    summarise(ctx, &repo, &target, scan, status).await;
     Ok(action)
+}
+
+/// Writes the Repository's scan summary with this scan's new status (the store may not have it
+/// yet). A failure is logged: the next scan or reconcile writes it again.
+async fn summarise(
+    ctx: &Context,
+    repo: &Repository,
+    target: &super::target::Target,
+    scan: &ImageScan,
+    status: ImageScanStatus,
+) {
+    let mut scans = scans_of(ctx, repo);
+    let this = ImageScan { status: Some(status), ..scan.clone() };
+    match scans.iter_mut().find(|s| s.name_any() == this.name_any()) {
+        Some(slot) => *slot = this,
+        None => scans.push(this),
+    }
+    let frequency = plan::frequency(target.registry.spec.scanning.as_ref(), &target.path, repo.spec.scan_on_push);
+    let requested = repo.status.as_ref().and_then(|s| s.scans.as_ref()).and_then(|s| s.requested.clone());
+    let summary = plan::summary(frequency, requested, scans.iter());
+    if let Err(e) = write_summary(ctx, repo, summary).await {
+        tracing::warn!(repository = %repo.name_any(), error = %e, "cannot write the scan summary");
+    }
+}
+
+/// The ImageScans of a Repository, from the store.
+fn scans_of(ctx: &Context, repo: &Repository) -> Vec<ImageScan> {
+    let namespace = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    ctx.scans
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.spec.repository_ref.name == name)
+        .map(|s| s.as_ref().clone())
+        .collect()
+}
+
+/// The SBOM referrers berth attached to a Repository's images: artifacts, not images, which a
+/// lifecycle policy must not count or expire on their own.
+pub fn sboms_of(ctx: &Context, repo: &Repository) -> BTreeSet<String> {
+    scans_of(ctx, repo).into_iter().filter_map(|s| s.status.and_then(|s| s.sbom).map(|s| s.digest)).collect()
+}
+
+/// The field manager of `status.scans`: apart from the rest of the Repository's status, which
+/// the Repository controller writes, so neither write loses the other's.
+const SUMMARY_MANAGER: &str = "berth-scan-summary";
+
+/// Applies `status.scans` when it changed.
+async fn write_summary(ctx: &Context, repo: &Repository, summary: Option<ScanSummary>) -> Result<(), kube::Error> {
+    let current =
+        ctx.repositories.get(&ObjectRef::from_obj(repo)).and_then(|r| r.status.as_ref().and_then(|s| s.scans.clone()));
+    if current == summary {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Repository", "status": {"scans": summary}});
+    Api::<Repository>::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default())
+        .patch_status(&repo.name_any(), &PatchParams::apply(SUMMARY_MANAGER).force(), &Patch::Apply(patch))
+        .await?;
+    Ok(())
 }
 
 /// `2 CRITICAL, 5 HIGH` or `no findings`.
@@ -457,7 +599,8 @@ async fn read_image(
                     if platforms.is_empty() { "no platforms".to_string() } else { platforms.join(", ") }
                 ))
             })?;
-            manifest = backend.manifest(path, &chosen.digest).await?;
+            let digest = checked_digest(&chosen.digest)?;
+            manifest = backend.manifest(path, digest).await?;
             continue;
         }
         let config_type = doc.config.as_ref().map(|c| c.media_type.as_str()).unwrap_or_default();
@@ -473,11 +616,15 @@ async fn read_image(
         }
         let mut files = layers::Files::default();
         for layer in &doc.layers {
-            if layer.size > limits.layer_bytes {
-                return Err(layers::LayerError::LayerTooLarge { limit: limits.layer_bytes }.into());
+            if layer.size > limits.download_bytes {
+                return Err(
+                    layers::LayerError::DownloadTooLarge { size: layer.size, limit: limits.download_bytes }.into()
+                );
             }
+            let digest = checked_digest(&layer.digest)?;
             let file = TempFile::new(work_dir);
-            backend.blob_to_file(path, &layer.digest, &file.0, limits.layer_bytes).await?;
+            // The manifest's size is a claim: the download is capped as it streams too.
+            backend.blob_to_file(path, digest, &file.0, limits.download_bytes).await?;
             let (media_type, limits, at) = (layer.media_type.clone(), limits.clone(), file.0.clone());
             files = tokio::task::spawn_blocking(move || -> Result<layers::Files, Failure> {
                 let reader = std::io::BufReader::new(
@@ -494,6 +641,16 @@ async fn read_image(
         return Ok((manifest.descriptor, files));
     }
     Err(Failure::Failed("InvalidManifest", "image indexes nested too deep".into()))
+}
+
+/// A digest from a manifest, used in a URL: `sha256:<64 hex>` only (anything else could name a
+/// tag, or another path).
+fn checked_digest(digest: &str) -> Result<&str, Failure> {
+    if crate::registry::is_sha256_digest(digest) {
+        Ok(digest)
+    } else {
+        Err(Failure::Failed("InvalidManifest", format!("the manifest names the digest {digest:?}, not sha256:<hex>")))
+    }
 }
 
 /// The one manifest of an index, or its linux/amd64 one.
@@ -542,10 +699,19 @@ async fn attach_sbom(
             Err(RegistryError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        if let Some(index) =
+        // Another tool may write the same index at the same time (the registry has no
+        // conditional PUT): read it back, and add the referrer again when it was lost.
+        let mut existing = existing;
+        let mut attempts = 0;
+        while let Some(index) =
             sbom::add_to_index(existing.as_deref(), &digest, manifest.len() as u64).map_err(RegistryError::Protocol)?
         {
+            attempts += 1;
+            if attempts > 3 {
+                return Err(RegistryError::Protocol(format!("the referrers index {tag} keeps losing the SBOM")));
+            }
             backend.put_manifest(path, &tag, sbom::INDEX_MEDIA_TYPE, &index).await?;
+            existing = Some(backend.manifest(path, &tag).await?.body);
         }
     }
     Ok(SbomRef { digest, artifact_type: sbom::ARTIFACT_TYPE.to_string() })
@@ -558,66 +724,49 @@ pub fn error_policy(scan: Arc<ImageScan>, error: &Error, ctx: Arc<Context>) -> A
 }
 
 /// What a Repository's reconcile does about its scans: creates the ImageScans its frequency
-/// asks for (and those a `berth.dev/scan` request on the Repository asks for), deletes those
-/// whose image is gone, and returns the summary for its status.
+/// asks for (and, once per new value of its `berth.dev/scan` annotation, asks every tagged
+/// image's scan to run), deletes those whose image is gone, and writes the summary.
 pub async fn sync(
     repo: &Repository,
     ctx: &Context,
     target: &super::target::Target,
-    tagged: &std::collections::BTreeMap<String, String>,
-    present: &std::collections::BTreeSet<String>,
-) -> Result<Option<crate::api::ScanSummary>, NotReady> {
+    tagged: &BTreeMap<String, String>,
+    present: &BTreeSet<String>,
+) -> Result<(), NotReady> {
     let namespace = repo.namespace().unwrap_or_default();
-    let name = repo.name_any();
     let frequency: Option<ScanFrequency> =
         plan::frequency(target.registry.spec.scanning.as_ref(), &target.path, repo.spec.scan_on_push);
-    let scans: Vec<Arc<ImageScan>> = ctx
-        .scans
-        .state()
-        .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.spec.repository_ref.name == name)
-        .collect();
+    let mut scans = scans_of(ctx, repo);
     let existing: Vec<(String, String)> = scans.iter().map(|s| (s.name_any(), s.spec.digest.clone())).collect();
     let mut sync = plan::sync_scans(frequency, tagged, present, &existing);
-    let request = repo.annotations().get(SCAN_ANNOTATION).cloned();
     let api = Api::<ImageScan>::namespaced(ctx.client.clone(), &namespace);
     let kube_err = |e: kube::Error| NotReady::from(&Error::Kube(e));
+    let answered = repo.status.as_ref().and_then(|s| s.scans.as_ref()).and_then(|s| s.requested.clone());
+    // A request on the Repository covers the images it has now, once: images pushed later are
+    // scanned as the frequency says, and a later request on one ImageScan stands.
+    let request = repo.annotations().get(SCAN_ANNOTATION).cloned().filter(|r| Some(r) != answered.as_ref());
     if let Some(request) = &request {
-        // A manual request covers every tagged image: each scan carries the request, and
-        // answers it once.
-        let images: std::collections::BTreeSet<&String> =
+        let images: BTreeSet<&String> =
             tagged.iter().filter(|(t, _)| !plan::is_referrer_tag(t)).map(|(_, d)| d).collect();
         for digest in images {
             match scans.iter().find(|s| &s.spec.digest == digest) {
-                Some(s) if s.annotations().get(SCAN_FROM_REPOSITORY_ANNOTATION) != Some(request) => {
-                    let patch = json!({"metadata": {"annotations": {
-                        SCAN_ANNOTATION: request,
-                        SCAN_FROM_REPOSITORY_ANNOTATION: request,
-                    }}});
+                Some(s) if s.annotations().get(SCAN_ANNOTATION) != Some(request) => {
+                    let patch = json!({"metadata": {"annotations": {SCAN_ANNOTATION: request}}});
                     api.patch(&s.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map_err(kube_err)?;
                 }
                 Some(_) => {}
-                None => {
-                    if !sync.create.contains(digest) {
-                        sync.create.push(digest.clone());
-                    }
-                }
+                None if !sync.create.contains(digest) => sync.create.push(digest.clone()),
+                None => {}
             }
         }
     }
     for digest in &sync.create {
         let mut scan = plan::new_image_scan(repo, digest);
         if let Some(request) = &request {
-            scan.metadata.annotations = Some(
-                [
-                    (SCAN_ANNOTATION.to_string(), request.clone()),
-                    (SCAN_FROM_REPOSITORY_ANNOTATION.to_string(), request.clone()),
-                ]
-                .into(),
-            );
+            scan.metadata.annotations = Some([(SCAN_ANNOTATION.to_string(), request.clone())].into());
         }
         match api.create(&Default::default(), &scan).await {
-            Ok(_) => {}
+            Ok(created) => scans.push(created),
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(kube_err(e)),
         }
@@ -629,6 +778,51 @@ pub async fn sync(
             Err(e) => return Err(kube_err(e)),
         }
     }
-    let tagged_digests = tagged.values().cloned().collect();
-    Ok(plan::summary(frequency, &tagged_digests, scans.iter().map(|s| s.as_ref())))
+    scans.retain(|s| !sync.delete.contains(&s.name_any()));
+    let summary = plan::summary(frequency, request.or(answered), scans.iter());
+    write_summary(ctx, repo, summary).await.map_err(kube_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scanning::Package;
+
+    fn inventory(packages: usize) -> Arc<Inventory> {
+        let package = |i: usize| Package {
+            name: format!("package-{i}"),
+            version: "1.0.0".into(),
+            ecosystem: "npm".into(),
+            source: None,
+            location: "/node_modules".into(),
+        };
+        Arc::new(Inventory { os: None, packages: (0..packages).map(package).collect(), unreadable: vec![] })
+    }
+
+    #[test]
+    fn kept_inventories_are_bounded_in_bytes_and_the_least_recently_used_goes_first() {
+        let kept = Inventories::default();
+        let big = inventory(200_000); // ~20 MiB by the estimate
+        assert!(inventory_bytes(&big) > KEPT_INVENTORY_BYTES / 4);
+        kept.put("a", big.clone());
+        kept.put("b", big.clone());
+        kept.put("c", big.clone());
+        assert!(kept.get("a").is_some(), "a is used: now the most recent");
+        kept.put("d", big.clone());
+        assert!(kept.get("b").is_none(), "the least recently used went");
+        assert!(kept.get("a").is_some() && kept.get("c").is_some() && kept.get("d").is_some());
+        let total = kept.kept.lock().unwrap().bytes;
+        assert!(total <= KEPT_INVENTORY_BYTES, "{total}");
+        // Putting the same image again does not count it twice.
+        kept.put("d", big);
+        assert_eq!(kept.kept.lock().unwrap().bytes, total);
+    }
+
+    #[test]
+    fn only_sha256_digests_from_a_manifest_are_fetched() {
+        assert!(checked_digest(&format!("sha256:{}", "a".repeat(64))).is_ok());
+        for bad in ["latest", "sha256:../../other/blobs/x", "md5:abc"] {
+            assert!(matches!(checked_digest(bad), Err(Failure::Failed("InvalidManifest", _))), "{bad}");
+        }
+    }
 }

@@ -100,8 +100,9 @@ const MAX_ERROR_BODY: usize = 300;
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// Blobs berth reads (image configs) are small; a bigger one is refused, not buffered.
 pub const MAX_BLOB_BYTES: usize = 16 << 20;
-/// How long streaming one blob into a file (a layer, a data archive) may take in all.
-const BLOB_STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long streaming one blob into a file (a layer, a data archive) may take in all; a stall
+/// fails sooner (the client's read timeout).
+const BLOB_STREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Reads a body of at most `max` bytes: a larger one (by Content-Length, or as it streams in)
 /// is an error, so a hostile or broken registry cannot make berth buffer without bound.
@@ -129,6 +130,8 @@ impl Distribution {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout.unwrap_or(Duration::from_secs(30)))
             .connect_timeout(Duration::from_secs(5))
+            // A stalled answer fails after this, however long the whole exchange may take.
+            .read_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(config.max_concurrency.max(1))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
         if config.insecure_skip_tls_verify {

@@ -145,6 +145,14 @@ pub(crate) fn note_request() {
     let _ = REQUESTS.try_with(|c| c.set(c.get() + 1));
 }
 
+/// Whether `digest` is `sha256:` and 64 lower-case hex digits, the only digests berth puts in
+/// a URL.
+pub fn is_sha256_digest(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 /// `sha256:<hex>` of some bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -254,6 +262,14 @@ mod tests {
         assert_eq!(parse_bearer_challenge(r#"Basic realm="r""#), None);
         assert_eq!(parse_bearer_challenge("Bearer service=\"x\""), None, "no realm");
         assert_eq!(parse_bearer_challenge("Bearer "), None);
+    }
+
+    #[test]
+    fn only_sha256_digests_go_in_urls() {
+        assert!(is_sha256_digest(&format!("sha256:{}", "0a".repeat(32))));
+        for bad in ["latest", "sha256:../../x", "sha512:00", &format!("sha256:{}", "A".repeat(64)), "sha256:"] {
+            assert!(!is_sha256_digest(bad), "{bad}");
+        }
     }
 
     #[test]

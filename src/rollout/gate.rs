@@ -69,6 +69,8 @@ pub struct Scan {
     /// Why a scan failed or is unsupported.
     pub reason: Option<String>,
     pub message: Option<String>,
+    /// Ecosystems of the image's packages the vulnerability data had no records for.
+    pub not_checked: Vec<String>,
 }
 
 impl Scan {
@@ -87,6 +89,7 @@ impl Scan {
                 .collect(),
             reason: status.and_then(|s| s.reason.clone()).filter(|_| failed),
             message: status.and_then(|s| s.message.as_deref()).filter(|_| failed).map(|m| cut(m, MAX_QUOTED)),
+            not_checked: status.map(|s| s.ecosystems_without_data.clone()).unwrap_or_default(),
         }
     }
 }
@@ -158,6 +161,8 @@ impl Verdict {
 ///   by the scan controller: then decided again);
 /// - `Complete` with a positive count of a severity above `max`, or of a severity berth does not
 ///   rank (it cannot show that one is not above): refused, naming those counts and `max`;
+/// - `Complete` with packages of an ecosystem the data has no records for (not checked): wait
+///   until data that covers them arrives;
 /// - `Complete` otherwise: allowed;
 /// - a scan of that name that is of another image (the name keeps 16 hex digits of the digest):
 ///   refused, never taken for this image's.
@@ -187,6 +192,17 @@ pub fn verdict(max: MaxSeverity, target: Target<'_>, scan: Option<&Scan>) -> Ver
         ScanPhase::UnsupportedImage => Verdict::Refuse { reason: SCAN_FAILED, message: why("cannot scan this image") },
         ScanPhase::Complete => {
             let over = over(max, &scan.counts);
+            if over.is_empty() && !scan.not_checked.is_empty() {
+                // Packages nobody checked are no proof of anything: wait until data that covers
+                // them is loaded (the scan is then matched again).
+                return Verdict::Wait {
+                    reason: WAITING_FOR_SCAN,
+                    message: format!(
+                        "{scan_ref} could not check the image's {} packages: the vulnerability data has no records for them",
+                        scan.not_checked.join(", ")
+                    ),
+                };
+            }
             if over.is_empty() {
                 return Verdict::Allow;
             }
@@ -342,6 +358,23 @@ mod tests {
             Verdict::Refuse { reason, message } => (reason, message),
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn packages_nobody_checked_hold_the_pin_until_the_data_covers_them() {
+        let digest = d('b');
+        let unchecked = Scan { not_checked: vec!["Go".into()], ..complete(&[("UNDEFINED", 3)]) };
+        match verdict(max("High"), target(&digest), Some(&unchecked)) {
+            Verdict::Wait { reason, message } => {
+                assert_eq!(reason, WAITING_FOR_SCAN);
+                assert!(message.contains("Go packages"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let worse = Scan { not_checked: vec!["Go".into()], ..complete(&[("CRITICAL", 1)]) };
+        assert_eq!(refused(&verdict(max("High"), target(&digest), Some(&worse))).0, VULNERABLE_IMAGE_REFUSED);
+        let covered = Scan { not_checked: vec![], ..unchecked };
+        assert_eq!(verdict(max("High"), target(&digest), Some(&covered)), Verdict::Allow);
     }
 
     #[test]

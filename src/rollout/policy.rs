@@ -319,6 +319,11 @@ impl Policy {
 
     /// Where `tag` stands in this policy's order, `None` when the policy does not consider it.
     fn position<'a>(&self, tag: &'a str, pushed_at: Option<i64>) -> Option<Position<'a>> {
+        // A referrers index (`sha256-<hex>`: an image's SBOMs and signatures) is no version of
+        // anything, whatever a pattern says.
+        if crate::repository::tags::is_referrer_tag(tag) {
+            return None;
+        }
         let value = match self {
             Policy::Digest => return None,
             Policy::Semver(range) => {

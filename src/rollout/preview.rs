@@ -34,11 +34,6 @@ pub struct Outcome {
     pub current: Option<String>,
 }
 
-fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
-
 /// Reads the `--tags` file's text into candidates; errors are messages for stderr.
 pub fn candidates(tags_text: &str, policy: &Policy) -> Result<Vec<Candidate>, String> {
     let input: Vec<InputTag> = serde_json::from_str(tags_text)
@@ -54,7 +49,7 @@ pub fn candidates(tags_text: &str, policy: &Policy) -> Result<Vec<Candidate>, St
             return Err(bad("the tag is listed twice".into()));
         }
         if let Some(d) = &t.digest
-            && !valid_digest(d)
+            && !crate::registry::is_sha256_digest(d)
         {
             return Err(bad(format!("digest {d:?} is not sha256:<64 lower-case hex>")));
         }

@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Where image layers are written while a scan reads them (default: the temporary folder).
     #[arg(long, env = "BERTH_SCAN_WORK_DIR")]
     pub scan_work_dir: Option<PathBuf>,
+    /// The largest layer (compressed, as stored) a scan downloads; a larger one fails the scan
+    /// with `LayerTooLarge`. Two scans run at once: keep twice this free in --scan-work-dir.
+    #[arg(long, default_value_t = 1 << 30, env = "BERTH_SCAN_MAX_LAYER_BYTES")]
+    pub scan_max_layer_bytes: u64,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

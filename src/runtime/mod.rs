@@ -70,7 +70,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         trusted_proxies: http::client::TrustedProxies::new(args.trusted_proxies.clone()),
         namespaces: args.namespaces.clone().unwrap_or_default(),
-        scan_limits: Default::default(),
+        scan_limits: crate::scanning::layers::Limits {
+            download_bytes: args.scan_max_layer_bytes,
+            ..Default::default()
+        },
         scan_work_dir: args.scan_work_dir.clone().unwrap_or_else(std::env::temp_dir),
     };
     if let Some(ns) = &args.namespace

@@ -147,6 +147,8 @@ pub struct Limits {
     pub kept_bytes: u64,
     /// One JSON document of an image layout (index, manifest).
     pub document_bytes: u64,
+    /// One layer as stored (compressed), downloaded from a registry to be read.
+    pub download_bytes: u64,
 }
 
 impl Default for Limits {
@@ -158,6 +160,7 @@ impl Default for Limits {
             binary_bytes: 256 << 20,
             kept_bytes: 256 << 20,
             document_bytes: 4 << 20,
+            download_bytes: 1 << 30,
         }
     }
 }
@@ -168,6 +171,8 @@ pub enum LayerError {
     UnsupportedMediaType(String),
     #[error("layer is larger than {limit} bytes uncompressed")]
     LayerTooLarge { limit: u64 },
+    #[error("layer is {size} bytes as stored, more than the {limit} a scan downloads (--scan-max-layer-bytes)")]
+    DownloadTooLarge { size: u64, limit: u64 },
     #[error("layer has more than {limit} entries")]
     TooManyEntries { limit: u64 },
     #[error("{path} is larger than {limit} bytes")]
@@ -193,7 +198,7 @@ impl LayerError {
     pub fn reason(&self) -> &'static str {
         match self {
             LayerError::UnsupportedMediaType(_) => "UnsupportedMediaType",
-            LayerError::LayerTooLarge { .. } => "LayerTooLarge",
+            LayerError::LayerTooLarge { .. } | LayerError::DownloadTooLarge { .. } => "LayerTooLarge",
             LayerError::TooManyEntries { .. } => "TooManyEntries",
             LayerError::FileTooLarge { .. } => "FileTooLarge",
             LayerError::TooMuchKept { .. } => "TooMuchKept",

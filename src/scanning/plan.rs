@@ -126,9 +126,23 @@ pub enum Work {
     Rematch,
 }
 
+/// The reason of a scan given up after [`MAX_ATTEMPTS`] interrupted attempts.
+pub const INTERRUPTED: &str = "ScanInterrupted";
+/// Attempts at one scan that may be interrupted (berth stopped, or was killed: out of memory,
+/// out of disk) before it is given up: the image that kills berth is not read again and again.
+pub const MAX_ATTEMPTS: i64 = 3;
+
+/// The vulnerability data at hand, as a scan's work depends on it.
+#[derive(Clone, Copy, Debug)]
+pub struct DataAt<'a> {
+    pub version: &'a str,
+    /// The ecosystems it has records for.
+    pub ecosystems: &'a BTreeSet<String>,
+}
+
 /// Decides an ImageScan's work from its status, the annotation's request, the repository's
-/// frequency and the data version at hand.
-pub fn work(scan: &ImageScan, frequency: Option<ScanFrequency>, data_version: Option<&str>) -> Work {
+/// frequency and the data at hand (`None`: none loaded).
+pub fn work(scan: &ImageScan, frequency: Option<ScanFrequency>, data: Option<DataAt<'_>>) -> Work {
     let status = scan.status.clone().unwrap_or_default();
     let requested = scan.annotations().get(SCAN_ANNOTATION);
     if requested.is_some() && requested != status.requested.as_ref() {
@@ -136,13 +150,20 @@ pub fn work(scan: &ImageScan, frequency: Option<ScanFrequency>, data_version: Op
     }
     match status.phase {
         ScanPhase::Pending | ScanPhase::InProgress => Work::Scan,
+        // Interrupted too often: only a new request tries again.
+        ScanPhase::Failed if status.reason.as_deref() == Some(INTERRUPTED) => Work::Nothing,
         // A failure is tried again (with backoff by the controller): the data may arrive, the
         // registry come back.
         ScanPhase::Failed => Work::Scan,
         ScanPhase::UnsupportedImage => Work::Nothing,
         ScanPhase::Complete => {
+            let Some(data) = data else { return Work::Nothing };
             let scanned_with = status.vulnerability_data.as_ref().map(|d| d.version.as_str());
-            if frequency == Some(ScanFrequency::Continuous) && data_version.is_some() && scanned_with != data_version {
+            let newer = scanned_with != Some(data.version);
+            // Packages that could not be checked are checked as soon as the data covers them,
+            // whatever the frequency: the scan was never complete for them.
+            let now_covered = status.ecosystems_without_data.iter().any(|e| data.ecosystems.contains(e));
+            if newer && (frequency == Some(ScanFrequency::Continuous) || now_covered) {
                 Work::Rematch
             } else {
                 Work::Nothing
@@ -207,18 +228,16 @@ pub fn not_covered<'a>(inventory: &Inventory, covered: impl IntoIterator<Item = 
     found.into_iter().filter(|e| !covered.contains(e)).map(String::from).collect()
 }
 
-/// The Repository's summary of its tagged images' scans.
+/// The Repository's summary of its images' scans (an ImageScan goes with its image, so these
+/// are the images the registry still has), and the Repository's scan request last passed on.
 pub fn summary<'a>(
     frequency: Option<ScanFrequency>,
-    tagged: &BTreeSet<String>,
+    requested: Option<String>,
     scans: impl IntoIterator<Item = &'a ImageScan>,
 ) -> Option<ScanSummary> {
-    let mut out = ScanSummary { frequency: frequency.map(|f| format!("{f:?}")), ..Default::default() };
+    let mut out = ScanSummary { frequency: frequency.map(|f| format!("{f:?}")), requested, ..Default::default() };
     let mut any = false;
     for scan in scans {
-        if !tagged.contains(&scan.spec.digest) {
-            continue;
-        }
         any = true;
         let status = scan.status.clone().unwrap_or_default();
         match status.phase {
@@ -232,7 +251,7 @@ pub fn summary<'a>(
             ScanPhase::Failed | ScanPhase::UnsupportedImage => out.failed += 1,
         }
     }
-    (any || frequency.is_some()).then_some(out)
+    (any || frequency.is_some() || out.requested.is_some()).then_some(out)
 }
 
 /// Parses a severity threshold as written in an annotation (`High`, `critical`, `None`):
@@ -356,20 +375,45 @@ mod tests {
     #[test]
     fn work_follows_phase_requests_and_continuous_data() {
         use ScanFrequency::*;
-        assert_eq!(work(&scan(ScanPhase::Pending, None, None, None), Some(OnPush), Some("v1")), Work::Scan);
+        let ecosystems = BTreeSet::from(["Go".to_string(), "npm".to_string()]);
+        let at = |version| Some(DataAt { version, ecosystems: &ecosystems });
+        assert_eq!(work(&scan(ScanPhase::Pending, None, None, None), Some(OnPush), at("v1")), Work::Scan);
         assert_eq!(work(&scan(ScanPhase::Failed, None, None, None), Some(OnPush), None), Work::Scan);
         assert_eq!(work(&scan(ScanPhase::UnsupportedImage, None, None, None), Some(OnPush), None), Work::Nothing);
         let done = scan(ScanPhase::Complete, Some("v1"), None, None);
-        assert_eq!(work(&done, Some(OnPush), Some("v2")), Work::Nothing, "OnPush scans once");
-        assert_eq!(work(&done, Some(Continuous), Some("v2")), Work::Rematch);
-        assert_eq!(work(&done, Some(Continuous), Some("v1")), Work::Nothing);
+        assert_eq!(work(&done, Some(OnPush), at("v2")), Work::Nothing, "OnPush scans once");
+        assert_eq!(work(&done, Some(Continuous), at("v2")), Work::Rematch);
+        assert_eq!(work(&done, Some(Continuous), at("v1")), Work::Nothing);
         assert_eq!(work(&done, Some(Continuous), None), Work::Nothing, "no data: keep the findings");
         let asked = scan(ScanPhase::Complete, Some("v1"), Some("t1"), Some("t2"));
-        assert_eq!(work(&asked, Some(Manual), Some("v1")), Work::Scan);
+        assert_eq!(work(&asked, Some(Manual), at("v1")), Work::Scan);
         let answered = scan(ScanPhase::Complete, Some("v1"), Some("t2"), Some("t2"));
-        assert_eq!(work(&answered, Some(Manual), Some("v2")), Work::Nothing);
+        assert_eq!(work(&answered, Some(Manual), at("v2")), Work::Nothing);
         let unsupported_asked = scan(ScanPhase::UnsupportedImage, None, None, Some("t1"));
         assert_eq!(work(&unsupported_asked, None, None), Work::Scan);
+    }
+
+    #[test]
+    fn unchecked_packages_are_matched_once_the_data_covers_them_whatever_the_frequency() {
+        let mut partial = scan(ScanPhase::Complete, Some("v1"), None, None);
+        partial.status.as_mut().unwrap().ecosystems_without_data = vec!["Go".into()];
+        let without_go = BTreeSet::from(["npm".to_string()]);
+        let with_go = BTreeSet::from(["Go".to_string(), "npm".to_string()]);
+        let at = |version, ecosystems| Some(DataAt { version, ecosystems });
+        assert_eq!(work(&partial, Some(ScanFrequency::OnPush), at("v2", &without_go)), Work::Nothing);
+        assert_eq!(work(&partial, Some(ScanFrequency::OnPush), at("v3", &with_go)), Work::Rematch);
+        assert_eq!(work(&partial, None, at("v3", &with_go)), Work::Rematch, "a manual scan too");
+    }
+
+    #[test]
+    fn a_scan_interrupted_too_often_waits_for_a_new_request() {
+        let mut interrupted = scan(ScanPhase::Failed, None, Some("t1"), Some("t1"));
+        interrupted.status.as_mut().unwrap().reason = Some(INTERRUPTED.into());
+        assert_eq!(work(&interrupted, Some(ScanFrequency::Continuous), None), Work::Nothing);
+        let asked = scan(ScanPhase::Failed, None, Some("t1"), Some("t2"));
+        let mut asked = asked;
+        asked.status.as_mut().unwrap().reason = Some(INTERRUPTED.into());
+        assert_eq!(work(&asked, None, None), Work::Scan);
     }
 
     fn finding(id: &str, package: &str, severity: Severity) -> Finding {
@@ -402,19 +446,20 @@ mod tests {
     }
 
     #[test]
-    fn summary_counts_only_tagged_images() {
+    fn summary_counts_each_image_once_by_outcome() {
         let mut a = scan(ScanPhase::Complete, Some("v1"), None, None);
         a.status.as_mut().unwrap().finding_severity_counts = BTreeMap::from([("HIGH".into(), 2)]);
         let mut b = a.clone();
         b.spec.digest = digest('b');
         let mut c = scan(ScanPhase::Failed, None, None, None);
         c.spec.digest = digest('c');
-        let tagged = BTreeSet::from([digest('a'), digest('c')]);
-        let s = summary(Some(ScanFrequency::OnPush), &tagged, [&a, &b, &c]).unwrap();
-        assert_eq!((s.complete, s.pending, s.failed), (1, 0, 1));
-        assert_eq!(s.finding_severity_counts.get("HIGH"), Some(&2));
+        let d = scan(ScanPhase::InProgress, None, None, None);
+        let s = summary(Some(ScanFrequency::OnPush), None, [&a, &b, &c, &d]).unwrap();
+        assert_eq!((s.complete, s.pending, s.failed), (2, 1, 1));
+        assert_eq!(s.finding_severity_counts.get("HIGH"), Some(&4));
         assert_eq!(s.frequency.as_deref(), Some("OnPush"));
-        assert!(summary(None, &tagged, []).is_none());
+        assert!(summary(None, None, []).is_none());
+        assert_eq!(summary(None, Some("now".into()), []).unwrap().requested.as_deref(), Some("now"));
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn parse_oci(rest: &str) -> Result<Source, String> {
     }
     let (repository, reference) = match path.split_once('@') {
         Some((repository, digest)) => {
-            if !valid_digest(digest) {
+            if !crate::registry::is_sha256_digest(digest) {
                 return Err(format!("{digest:?} is not a digest (sha256:<64 hex digits>)"));
             }
             (repository, digest)
@@ -182,12 +182,6 @@ fn parse_oci(rest: &str) -> Result<Source, String> {
         return Err(format!("{repository:?} is not a repository path{also}"));
     }
     Ok(Source::Oci { registry: registry.into(), repository: repository.into(), reference: reference.into() })
-}
-
-fn valid_digest(digest: &str) -> bool {
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// An ecosystem names a folder of the cache: one path segment, nothing hidden.
@@ -483,7 +477,7 @@ pub fn artifact_archives(manifest: &[u8]) -> Result<Vec<ArtifactArchive>, String
             continue;
         };
         check_ecosystem(ecosystem)?;
-        if !valid_digest(&layer.digest) {
+        if !crate::registry::is_sha256_digest(&layer.digest) {
             return Err(format!("the layer of {ecosystem}/all.zip has digest {:?}, not sha256:<hex>", layer.digest));
         }
         if archives.iter().any(|a| a.ecosystem == ecosystem) {
@@ -638,7 +632,8 @@ impl Loader {
     }
 
     /// Downloads each ecosystem's archive that changed. One that is missing (404) or fails is
-    /// reported and the others load (a failed one from the copy downloaded before, if any); no
+    /// reported and the others load (a missing or failed one from the copy downloaded before,
+    /// if any); no
     /// answer at all is an error, even with copies from before (they stay in use).
     async fn sync_url(&self) -> Result<(), String> {
         let Source::Url { base, ecosystems } = &self.source else { return Ok(()) };
@@ -656,9 +651,14 @@ impl Loader {
                     answered += 1;
                 }
                 Ok(Fetched::NotFound) => {
-                    // The server says there is none: a copy from before would be stale forever.
-                    remove_cached(&folder).await;
-                    problems.push(format!("{}: 404 Not Found", redact(&url)));
+                    // A copy from before stays in use: stale records find more than none, and
+                    // a mirror that lost a file for a while must not make images look clean.
+                    if cached.is_some() {
+                        problems
+                            .push(format!("{}: 404 Not Found (the copy downloaded before stays in use)", redact(&url)));
+                    } else {
+                        problems.push(format!("{}: 404 Not Found", redact(&url)));
+                    }
                 }
                 Err(e) => {
                     // A failure keeps the copy downloaded before from the same URL, if any.
@@ -862,18 +862,35 @@ pub async fn run(
             return;
         }
     };
+    let mut retry = RETRY_FIRST;
     loop {
         let force = matches!(data.state(), State::Failed { .. });
         tokio::select! {
             pass = loader.pass(force) => apply(&data, &source, pass),
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+        // A failed pass is tried again soon (30 s, doubling up to the refresh interval): a pod
+        // that starts while its source is briefly away is not left without data for an hour.
+        let wait = match data.state() {
+            State::Failed { .. } => {
+                let wait = retry.min(refresh);
+                retry = (retry * 2).min(refresh);
+                wait
+            }
+            _ => {
+                retry = RETRY_FIRST;
+                refresh
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(refresh) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }
+
+/// The first retry after a failed pass.
+const RETRY_FIRST: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -1413,11 +1430,11 @@ mod tests {
         assert_eq!(ecosystems(&pass.loaded.unwrap()), ["PyPI", "npm"]);
         assert!(!cache.path().join("Debian").exists());
 
-        // Gone from the server: the copy from before goes too.
+        // Gone from the server: the copy from before stays in use (nothing changed: no reload).
         mirror.remove("PyPI");
         let pass = loader.pass(false).await;
-        assert_eq!(ecosystems(&pass.loaded.unwrap()), ["npm"]);
-        assert!(!cache.path().join("PyPI").exists());
+        assert!(pass.failure.is_none(), "{:?}", pass.failure);
+        assert!(cache.path().join("PyPI").join("all.zip").exists(), "the copy from before stays");
 
         // None at all is an error, and names what was asked.
         mirror.remove("npm");

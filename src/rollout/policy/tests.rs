@@ -731,3 +731,19 @@ fn newest_pushed_keeps_a_running_tag_it_cannot_place() {
     // Nothing placeable at all: still kept.
     assert_eq!(select(&p, &[pushed("nightly-1", None)], Some("nightly-9")).tag.as_deref(), Some("nightly-9"));
 }
+
+#[test]
+fn a_referrers_index_tag_is_never_a_candidate() {
+    let referrers = format!("sha256-{}", "f".repeat(64));
+    assert_eq!(pick("pattern:. alphabetical", &["v1", &referrers], None).as_deref(), Some("v1"));
+    let mut candidates = cands(&["nightly-1", &referrers]);
+    for (i, c) in candidates.iter_mut().enumerate() {
+        c.pushed_at_ms = Some(i as i64);
+    }
+    let policy = parse("newest-pushed:.").unwrap();
+    assert_eq!(
+        select(&policy, &candidates, None).tag.as_deref(),
+        Some("nightly-1"),
+        "pushed later, still not a version"
+    );
+}
