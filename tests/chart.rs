@@ -399,6 +399,8 @@ fn the_rendered_deployment_and_rbac_are_what_berth_needs() {
         "berth",
         "--scan-work-dir",
         "/var/cache/berth",
+        "--scan-max-layer-bytes",
+        "1073741824",
         "--vulnerability-data-refresh",
         "1h",
         "--vulnerability-data-ecosystems",
