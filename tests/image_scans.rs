@@ -200,6 +200,37 @@ async fn scans_on_push(distribution3: bool) {
     assert_eq!(status["scans"]["frequency"], "OnPush");
     assert_eq!(scans(&env).list(&ListParams::default()).await.unwrap().items.len(), 2, "the SBOM index is not scanned");
 
+    // The SBOMs and their referrers indexes are not images to a lifecycle rule: two images,
+    // kept by `imageCountMoreThan: 2` (counted with the indexes and SBOMs, there would be six).
+    let policy: berth::api::LifecyclePolicy = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "LifecyclePolicy", "metadata": {"name": "keep-two"},
+        "spec": {"dryRun": true, "interval": "1s", "rules": [{"rulePriority": 1,
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 2},
+            "action": {"type": "expire"}}]},
+    }))
+    .unwrap();
+    let policies = Api::<berth::api::LifecyclePolicy>::namespaced(env.ns.client.clone(), &env.ns.name);
+    policies.create(&Default::default(), &policy).await.unwrap();
+    env.repos()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"lifecyclePolicyRef": {"name": "keep-two"}}})),
+        )
+        .await
+        .unwrap();
+    let ran = eventually(WAIT, "the lifecycle policy ran", || {
+        let policies = policies.clone();
+        async move {
+            let p = policies.get("keep-two").await.map_err(|e| e.to_string())?;
+            let status = serde_json::to_value(&p.status).unwrap();
+            if status.get("lastRunAt").is_some() { Ok(status) } else { Err(status.to_string()) }
+        }
+    })
+    .await;
+    assert_eq!(ran["expiredCount"], 0, "{ran}");
+    assert_eq!(ran["keptCount"], 2, "{ran}");
+
     // The image goes; its scan follows at the next reconcile.
     env.registry.delete_manifest(&path, &npm).await;
     let name = wait_scan(&env, &npm, "exists", |_| true).await.name_any();
