@@ -1,5 +1,5 @@
-//! A record's severity, as ECR reports it: from a CVSS v3 vector's base score, else the
-//! record's own severity field, else `UNDEFINED`.
+//! A record's severity, as ECR reports it: from a CVSS v3 vector's base score, else a CVSS v4
+//! vector's score, else the record's own severity field, else `UNDEFINED`.
 //!
 //! - CVSS v3.0 and v3.1 vectors are scored with the v3.1 base formula (the base metrics,
 //!   weights and equations are the same in both; v3.1 only pinned down `Roundup` so it is free
@@ -9,11 +9,13 @@
 //! - Bands as NVD's v3 scale, which ECR follows: 9.0-10.0 Critical, 7.0-8.9 High, 4.0-6.9
 //!   Medium, 0.1-3.9 Low. A score of 0.0 ("None" in CVSS: no impact on C, I or A) is
 //!   `INFORMATIONAL`: the record is known and scored, which `UNDEFINED` would hide.
-//! - CVSS v4 vectors are not scored: the v4 base score needs the specification's MacroVector
-//!   lookup table and interpolation, which berth does not carry yet. A record with only a v4
-//!   vector takes its own severity word (GitHub's `database_specific.severity` is always set
-//!   beside one), else `UNDEFINED`. CVSS v2 vectors are not used either: their scores are not on
-//!   the v3 bands, and every current source also has a v3 vector or a word.
+//! - CVSS v4 vectors (a record without a v3 one) are scored by the `cvss` crate (RustSec's: the
+//!   specification's MacroVector lookup table and interpolation, checked upstream against Red
+//!   Hat's reference calculator; the tests here compare it with that calculator's results), the
+//!   threat and environmental metrics a vector carries included, on the same bands. A v3 vector
+//!   wins over a v4 one: it is what ECR and NVD report, and sources that publish both keep v3.
+//!   CVSS v2 vectors are not used: their scores are not on the v3 bands, and every current source
+//!   also has a v3 vector or a word.
 //! - Several v3 vectors (the package's `affected[].severity` and the record's): the highest.
 //! - Words, first found: the record's `database_specific.severity` (GitHub: `LOW`, `MODERATE`,
 //!   `HIGH`, `CRITICAL`), the package's `ecosystem_specific.severity` and
@@ -38,6 +40,16 @@ pub fn of(record: &Record, affected: &Affected) -> Severity {
     if let Some(score) = best {
         return band(score);
     }
+    let best_v4 = affected
+        .severity
+        .iter()
+        .chain(&record.severity)
+        .filter(|s| s.type_ == "CVSS_V4")
+        .filter_map(|s| cvss4_score(&s.score))
+        .fold(None, |best: Option<f64>, score| Some(best.map_or(score, |b| b.max(score))));
+    if let Some(score) = best_v4 {
+        return band(score);
+    }
     let word = |value: &Option<serde_json::Value>| {
         value.as_ref().and_then(|v| v.get("severity")).and_then(|s| s.as_str()).and_then(from_word)
     };
@@ -53,6 +65,11 @@ pub fn of(record: &Record, affected: &Affected) -> Severity {
                 .find_map(|s| from_word(&s.score))
         })
         .unwrap_or(Severity::Undefined)
+}
+
+/// The score of a CVSS v4.0 vector (`CVSS:4.0/AV:N/...`); `None` when it is not a valid one.
+pub fn cvss4_score(vector: &str) -> Option<f64> {
+    vector.trim().parse::<cvss::v4::Vector>().ok().map(|v| v.score().value())
 }
 
 /// The qualitative band of a CVSS v3 base score.
@@ -287,11 +304,49 @@ mod tests {
         assert_eq!(of(&r, &Affected::default()), Severity::Critical);
     }
 
+    /// Scores from FIRST and Red Hat's reference calculator (cvss40.js of
+    /// github.com/RedHatProductSecurity/cvss-v4-calculator, run with node on these vectors).
     #[test]
-    fn a_v4_vector_alone_takes_the_word_else_undefined() {
+    fn cvss4_scores_match_the_reference_calculator() {
+        for (vector, expected) in [
+            ("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N", 9.3),
+            ("CVSS:4.0/AV:L/AC:L/AT:N/PR:L/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N", 8.5),
+            ("CVSS:4.0/AV:N/AC:H/AT:P/PR:L/UI:A/VC:L/VI:N/VA:N/SC:N/SI:N/SA:N", 2.0),
+            ("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:N/SC:N/SI:N/SA:N", 0.0),
+            ("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:P/VC:L/VI:L/VA:N/SC:N/SI:N/SA:N/E:U", 1.3),
+        ] {
+            assert_eq!(cvss4_score(vector), Some(expected), "{vector}");
+        }
+        assert_eq!(cvss4_score("CVSS:4.0/AV:N"), None, "incomplete");
+        assert_eq!(cvss4_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"), None, "not v4");
+    }
+
+    #[test]
+    fn a_v4_vector_alone_is_scored_and_a_v3_one_wins() {
         let v4 = score("CVSS_V4", "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N");
-        assert_eq!(of(&record(vec![v4.clone()], Some("HIGH")), &Affected::default()), Severity::High);
-        assert_eq!(of(&record(vec![v4], None), &Affected::default()), Severity::Undefined);
+        assert_eq!(of(&record(vec![v4.clone()], Some("LOW")), &Affected::default()), Severity::Critical);
+        let v3 = score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L");
+        assert_eq!(of(&record(vec![v4, v3], None), &Affected::default()), Severity::Medium);
+        let broken = score("CVSS_V4", "CVSS:4.0/garbage");
+        assert_eq!(of(&record(vec![broken], Some("HIGH")), &Affected::default()), Severity::High, "else the word");
+    }
+
+    proptest::proptest! {
+        /// berth's own v3.1 base score agrees with RustSec's independent implementation on
+        /// every base vector drawn.
+        #[test]
+        fn cvss3_agrees_with_an_independent_implementation(
+            av in 0usize..4, ac in 0usize..2, pr in 0usize..3, ui in 0usize..2, s in 0usize..2,
+            c in 0usize..3, i in 0usize..3, a in 0usize..3,
+        ) {
+            let vector = format!(
+                "CVSS:3.1/AV:{}/AC:{}/PR:{}/UI:{}/S:{}/C:{}/I:{}/A:{}",
+                ["N", "A", "L", "P"][av], ["L", "H"][ac], ["N", "L", "H"][pr], ["N", "R"][ui],
+                ["U", "C"][s], ["H", "L", "N"][c], ["H", "L", "N"][i], ["H", "L", "N"][a],
+            );
+            let theirs = vector.parse::<cvss::v3::Vector>().unwrap().score().value();
+            proptest::prop_assert_eq!(cvss3_base_score(&vector), Some(theirs), "{}", vector);
+        }
     }
 
     #[test]
