@@ -291,15 +291,12 @@ async fn continuous_scans_follow_the_data_and_manual_scans_wait_to_be_asked() {
         ],
     )
     .await;
-    let rules = json!({"spec": {"scanning": {"rules": [
+    let rules = json!({"scanning": {"rules": [
         {"scanFrequency": "Continuous", "repositoryFilters": [format!("{}/live", env.ns.name)]},
         {"scanFrequency": "OnPush", "repositoryFilters": [format!("{}/once", env.ns.name)]},
         {"scanFrequency": "Manual", "repositoryFilters": [format!("{}/ask*", env.ns.name)]},
-    ]}}});
-    Api::<berth::api::Registry>::all(env.ns.client.clone())
-        .patch(&env.name, &PatchParams::default(), &Patch::Merge(rules))
-        .await
-        .unwrap();
+    ]}});
+    support::scenario::patch_registry_spec(&env.ns.client, &env.name, rules).await;
     for repo in ["live", "once", "ask"] {
         env.create_repository(repo, json!({})).await;
     }
@@ -656,5 +653,104 @@ async fn the_rollout_gate_holds_until_scanned_and_refuses_findings_above_the_thr
         }
     })
     .await;
+    env.berth.stop();
+}
+
+/// A site's own scanner instead of berth's: a real Harbor Pluggable Scanner API v1.2 adapter
+/// (harbor-scanner-trivy with trivy, built from their modules by
+/// tests/tools/harbor-scanner/build.sh, its DB made offline from the same OSV records by
+/// make-trivy-db.sh, Redis for its job queue) scans the pushed image; the ImageScan carries its
+/// findings (trivy names them by CVE: the aliases of berth's own findings on the same image).
+#[tokio::test]
+async fn a_harbor_scanner_adapter_scans_instead_of_berth() {
+    use support::{free_port, process::Server};
+    let tools = support::repo_path("tests/tools/harbor-scanner");
+    let built = Command::new("bash").arg(tools.join("build.sh")).output().unwrap();
+    assert!(built.status.success(), "build.sh: {}", String::from_utf8_lossy(&built.stderr));
+    let dirs: Vec<PathBuf> = String::from_utf8(built.stdout).unwrap().lines().map(PathBuf::from).collect();
+    let (scanner_dir, trivy_dir) = (&dirs[0], &dirs[1]);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("trivy-cache");
+    let made = Command::new("bash").arg(tools.join("make-trivy-db.sh")).arg(&cache).arg(data()).output().unwrap();
+    assert!(made.status.success(), "make-trivy-db.sh: {}", String::from_utf8_lossy(&made.stderr));
+
+    let redis_port = free_port();
+    let _redis = Server::start(
+        "redis-server",
+        Path::new("/usr/bin/redis-server"),
+        &["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(String::from),
+        &work.path().join("redis.log"),
+    );
+    let adapter_port = free_port();
+    let path_var = format!("PATH={}:{}", trivy_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let reports = work.path().join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let env_args = [
+        path_var,
+        "TRIVY_VERSION=0.54.1".into(),
+        format!("SCANNER_API_SERVER_ADDR=127.0.0.1:{adapter_port}"),
+        format!("SCANNER_REDIS_URL=redis://127.0.0.1:{redis_port}"),
+        format!("SCANNER_TRIVY_CACHE_DIR={}", cache.display()),
+        format!("SCANNER_TRIVY_REPORTS_DIR={}", reports.display()),
+        "SCANNER_TRIVY_SKIP_UPDATE=true".into(),
+        "SCANNER_TRIVY_SKIP_JAVA_DB_UPDATE=true".into(),
+        "SCANNER_TRIVY_OFFLINE_SCAN=true".into(),
+        "SCANNER_API_SERVER_METRICS_ENABLED=false".into(),
+        scanner_dir.join("scanner-trivy").display().to_string(),
+    ];
+    let adapter =
+        Server::start("scanner-trivy", Path::new("/usr/bin/env"), &env_args, &work.path().join("scanner.log"));
+    let adapter_url = format!("http://127.0.0.1:{adapter_port}");
+    eventually(Duration::from_secs(30), "the adapter is ready", || {
+        let url = format!("{adapter_url}/probe/ready");
+        let log = adapter.log_tail(2000);
+        async move {
+            match reqwest::get(&url).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                other => Err(format!("{other:?}\n{log}")),
+            }
+        }
+    })
+    .await;
+
+    let mut env = Env::new("scan-adapter", true, "1h").await;
+    let scanning = json!({"scanning": {"scanner": {"url": adapter_url}}});
+    support::scenario::patch_registry_spec(&env.ns.client, &env.name, scanning).await;
+    env.create_repository("app", json!({"scanOnPush": true})).await;
+    let digest = push_fixture(&env, "npm-node-modules", &format!("{}/app", env.ns.name), "v1").await;
+    let scan = wait_scan(&env, &digest, "Complete by the adapter", |s| phase(s) == "Complete").await;
+    let status = scan.status.clone().unwrap();
+    assert_eq!(status.scanner.as_deref(), Some("Trivy 0.54.1 (Aqua Security)"), "{status:?}");
+    assert!(status.sbom.is_none() && status.vulnerability_data.is_none(), "no berth data, no berth SBOM");
+
+    // berth's own scanner on the same image and records: trivy's ids are their CVE aliases.
+    let files = berth::scanning::layers::from_oci_layout(&fixture("npm-node-modules"), &Default::default()).unwrap();
+    let inventory = berth::scanning::inventory::inventory(&files);
+    let db = berth::scanning::osv::Database::load_dir(&data().join("osv-db")).unwrap();
+    let ours = berth::scanning::matching::findings(&inventory, &db);
+    let cves: BTreeSet<String> =
+        ours.iter().flat_map(|f| f.aliases.iter().filter(|a| a.starts_with("CVE-")).cloned()).collect();
+    assert_eq!(scan_ids(&scan), cves);
+    let severities: BTreeSet<(String, String)> =
+        status.findings.iter().map(|f| (f.package.clone(), f.severity.clone())).collect();
+    assert!(severities.contains(&("minimist".to_string(), "CRITICAL".to_string())), "{severities:?}");
+    let events = env.events_for(&scan.name_any()).await;
+    assert!(events.iter().any(|e| e.1 == "ScanComplete"), "{events:?}");
+
+    // The adapter goes away: a new scan fails and says so; it is not reported clean.
+    drop(adapter);
+    scans(&env)
+        .patch(
+            &scan.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"berth.dev/scan": "again"}}})),
+        )
+        .await
+        .unwrap();
+    let failed = wait_scan(&env, &digest, "Failed without the adapter", |s| phase(s) == "Failed").await;
+    let failed = failed.status.unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("ScannerAdapterError"));
+    assert!(failed.findings.is_empty(), "no findings kept from the earlier scan");
     env.berth.stop();
 }

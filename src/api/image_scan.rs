@@ -116,6 +116,13 @@ pub struct ImageScanStatus {
     /// those packages were not checked (`Go` when only Debian data is loaded, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ecosystems_without_data: Vec<String>,
+    /// The external scanner that made the findings (`Trivy 0.54.1 (Aqua Security)`), when the
+    /// Registry names a scanner adapter; absent for berth's own scanner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<String>,
+    /// The adapter's id for the scan under way (`POST /api/v1/scan` answered it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_scan_id: Option<String>,
     /// Attempts at the scan under way or last interrupted: a scan interrupted this many times
     /// (berth stopped or was killed while reading the image) fails with `ScanInterrupted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -122,9 +122,28 @@ pub struct ScanningConfiguration {
     pub rules: Vec<ScanningRule>,
     /// Attach each scan's CycloneDX SBOM to its image as an OCI referrer (artifact type
     /// `application/vnd.cyclonedx+json`), where `oras discover` and other tools find it.
-    /// Default true.
+    /// Default true. (Scans by an external `scanner` attach none.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<bool>,
+    /// Scan with an existing scanner adapter speaking the Harbor Pluggable Scanner API v1.2
+    /// (harbor-scanner-trivy, say) instead of berth's own scanner. The adapter pulls the image
+    /// from this Registry's `url` with a pull-only credential berth gives it per scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<ScannerAdapter>,
+}
+
+/// A Harbor Pluggable Scanner API v1.2 adapter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannerAdapter {
+    /// The adapter's base URL, without `/api/v1` (`http://harbor-scanner-trivy.security:8080`).
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("url must be an http:// or https:// URL with a host"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// A Secret whose key (default `authorization`) holds the `Authorization` header value the
+    /// adapter expects (`Bearer <token>`), if it asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_secret_ref: Option<SecretReference>,
 }
 
 /// One scanning rule.

@@ -24,7 +24,7 @@ use super::{Context, Error, NotReady, publish_about, target::target};
 use crate::{
     api::{
         ImageScan, ImageScanStatus, Repository, SCAN_ANNOTATION, SbomRef, ScanFrequency, ScanPhase, ScanSummary,
-        VulnerabilityDataRef,
+        ScannerAdapter, VulnerabilityDataRef,
     },
     conditions,
     metrics::{ControllerLabels, ErrorLabels, ScanLabels},
@@ -32,7 +32,7 @@ use crate::{
     scanning::{
         Inventory,
         data::{Loaded, State},
-        inventory, layers, matching,
+        harbor, inventory, layers, matching,
         plan::{self, DataAt, Work},
         report, sbom,
     },
@@ -185,6 +185,13 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let frequency = plan::frequency(target.registry.spec.scanning.as_ref(), &target.path, repo.spec.scan_on_push);
+    if let Some(adapter) = target.registry.spec.scanning.as_ref().and_then(|s| s.scanner.as_ref()) {
+        // An external scanner keeps its own data: berth's data version plays no part.
+        if plan::work(scan, frequency, None) == Work::Nothing {
+            return Ok(Action::await_change());
+        }
+        return adapter_scan(scan, ctx, &repo, &target, adapter, previous, requested).await;
+    }
     let data = ctx.vulnerabilities.current();
     let covered: BTreeSet<String> = data.as_ref().map(|d| d.db.info().keys().cloned().collect()).unwrap_or_default();
     let at = data.as_ref().ok().map(|d| DataAt { version: d.version.as_str(), ecosystems: &covered });
@@ -450,6 +457,252 @@ async fn write_summary(ctx: &Context, repo: &Repository, summary: Option<ScanSum
     Ok(())
 }
 
+/// How often a scan under way in an adapter is asked for its report.
+const ADAPTER_POLL: Duration = Duration::from_secs(1);
+
+/// A scan by a Harbor Pluggable Scanner API adapter: start it (the image manifest and a
+/// pull-only credential for the adapter), then ask for its report until it is there.
+async fn adapter_scan(
+    scan: &ImageScan,
+    ctx: &Context,
+    repo: &Repository,
+    target: &super::target::Target,
+    adapter: &ScannerAdapter,
+    previous: ImageScanStatus,
+    requested: Option<String>,
+) -> Result<Action, Error> {
+    let trouble =
+        |message: String| adapter_trouble(scan, ctx, repo, target, adapter, &previous, requested.clone(), message);
+    let fail = |reason: &'static str, message: String| ImageScanStatus {
+        scanner: Some(adapter.url.clone()),
+        ..failed(&previous, requested.clone(), reason, message, scan)
+    };
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => return trouble(format!("building the HTTP client: {e}")).await,
+    };
+    let base = adapter.url.trim_end_matches('/');
+    let adapter_auth = match adapter_authorization(ctx, adapter).await {
+        Ok(a) => a,
+        Err(message) => return trouble(message).await,
+    };
+    let with_auth = |req: reqwest::RequestBuilder| match &adapter_auth {
+        Some(value) => req.header(reqwest::header::AUTHORIZATION, value),
+        None => req,
+    };
+
+    // A scan under way (for the request answered now): ask for its report.
+    if let (ScanPhase::InProgress, Some(id)) = (previous.phase, previous.adapter_scan_id.as_deref())
+        && previous.requested == requested
+    {
+        let url = format!("{base}/api/v1/scan/{id}/report");
+        let answer =
+            with_auth(http.get(&url).header(reqwest::header::ACCEPT, harbor::VULNERABILITY_REPORT)).send().await;
+        match answer {
+            Ok(r) if r.status() == reqwest::StatusCode::FOUND => return Ok(Action::requeue(ADAPTER_POLL)),
+            Ok(r) if r.status().is_success() => {
+                let body = match read_body(r, harbor::MAX_REPORT_BYTES).await {
+                    Ok(b) => b,
+                    Err(e) => return trouble(e).await,
+                };
+                let manifest = previous.scanned_manifest.clone().unwrap_or_default();
+                let status = match harbor::parse_report(&body) {
+                    Ok(report) if report.digest.is_empty() || report.digest == manifest => {
+                        let mut status = plan::complete_status(
+                            &Inventory::default(),
+                            &report.findings,
+                            &manifest,
+                            Default::default(),
+                            &Default::default(),
+                        );
+                        status.package_count = None;
+                        status.vulnerability_data = None;
+                        status.scanner = Some(report.scanner.clone());
+                        status.requested = requested.clone();
+                        status.observed_generation = scan.metadata.generation;
+                        status.completed_at = Some(Time(Timestamp::now()));
+                        let message = format!("{} by {}", severity_line(&status), report.scanner);
+                        status.conditions = conditions::merge(
+                            &previous.conditions,
+                            conditions::ready(true, "Complete", message, scan.metadata.generation),
+                        );
+                        status
+                    }
+                    Ok(report) => {
+                        return trouble(format!("the adapter's report is about {}, not {manifest}", report.digest))
+                            .await;
+                    }
+                    Err(e) => return trouble(e).await,
+                };
+                write_status(scan, ctx, &previous, status.clone()).await?;
+                ctx.metrics.scans.get_or_create(&ScanLabels { result: "complete" }).inc();
+                ctx.clear_failures(&key(scan));
+                let note = severity_line(&status);
+                publish_about(ctx, &scan.object_ref(&()), (EventType::Normal, "ScanComplete", "Scan"), note).await;
+                summarise(ctx, repo, target, scan, status).await;
+                return Ok(Action::await_change());
+            }
+            // It does not know the scan (restarted, or expired it): start again below.
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {}
+            Ok(r) => return trouble(format!("GET {url} answered {}", r.status())).await,
+            Err(e) => return trouble(format!("GET {url}: {e}")).await,
+        }
+    }
+
+    // Start a scan: the image manifest the adapter reads, and a pull-only credential for it.
+    let backend = match ctx.backend(&target.registry).await {
+        Ok(b) => b,
+        Err(e) => {
+            write_status(scan, ctx, &previous, fail(e.reason(), e.to_string())).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+    };
+    let manifest = match image_manifest(backend.as_ref(), &target.path, &scan.spec.digest).await {
+        Ok((manifest, _)) => manifest.descriptor,
+        Err(Failure::Unsupported(message)) => {
+            let status = ImageScanStatus {
+                phase: ScanPhase::UnsupportedImage,
+                reason: Some("UnsupportedImage".into()),
+                message: Some(message.clone()),
+                requested,
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    conditions::ready(false, "UnsupportedImage", message.clone(), scan.metadata.generation),
+                ),
+                observed_generation: scan.metadata.generation,
+                ..Default::default()
+            };
+            write_status(scan, ctx, &previous, status.clone()).await?;
+            ctx.metrics.scans.get_or_create(&ScanLabels { result: "unsupported" }).inc();
+            publish_about(ctx, &scan.object_ref(&()), (EventType::Normal, "UnsupportedImage", "Scan"), message).await;
+            summarise(ctx, repo, target, scan, status).await;
+            return Ok(Action::await_change());
+        }
+        Err(Failure::Failed(reason, message)) => {
+            write_status(scan, ctx, &previous, fail(reason, message)).await?;
+            return Ok(Action::requeue(ctx.failure_backoff(&key(scan))));
+        }
+    };
+    let pull = match registry_authorization(ctx, target) {
+        Ok(p) => p,
+        Err(message) => return trouble(message).await,
+    };
+    let request =
+        harbor::scan_request(&target.registry.spec.url, &pull, &target.path, &manifest.digest, &manifest.media_type);
+    let url = format!("{base}/api/v1/scan");
+    let id = match with_auth(http.post(&url).json(&request)).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
+            match read_body(r, 64 << 10).await.and_then(|b| harbor::scan_id(&b)) {
+                Ok(id) => id,
+                Err(message) => return trouble(message).await,
+            }
+        }
+        Ok(r) => {
+            let code = r.status();
+            let body = read_body(r, 2048).await.unwrap_or_default();
+            return trouble(format!("POST {url} answered {code}: {}", String::from_utf8_lossy(&body).trim())).await;
+        }
+        Err(e) => return trouble(format!("POST {url}: {e}")).await,
+    };
+    let in_progress = ImageScanStatus {
+        phase: ScanPhase::InProgress,
+        adapter_scan_id: Some(id),
+        scanned_manifest: Some(manifest.digest.clone()),
+        scanner: Some(adapter.url.clone()),
+        requested,
+        conditions: conditions::merge(
+            &previous.conditions,
+            conditions::ready(false, "InProgress", format!("scanning with {}", adapter.url), scan.metadata.generation),
+        ),
+        observed_generation: scan.metadata.generation,
+        ..Default::default()
+    };
+    write_status(scan, ctx, &previous, in_progress).await?;
+    Ok(Action::requeue(ADAPTER_POLL))
+}
+
+/// An adapter that does not answer as it should: the scan fails with the reason, and is tried
+/// again with backoff.
+#[allow(clippy::too_many_arguments)]
+async fn adapter_trouble(
+    scan: &ImageScan,
+    ctx: &Context,
+    repo: &Repository,
+    target: &super::target::Target,
+    adapter: &ScannerAdapter,
+    previous: &ImageScanStatus,
+    requested: Option<String>,
+    message: String,
+) -> Result<Action, Error> {
+    let status = ImageScanStatus {
+        scanner: Some(adapter.url.clone()),
+        ..failed(previous, requested, "ScannerAdapterError", message.clone(), scan)
+    };
+    let changed = previous.phase != ScanPhase::Failed || previous.message.as_deref() != Some(message.as_str());
+    write_status(scan, ctx, previous, status.clone()).await?;
+    if changed {
+        ctx.metrics.scans.get_or_create(&ScanLabels { result: "failed" }).inc();
+        publish_about(ctx, &scan.object_ref(&()), (EventType::Warning, "ScanFailed", "Scan"), message).await;
+        summarise(ctx, repo, target, scan, status).await;
+    }
+    Ok(Action::requeue(ctx.failure_backoff(&key(scan))))
+}
+
+/// A response body of at most `max` bytes.
+async fn read_body(mut r: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| format!("reading the adapter's answer: {e}"))? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the adapter's answer is larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The `Authorization` header the adapter itself wants, from its Secret.
+async fn adapter_authorization(ctx: &Context, adapter: &ScannerAdapter) -> Result<Option<String>, String> {
+    let Some(r) = &adapter.authorization_secret_ref else { return Ok(None) };
+    let namespace = r.namespace.as_deref().unwrap_or_default();
+    if let Some(message) = ctx.settings.namespaces.refusal(namespace, "the scanner adapter's Secret") {
+        return Err(message);
+    }
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| format!("reading Secret {namespace}/{}: {e}", r.name))?
+        .ok_or_else(|| format!("the scanner adapter's Secret {namespace}/{} does not exist", r.name))?;
+    let key = r.key.as_deref().unwrap_or("authorization");
+    let value = secret
+        .data
+        .unwrap_or_default()
+        .get(key)
+        .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        .ok_or_else(|| format!("Secret {namespace}/{} has no key {key:?}", r.name))?;
+    Ok(Some(value))
+}
+
+/// What the adapter pulls the image with: a token berth signs for pull on this repository only
+/// (a Registry with `tokenAuth`), or nothing for a registry that needs no credentials. berth's
+/// own credentials (basic, which may push and delete) are never handed to an adapter.
+fn registry_authorization(ctx: &Context, target: &super::target::Target) -> Result<String, String> {
+    if target.registry.spec.token_auth.is_some() {
+        let scope = format!("repository:{}:pull", target.path);
+        let (token, _) = ctx.tokens.mint(&target.registry.name_any(), &scope)?;
+        return Ok(format!("Bearer {token}"));
+    }
+    if target.registry.spec.credentials_secret_ref.is_some() {
+        return Err("berth gives a scanner adapter pull-only credentials, which it can sign only for a Registry \
+                    with tokenAuth; this Registry has basic credentials, which may push and delete"
+            .into());
+    }
+    Ok(String::new())
+}
+
 /// `2 CRITICAL, 5 HIGH` or `no findings`.
 fn severity_line(status: &ImageScanStatus) -> String {
     if status.finding_severity_counts.is_empty() {
@@ -580,6 +833,45 @@ async fn read_image(
     limits: &layers::Limits,
     work_dir: &Path,
 ) -> Result<(Descriptor, layers::Files), Failure> {
+    let (manifest, doc) = image_manifest(backend, path, digest).await?;
+    if doc.layers.len() > MAX_LAYERS {
+        return Err(Failure::Failed(
+            "TooManyLayers",
+            format!("the image has {} layers, more than {MAX_LAYERS}", doc.layers.len()),
+        ));
+    }
+    let mut files = layers::Files::default();
+    for layer in &doc.layers {
+        if layer.size > limits.download_bytes {
+            return Err(layers::LayerError::DownloadTooLarge { size: layer.size, limit: limits.download_bytes }.into());
+        }
+        let digest = checked_digest(&layer.digest)?;
+        let file = TempFile::new(work_dir);
+        // The manifest's size is a claim: the download is capped as it streams too.
+        backend.blob_to_file(path, digest, &file.0, limits.download_bytes).await?;
+        let (media_type, limits, at) = (layer.media_type.clone(), limits.clone(), file.0.clone());
+        files = tokio::task::spawn_blocking(move || -> Result<layers::Files, Failure> {
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(&at)
+                    .map_err(|e| Failure::Failed("ScanWorkDir", format!("{}: {e}", at.display())))?,
+            );
+            layers::apply_blob(&mut files, &media_type, reader, &limits)?;
+            Ok(files)
+        })
+        .await
+        .map_err(|e| Failure::Failed("ScanPanicked", e.to_string()))??;
+        drop(file);
+    }
+    Ok((manifest.descriptor, files))
+}
+
+/// The image manifest at `digest` (an index: its linux/amd64 image), refused when it is not a
+/// container image.
+async fn image_manifest(
+    backend: &dyn Backend,
+    path: &str,
+    digest: &str,
+) -> Result<(crate::registry::Manifest, ManifestDoc), Failure> {
     let mut manifest = backend.manifest(path, digest).await?;
     for _ in 0..4 {
         let doc: ManifestDoc = serde_json::from_slice(&manifest.body)
@@ -608,37 +900,7 @@ async fn read_image(
             let kind = doc.artifact_type.as_deref().unwrap_or(config_type);
             return Err(Failure::Unsupported(format!("not a container image: an artifact of type {kind:?}")));
         }
-        if doc.layers.len() > MAX_LAYERS {
-            return Err(Failure::Failed(
-                "TooManyLayers",
-                format!("the image has {} layers, more than {MAX_LAYERS}", doc.layers.len()),
-            ));
-        }
-        let mut files = layers::Files::default();
-        for layer in &doc.layers {
-            if layer.size > limits.download_bytes {
-                return Err(
-                    layers::LayerError::DownloadTooLarge { size: layer.size, limit: limits.download_bytes }.into()
-                );
-            }
-            let digest = checked_digest(&layer.digest)?;
-            let file = TempFile::new(work_dir);
-            // The manifest's size is a claim: the download is capped as it streams too.
-            backend.blob_to_file(path, digest, &file.0, limits.download_bytes).await?;
-            let (media_type, limits, at) = (layer.media_type.clone(), limits.clone(), file.0.clone());
-            files = tokio::task::spawn_blocking(move || -> Result<layers::Files, Failure> {
-                let reader = std::io::BufReader::new(
-                    std::fs::File::open(&at)
-                        .map_err(|e| Failure::Failed("ScanWorkDir", format!("{}: {e}", at.display())))?,
-                );
-                layers::apply_blob(&mut files, &media_type, reader, &limits)?;
-                Ok(files)
-            })
-            .await
-            .map_err(|e| Failure::Failed("ScanPanicked", e.to_string()))??;
-            drop(file);
-        }
-        return Ok((manifest.descriptor, files));
+        return Ok((manifest, doc));
     }
     Err(Failure::Failed("InvalidManifest", "image indexes nested too deep".into()))
 }

@@ -342,7 +342,7 @@ fn controllers(
     // Repositories follow their Registry's spec and reachability.
     let reachable = |r: &Registry| Some(r.status.as_ref().and_then(|s| s.reachable).map_or(2, u64::from));
     let reg_for_repos =
-        controllers::guarded_watch(Api::<DeserializeGuard<Registry>>::all(client.clone()), registry_watch)
+        controllers::guarded_watch(Api::<DeserializeGuard<Registry>>::all(client.clone()), registry_watch.clone())
             .default_backoff()
             .applied_objects()
             .predicate_filter(predicates::generation.combine(reachable), Default::default());
@@ -455,8 +455,37 @@ fn controllers(
     .reflect(scan_writer)
     .applied_objects()
     .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+    // A Registry's scanning settings (rules, the adapter) decide its scans too.
+    let reg_for_scans =
+        controllers::guarded_watch(Api::<DeserializeGuard<Registry>>::all(client.clone()), registry_watch.clone())
+            .default_backoff()
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+    let (repos_for_scans, scans_for_registry) = (ctx.repositories.clone(), scan_reader.clone());
     let scan_controller = Controller::for_stream(scan_stream, scan_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(controllers::scan::CONCURRENCY))
+        .watches_stream(reg_for_scans, move |registry: Registry| {
+            let name = registry.metadata.name.clone().unwrap_or_default();
+            let repos: std::collections::HashSet<(String, String)> = repos_for_scans
+                .state()
+                .iter()
+                .filter(|r| r.spec.registry_ref.name == name)
+                .map(|r| {
+                    (r.metadata.namespace.clone().unwrap_or_default(), r.metadata.name.clone().unwrap_or_default())
+                })
+                .collect();
+            scans_for_registry
+                .state()
+                .iter()
+                .filter(|s| {
+                    repos.contains(&(
+                        s.metadata.namespace.clone().unwrap_or_default(),
+                        s.spec.repository_ref.name.clone(),
+                    ))
+                })
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .reconcile_all_on(gained(&scope.leader))
         .reconcile_all_on(data_changes)
         .graceful_shutdown_on(stop(shutdown.clone()))

@@ -5,6 +5,7 @@
 //! layers through the registry backend and calls these.
 
 pub mod data;
+pub mod harbor;
 pub mod inventory;
 pub mod layers;
 pub mod matching;

@@ -296,6 +296,7 @@ mod tests {
                 })
                 .collect(),
             sbom: None,
+            scanner: None,
         }
     }
 

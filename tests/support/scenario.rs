@@ -24,10 +24,16 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// Sets a Registry object's `spec.aliases` (the names nodes pull it by) and waits until berth has
 /// reconciled that generation, so every controller's view of the Registry has them.
 pub async fn set_aliases(client: &kube::Client, name: &str, aliases: &[String]) {
+    patch_registry_spec(client, name, json!({"aliases": aliases})).await;
+}
+
+/// Merges `spec` into a Registry object's spec and waits until berth has reconciled that
+/// generation, so every controller's view of the Registry has it.
+pub async fn patch_registry_spec(client: &kube::Client, name: &str, spec: Value) {
     let api = Api::<Registry>::all(client.clone());
-    let patch = json!({"spec": {"aliases": aliases}});
+    let patch = json!({"spec": spec});
     let generation = api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap().metadata.generation;
-    eventually(WAIT, &format!("Registry {name} reconciled with aliases {aliases:?}"), || {
+    eventually(WAIT, &format!("Registry {name} reconciled with {spec}"), || {
         let api = api.clone();
         async move {
             let r = api.get(name).await.map_err(|e| e.to_string())?;

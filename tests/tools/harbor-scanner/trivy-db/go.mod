@@ -3,6 +3,9 @@ module berth.dev/tools/harbor-scanner/trivy-db
 go 1.26.5
 
 // The trivy-db revision trivy v0.54.1 requires (DB schema 2).
+// golang.org/x/tools is raised from the v0.21.1-0.20240508182429-e35e4ccd0d2d trivy-db pins to
+// v0.24.1: the older internal/tokeninternal does not compile with Go >= 1.23 ("invalid array
+// length -delta * delta"); trivy-db only uses go/packages to list the standard library.
 require github.com/aquasecurity/trivy-db v0.0.0-20240718084044-d23a6ca8ba04
 
 require (
