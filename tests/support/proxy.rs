@@ -21,6 +21,8 @@ pub struct SlowProxy {
     delay_ms: Arc<AtomicU64>,
     /// Tag listings requested through the proxy so far.
     listings: Arc<AtomicU64>,
+    /// The paths of the `DELETE` requests berth sent, in order.
+    deletes: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,13 +33,21 @@ impl SlowProxy {
         let port = listener.local_addr().unwrap().port();
         let delay_ms = Arc::new(AtomicU64::new(0));
         let listings = Arc::new(AtomicU64::new(0));
-        let (upstream, delay, lists) = (upstream.to_string(), delay_ms.clone(), listings.clone());
+        let deletes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (upstream, delay, lists, deleted) =
+            (upstream.to_string(), delay_ms.clone(), listings.clone(), deletes.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, upstream.clone(), delay.clone(), lists.clone()));
+                tokio::spawn(relay(client, upstream.clone(), delay.clone(), lists.clone(), deleted.clone()));
             }
         });
-        SlowProxy { port, delay_ms, listings, task }
+        SlowProxy { port, delay_ms, listings, deletes, task }
+    }
+
+    /// Whether berth sent a `DELETE` for the manifest `digest` through the proxy.
+    pub fn deleted(&self, digest: &str) -> bool {
+        let deletes = self.deletes.lock().unwrap_or_else(|e| e.into_inner());
+        deletes.iter().any(|path| path.ends_with(&format!("/manifests/{digest}")))
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -70,7 +80,13 @@ impl Drop for SlowProxy {
     }
 }
 
-async fn relay(client: TcpStream, upstream: String, delay: Arc<AtomicU64>, listings: Arc<AtomicU64>) {
+async fn relay(
+    client: TcpStream,
+    upstream: String,
+    delay: Arc<AtomicU64>,
+    listings: Arc<AtomicU64>,
+    deletes: Arc<std::sync::Mutex<Vec<String>>>,
+) {
     // The registry down means the connection is refused, as it would be without the proxy.
     let Ok(server) = TcpStream::connect(&upstream).await else { return };
     let (mut client_read, mut client_write) = client.into_split();
@@ -92,6 +108,9 @@ async fn relay(client: TcpStream, upstream: String, delay: Arc<AtomicU64>, listi
                 let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
                 if line.windows(10).any(|w| w == b"/tags/list") {
                     listings.fetch_add(1, Ordering::SeqCst);
+                }
+                if let Some(path) = line.strip_prefix(b"DELETE ").and_then(|rest| rest.split(|b| *b == b' ').next()) {
+                    deletes.lock().unwrap_or_else(|e| e.into_inner()).push(String::from_utf8_lossy(path).into_owned());
                 }
             }
             if server_write.write_all(&buf[..n]).await.is_err() {
