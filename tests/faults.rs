@@ -367,7 +367,12 @@ async fn nothing_is_lost_or_wrongly_deleted_under_faults() {
         for (d, t) in &now_times {
             if let Some(before) = times.get(d) {
                 c.check(t <= before || pushed_again(&proxy, &keeps, d), || {
-                    format!("push time of {d} moved later: {before} -> {t}")
+                    format!(
+                    "push time of {d} moved later: {before} -> {t} (berth deleted it: {}; a keep-* digest: {}; a web:stable digest: {})",
+                    proxy.deleted(d),
+                    keeps.values().any(|k| k == d),
+                    stable_history.contains(d)
+                )
                 });
             }
             c.check(*t >= started_ms - 60_000, || format!("push time of {d} is {t}, before the test began"));
@@ -445,7 +450,12 @@ async fn nothing_is_lost_or_wrongly_deleted_under_faults() {
     for (d, t) in &final_times {
         if let Some(before) = times.get(d) {
             c.check(t <= before || pushed_again(&proxy, &keeps, d), || {
-                format!("push time of {d} moved later: {before} -> {t}")
+                format!(
+                    "push time of {d} moved later: {before} -> {t} (berth deleted it: {}; a keep-* digest: {}; a web:stable digest: {})",
+                    proxy.deleted(d),
+                    keeps.values().any(|k| k == d),
+                    stable_history.contains(d)
+                )
             });
         }
     }
