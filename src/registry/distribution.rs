@@ -498,30 +498,18 @@ impl Backend for Distribution {
         dest: &std::path::Path,
         max_bytes: u64,
     ) -> Result<u64, RegistryError> {
-        use sha2::Digest as _;
-        use tokio::io::AsyncWriteExt;
         let path = format!("/v2/{repository}/blobs/{digest}");
         let resp = self
             .send_within(Method::GET, &path, &repo_scope(repository, "pull"), &[], None, Some(BLOB_STREAM_TIMEOUT))
             .await?;
-        let mut resp = check_status(resp).await?;
-        if resp.content_length().is_some_and(|n| n > max_bytes) {
-            return Err(RegistryError::Protocol(format!("blob {digest} is larger than {max_bytes} bytes")));
-        }
-        let local = |e: std::io::Error| RegistryError::Protocol(format!("writing {}: {e}", dest.display()));
-        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
-        let mut hasher = sha2::Sha256::new();
-        let mut written: u64 = 0;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
-            written += chunk.len() as u64;
-            if written > max_bytes {
-                return Err(RegistryError::Protocol(format!("blob {digest} is larger than {max_bytes} bytes")));
+        let resp = check_status(resp).await?;
+        let (computed, written) = super::stream_to_file(resp, dest, max_bytes).await.map_err(|e| match e {
+            super::StreamError::TooLarge => {
+                RegistryError::Protocol(format!("blob {digest} is larger than {max_bytes} bytes"))
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(local)?;
-        }
-        file.flush().await.map_err(local)?;
-        let computed = format!("sha256:{:x}", hasher.finalize());
+            super::StreamError::Read(e) => classify(&e),
+            super::StreamError::Write(e) => RegistryError::Protocol(format!("writing {}: {e}", dest.display())),
+        })?;
         if digest.starts_with("sha256:") && computed != digest {
             return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest ({computed})")));
         }

@@ -145,6 +145,44 @@ pub(crate) fn note_request() {
     let _ = REQUESTS.try_with(|c| c.set(c.get() + 1));
 }
 
+/// Why a response body could not be streamed into a file.
+#[derive(Debug)]
+pub enum StreamError {
+    /// More than the cap, by Content-Length or as it arrived.
+    TooLarge,
+    Read(reqwest::Error),
+    Write(std::io::Error),
+}
+
+/// Streams a response body into `dest` (created or truncated), refusing more than `max` bytes
+/// (by Content-Length, and as it arrives); returns its `sha256:<hex>` and size. For bodies too
+/// big to hold in memory: layers, vulnerability data archives.
+pub async fn stream_to_file(
+    mut response: reqwest::Response,
+    dest: &std::path::Path,
+    max: u64,
+) -> Result<(String, u64), StreamError> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+    if response.content_length().is_some_and(|n| n > max) {
+        return Err(StreamError::TooLarge);
+    }
+    let file = tokio::fs::File::create(dest).await.map_err(StreamError::Write)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    while let Some(chunk) = response.chunk().await.map_err(StreamError::Read)? {
+        written += chunk.len() as u64;
+        if written > max {
+            return Err(StreamError::TooLarge);
+        }
+        hasher.update(&chunk);
+        out.write_all(&chunk).await.map_err(StreamError::Write)?;
+    }
+    out.flush().await.map_err(StreamError::Write)?;
+    Ok((format!("sha256:{:x}", hasher.finalize()), written))
+}
+
 /// Whether `digest` is `sha256:` and 64 lower-case hex digits, the only digests berth puts in
 /// a URL.
 pub fn is_sha256_digest(digest: &str) -> bool {

@@ -25,13 +25,13 @@ use futures::future::BoxFuture;
 use reqwest::{StatusCode, Url, header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::{io::AsyncWriteExt, sync::watch};
+use tokio::sync::watch;
 
 use super::{
     data::{Loaded, State, VulnerabilityData},
     osv::{Database, Limits},
 };
-use crate::registry::{Backend, is_index};
+use crate::registry::{Backend, StreamError, is_index};
 
 /// The largest archive one download writes (the OSV bucket's largest, Debian's and Ubuntu's,
 /// are a few hundred MiB compressed); a bigger one is refused, not written.
@@ -726,27 +726,13 @@ impl Loader {
     }
 
     /// Streams a body into `dest`, at most `max_download_bytes`; returns its digest and size.
-    async fn download(&self, mut response: reqwest::Response, dest: &Path) -> Result<(String, u64), String> {
+    async fn download(&self, response: reqwest::Response, dest: &Path) -> Result<(String, u64), String> {
         let max = self.max_download_bytes;
-        let too_large = || format!("the archive is larger than the download limit of {max} bytes; refused");
-        if response.content_length().is_some_and(|n| n > max) {
-            return Err(too_large());
-        }
-        let io = |e: std::io::Error| format!("{}: {e}", dest.display());
-        let file = tokio::fs::File::create(dest).await.map_err(io)?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
-        while let Some(chunk) = response.chunk().await.map_err(http_error)? {
-            written += chunk.len() as u64;
-            if written > max {
-                return Err(too_large());
-            }
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(io)?;
-        }
-        out.flush().await.map_err(io)?;
-        Ok((hex_digest(&hasher.finalize()), written))
+        crate::registry::stream_to_file(response, dest, max).await.map_err(|e| match e {
+            StreamError::TooLarge => format!("the archive is larger than the download limit of {max} bytes; refused"),
+            StreamError::Read(e) => http_error(e),
+            StreamError::Write(e) => format!("{}: {e}", dest.display()),
+        })
     }
 
     /// Reads the artifact's manifest and downloads each archive whose layer digest is not the
