@@ -56,15 +56,30 @@ impl Checks {
 }
 
 /// Every push time in the ledger of the namespace: digest -> unix ms.
-/// A push time may move later only for an image berth deleted (a lifecycle run expired it) that
-/// the test then pushed again (a `keep-*` tag onto the same content, landing just after the
-/// delete): that is a new push, as ECR would date it too.
-fn pushed_again(proxy: &SlowProxy, keeps: &BTreeMap<String, String>, digest: &str) -> bool {
-    let again = proxy.deleted(digest) && keeps.values().any(|d| d == digest);
-    if again {
-        println!("{digest} was expired, then pushed again (a keep-* tag): its new push time is later");
+/// Why the push time of `digest` moving from `before` to `now` is a violation, if it is. It may
+/// move later only for an image berth deleted (a lifecycle run expired it) that the test then
+/// pushed again (a `keep-*` tag onto the same content, landing just after the delete): that is
+/// a new push, as ECR would date it too.
+fn moved_later(
+    proxy: &SlowProxy,
+    keeps: &BTreeMap<String, String>,
+    stable_history: &[String],
+    digest: &str,
+    before: i64,
+    now: i64,
+) -> Option<String> {
+    if now <= before {
+        return None;
     }
-    again
+    let (deleted, kept) = (proxy.deleted(digest), keeps.values().any(|d| d == digest));
+    if deleted && kept {
+        println!("{digest} was expired, then pushed again (a keep-* tag): its new push time is later");
+        return None;
+    }
+    Some(format!(
+        "push time of {digest} moved later: {before} -> {now} (berth deleted it: {deleted}; a keep-* digest: {kept}; a web:stable digest: {})",
+        stable_history.iter().any(|d| d == digest)
+    ))
 }
 
 async fn ledger_times(env: &Env) -> BTreeMap<String, i64> {
@@ -366,14 +381,8 @@ async fn nothing_is_lost_or_wrongly_deleted_under_faults() {
         let now_times = ledger_times(&env).await;
         for (d, t) in &now_times {
             if let Some(before) = times.get(d) {
-                c.check(t <= before || pushed_again(&proxy, &keeps, d), || {
-                    format!(
-                    "push time of {d} moved later: {before} -> {t} (berth deleted it: {}; a keep-* digest: {}; a web:stable digest: {})",
-                    proxy.deleted(d),
-                    keeps.values().any(|k| k == d),
-                    stable_history.contains(d)
-                )
-                });
+                let later = moved_later(&proxy, &keeps, &stable_history, d, *before, *t);
+                c.check(later.is_none(), || later.unwrap_or_default());
             }
             c.check(*t >= started_ms - 60_000, || format!("push time of {d} is {t}, before the test began"));
             c.check(!forged.contains(d) || stable_history.contains(d), || format!("made-up digest {d} recorded"));
@@ -449,14 +458,8 @@ async fn nothing_is_lost_or_wrongly_deleted_under_faults() {
     let final_times = ledger_times(&env).await;
     for (d, t) in &final_times {
         if let Some(before) = times.get(d) {
-            c.check(t <= before || pushed_again(&proxy, &keeps, d), || {
-                format!(
-                    "push time of {d} moved later: {before} -> {t} (berth deleted it: {}; a keep-* digest: {}; a web:stable digest: {})",
-                    proxy.deleted(d),
-                    keeps.values().any(|k| k == d),
-                    stable_history.contains(d)
-                )
-            });
+            let later = moved_later(&proxy, &keeps, &stable_history, d, *before, *t);
+            c.check(later.is_none(), || later.unwrap_or_default());
         }
     }
     let restores = serde_json::to_value(env.repos().get("imm").await.unwrap().status).unwrap();

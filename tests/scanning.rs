@@ -2,6 +2,8 @@
 //! archives in `shared/scanning` — compared with Google's osv-scanner on the same data — and on
 //! bad input. No cluster and no registry.
 
+mod support;
+
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -10,17 +12,8 @@ use std::{
 
 use serde_json::Value;
 
-/// The shared scanning data: `BERTH_SCANNING_DATA`, else `../shared/scanning` beside the
-/// checkout, else `/work/shared/scanning`. Missing, the tests fail and say so.
 fn data() -> PathBuf {
-    let candidates = [
-        std::env::var_os("BERTH_SCANNING_DATA").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scanning")),
-        Some(PathBuf::from("/work/shared/scanning")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.join("osv-db").is_dir()).unwrap_or_else(|| {
-        panic!("the scanning data (osv-db/, fixtures/) is not here: set BERTH_SCANNING_DATA to its folder")
-    })
+    support::scanning_data()
 }
 
 fn describe(out: &Output) -> String {

@@ -272,10 +272,7 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
             attempts: Some(plan::MAX_ATTEMPTS),
             ..failed(&previous, requested, plan::INTERRUPTED, message.clone(), scan)
         };
-        write_status(scan, ctx, &previous, status.clone()).await?;
-        ctx.metrics.scans.get_or_create(&ScanLabels { result: "failed" }).inc();
-        publish_about(ctx, &scan.object_ref(&()), (EventType::Warning, "ScanFailed", "Scan"), message).await;
-        summarise(ctx, &repo, &target, scan, status).await;
+        conclude(ctx, &repo, &target, scan, &previous, status).await?;
         return Ok(Action::await_change());
     }
     let in_progress = ImageScanStatus {
@@ -348,19 +345,7 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
             }
         }
         Err(Failure::Unsupported(message)) => {
-            let status = ImageScanStatus {
-                phase: ScanPhase::UnsupportedImage,
-                reason: Some("UnsupportedImage".into()),
-                message: Some(message.clone()),
-                requested,
-                conditions: conditions::merge(
-                    &previous.conditions,
-                    conditions::ready(false, "UnsupportedImage", message, scan.metadata.generation),
-                ),
-                observed_generation: scan.metadata.generation,
-                ..Default::default()
-            };
-            (status, Action::await_change())
+            (unsupported(&previous, requested, message, scan), Action::await_change())
         }
         Err(Failure::Failed(reason, message)) => {
             let action = if super::transient(reason) {
@@ -372,30 +357,40 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
         }
     };
     ctx.metrics.scan_duration.observe(started.elapsed().as_secs_f64());
-    let result = match status.phase {
-        ScanPhase::Complete => "complete",
-        ScanPhase::UnsupportedImage => "unsupported",
-        _ => "failed",
+    conclude(ctx, &repo, &target, scan, &in_progress, status).await?;
+    Ok(action)
+}
+
+/// A scan's outcome, told everywhere it goes: its status, the scans metric, an Event, the
+/// Repository's summary (and a finished scan's backoff forgotten).
+async fn conclude(
+    ctx: &Context,
+    repo: &Repository,
+    target: &super::target::Target,
+    scan: &ImageScan,
+    previous: &ImageScanStatus,
+    status: ImageScanStatus,
+) -> Result<(), Error> {
+    let message = status.message.clone().unwrap_or_default();
+    let (result, type_, reason, note) = match status.phase {
+        ScanPhase::Complete => {
+            let note = match status.package_count {
+                Some(n) => format!("{n} packages: {}", severity_line(&status)),
+                None => severity_line(&status),
+            };
+            ("complete", EventType::Normal, "ScanComplete", note)
+        }
+        ScanPhase::UnsupportedImage => ("unsupported", EventType::Normal, "UnsupportedImage", message),
+        _ => ("failed", EventType::Warning, "ScanFailed", message),
     };
     ctx.metrics.scans.get_or_create(&ScanLabels { result }).inc();
-    let (type_, reason, note) = match status.phase {
-        ScanPhase::Complete => (
-            EventType::Normal,
-            "ScanComplete",
-            format!("{} packages: {}", status.package_count.unwrap_or(0), severity_line(&status)),
-        ),
-        ScanPhase::UnsupportedImage => {
-            (EventType::Normal, "UnsupportedImage", status.message.clone().unwrap_or_default())
-        }
-        _ => (EventType::Warning, "ScanFailed", status.message.clone().unwrap_or_default()),
-    };
     if status.phase == ScanPhase::Complete {
         ctx.clear_failures(&key(scan));
     }
-    write_status(scan, ctx, &in_progress, status.clone()).await?;
+    write_status(scan, ctx, previous, status.clone()).await?;
     publish_about(ctx, &scan.object_ref(&()), (type_, reason, "Scan"), note).await;
-    summarise(ctx, &repo, &target, scan, status).await;
-    Ok(action)
+    summarise(ctx, repo, target, scan, status).await;
+    Ok(())
 }
 
 /// Writes the Repository's scan summary with this scan's new status (the store may not have it
@@ -538,12 +533,7 @@ async fn adapter_scan(
                     }
                     Err(e) => return trouble(e).await,
                 };
-                write_status(scan, ctx, &previous, status.clone()).await?;
-                ctx.metrics.scans.get_or_create(&ScanLabels { result: "complete" }).inc();
-                ctx.clear_failures(&key(scan));
-                let note = severity_line(&status);
-                publish_about(ctx, &scan.object_ref(&()), (EventType::Normal, "ScanComplete", "Scan"), note).await;
-                summarise(ctx, repo, target, scan, status).await;
+                conclude(ctx, repo, target, scan, &previous, status).await?;
                 return Ok(Action::await_change());
             }
             // It does not know the scan (restarted, or expired it): start again below.
@@ -564,22 +554,7 @@ async fn adapter_scan(
     let manifest = match image_manifest(backend.as_ref(), &target.path, &scan.spec.digest).await {
         Ok((manifest, _)) => manifest.descriptor,
         Err(Failure::Unsupported(message)) => {
-            let status = ImageScanStatus {
-                phase: ScanPhase::UnsupportedImage,
-                reason: Some("UnsupportedImage".into()),
-                message: Some(message.clone()),
-                requested,
-                conditions: conditions::merge(
-                    &previous.conditions,
-                    conditions::ready(false, "UnsupportedImage", message.clone(), scan.metadata.generation),
-                ),
-                observed_generation: scan.metadata.generation,
-                ..Default::default()
-            };
-            write_status(scan, ctx, &previous, status.clone()).await?;
-            ctx.metrics.scans.get_or_create(&ScanLabels { result: "unsupported" }).inc();
-            publish_about(ctx, &scan.object_ref(&()), (EventType::Normal, "UnsupportedImage", "Scan"), message).await;
-            summarise(ctx, repo, target, scan, status).await;
+            conclude(ctx, repo, target, scan, &previous, unsupported(&previous, requested, message, scan)).await?;
             return Ok(Action::await_change());
         }
         Err(Failure::Failed(reason, message)) => {
@@ -742,6 +717,27 @@ fn matched(
     status.observed_generation = scan.metadata.generation;
     status.completed_at = Some(Time(Timestamp::now()));
     status
+}
+
+/// An UnsupportedImage status: not something berth (or the adapter) scans.
+fn unsupported(
+    previous: &ImageScanStatus,
+    requested: Option<String>,
+    message: String,
+    scan: &ImageScan,
+) -> ImageScanStatus {
+    ImageScanStatus {
+        phase: ScanPhase::UnsupportedImage,
+        reason: Some("UnsupportedImage".into()),
+        message: Some(message.clone()),
+        requested,
+        conditions: conditions::merge(
+            &previous.conditions,
+            conditions::ready(false, "UnsupportedImage", message, scan.metadata.generation),
+        ),
+        observed_generation: scan.metadata.generation,
+        ..Default::default()
+    }
 }
 
 /// A Failed status that keeps nothing of an earlier scan's findings: they would be taken for
