@@ -55,6 +55,22 @@ pub struct LifecyclePolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("maxDeletionsPerRun must be at least 1"))]
     pub max_deletions_per_run: Option<i32>,
+
+    /// Who applies the rules to Repositories on an `ecr` Registry. `Berth` (the default): berth
+    /// evaluates and deletes, with `protectInUse`, `dryRun` and `maxDeletionsPerRun`. `Native`:
+    /// berth puts the rules on each ECR repository as its lifecycle policy and ECR applies them
+    /// itself, without protecting images in use (status says which of those are at risk).
+    /// Repositories on other registries always use `Berth`.
+    #[serde(default)]
+    pub mode: LifecycleMode,
+}
+
+/// Who applies a lifecycle policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LifecycleMode {
+    #[default]
+    Berth,
+    Native,
 }
 
 fn default_true() -> bool {

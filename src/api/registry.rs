@@ -30,6 +30,8 @@ pub const CONDITION_SIGNING_KEY_ROTATION: &str = "SigningKeyRotation";
 #[x_kube(validation = Rule::new("!(has(self.insecureSkipTLSVerify) && self.insecureSkipTLSVerify && has(self.caBundle))").message("set either insecureSkipTLSVerify or caBundle, not both"))]
 #[x_kube(validation = Rule::new("!has(self.credentialsSecretRef) || has(self.credentialsSecretRef.namespace)").message("credentialsSecretRef.namespace is required: a Registry is cluster-scoped"))]
 #[x_kube(validation = Rule::new("!has(self.tokenAuth) || has(self.tokenAuth.signingKeySecretRef.namespace)").message("tokenAuth.signingKeySecretRef.namespace is required: a Registry is cluster-scoped"))]
+#[x_kube(validation = Rule::new("has(self.ecr) == (has(self.type) && self.type == 'ecr')").message("ecr settings go with type: ecr, and type: ecr needs them (region at least)"))]
+#[x_kube(validation = Rule::new("!has(self.type) || self.type != 'ecr' || (!has(self.tokenAuth) && !has(self.notifications) && !has(self.insecureSkipTLSVerify))").message("an ecr Registry takes no tokenAuth, notifications or insecureSkipTLSVerify: ECR authenticates with IAM and sends no registry events"))]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySpec {
     /// Base URL of the registry's HTTP API, without the `/v2/` suffix, for example
@@ -57,14 +59,21 @@ pub struct RegistrySpec {
     pub aliases: Vec<String>,
 
     /// Which API berth speaks to this registry: `distribution` (the OCI Distribution API, served by
-    /// CNCF Distribution, Zot, Harbor and others) or `ecr` (reserved for the AWS ECR backend,
-    /// which is not implemented yet; such a Registry reports Ready=False).
+    /// CNCF Distribution, Zot, Harbor and others) or `ecr` (AWS Elastic Container Registry through
+    /// the ECR API; set `ecr` too, and `url` to the registry's host,
+    /// `https://<account>.dkr.ecr.<region>.amazonaws.com`).
     #[serde(rename = "type", default)]
     pub type_: RegistryType,
 
+    /// Where berth reaches an `ecr` Registry's API and which account's registry it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecr: Option<EcrSettings>,
+
     /// Secret holding the credentials berth uses for its own calls to the registry: keys
     /// `username` and `password` (basic auth). Not used when `tokenAuth` is set, because berth then
-    /// signs its own tokens.
+    /// signs its own tokens. For an `ecr` Registry: keys `accessKeyId`, `secretAccessKey` and
+    /// optionally `sessionToken`; without it berth uses the AWS default chain (web identity for
+    /// IRSA, EKS Pod Identity, the environment, the instance profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 
@@ -108,6 +117,28 @@ pub struct RegistrySpec {
     /// and when. A Repository with `scanOnPush: true` is scanned on push whatever the rules say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanning: Option<ScanningConfiguration>,
+}
+
+/// An ECR registry's API.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EcrSettings {
+    /// The AWS region (`eu-west-1`). Default: the region in `url`'s host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]+$')").message("region must be an AWS region such as eu-west-1"))]
+    #[schemars(length(max = 32))]
+    pub region: Option<String>,
+    /// The 12-digit account id whose registry this is. Default: the account in `url`'s host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{12}$')").message("registryId must be a 12-digit AWS account id"))]
+    #[schemars(length(max = 12))]
+    pub registry_id: Option<String>,
+    /// The ECR API endpoint, when not AWS's own: a VPC interface endpoint, a FIPS endpoint, or
+    /// a stand-in in tests (`http://127.0.0.1:5077`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+/?$')").message("endpoint must be an http:// or https:// URL with a host and no path"))]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
 }
 
 /// Which repositories berth scans, and when.

@@ -75,6 +75,63 @@ pub struct RepositorySpec {
     /// leaves them in the registry; `Delete` removes every manifest of the repository first.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Settings only an `ecr` Registry has. On a Distribution Registry the Repository is not
+    /// Ready (`NotSupportedByRegistry`) while they are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecr: Option<RepositoryEcr>,
+}
+
+/// An ECR repository's own settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryEcr {
+    /// How ECR encrypts the images at rest. Set when the repository is created, and fixed from
+    /// then on: a different value afterwards makes the Repository not Ready
+    /// (`EncryptionMismatch`). Default: AES256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EcrEncryption>,
+    /// AWS resource tags on the repository. berth owns the keys it set: it changes and removes
+    /// those, and leaves tags others set alone.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() >= 1 && k.size() <= 128 && !k.startsWith('aws:') && self[k].size() <= 256)").message("tag keys are 1 to 128 characters, not starting with aws:, and values at most 256"))]
+    #[schemars(length(max = 40))]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Encryption at rest of an ECR repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'AES256' || !has(self.kmsKey)").message("kmsKey goes with type KMS or KMS_DSSE"))]
+pub struct EcrEncryption {
+    /// `AES256`, `KMS` or `KMS_DSSE`.
+    #[serde(rename = "type")]
+    pub type_: EcrEncryptionType,
+    /// The KMS key (ARN, id or alias) for `KMS` and `KMS_DSSE`; default: the AWS managed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key: Option<String>,
+}
+
+/// ECR's encryption types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EcrEncryptionType {
+    #[serde(rename = "AES256")]
+    Aes256,
+    #[serde(rename = "KMS")]
+    Kms,
+    #[serde(rename = "KMS_DSSE")]
+    KmsDsse,
+}
+
+impl EcrEncryptionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EcrEncryptionType::Aes256 => "AES256",
+            EcrEncryptionType::Kms => "KMS",
+            EcrEncryptionType::KmsDsse => "KMS_DSSE",
+        }
+    }
 }
 
 /// Who may pull from a repository.
@@ -132,6 +189,39 @@ pub struct RepositoryStatus {
     /// scanned. Written apart from the rest of status, as scans finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scans: Option<ScanSummary>,
+    /// The ECR repository, on an `ecr` Registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecr: Option<RepositoryEcrStatus>,
+}
+
+/// What berth knows of the ECR repository behind a Repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryEcrStatus {
+    /// The repository's ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// When ECR created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    /// True when the repository existed before this Repository declared it, and berth took it
+    /// over (its images, settings and berth's tag keys are now managed).
+    #[serde(default)]
+    pub adopted: bool,
+    /// Encryption as ECR reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_type: Option<String>,
+    /// Resource tag keys berth set (and so owns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_tag_keys: Vec<String>,
+    /// The Sids of the repository policy statements berth wrote (from AccessPolicies' AWS
+    /// principals); other statements are left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_statements: Vec<String>,
+    /// SHA-256 of the lifecycle policy text berth put on the repository (`mode: Native`), so
+    /// that berth removes only a policy it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_policy_sha256: Option<String>,
 }
 
 /// What the latest scans of a repository's images found.

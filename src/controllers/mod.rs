@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use crate::{
     api::{ImageScan, Registry, RegistryType, Repository},
     auth::TokenService,
+    hosts,
     http::client::TrustedProxies,
     metrics::Metrics,
     namespaces::{NOT_MANAGED, Namespaces},
@@ -235,6 +236,11 @@ impl PushJournal {
     }
 }
 
+/// How long one ECR listing made for polling answers the polls of other tags of the same
+/// repository: the rollout controller polls tags on their own schedules, and the tags of one
+/// repository due within this window share one DescribeImages call.
+pub const ECR_POLL_LISTING_TTL: Duration = Duration::from_secs(5);
+
 /// A built backend and the fingerprint (generation and Secret version) it was built from.
 type CachedBackend = (String, Arc<dyn Backend>);
 
@@ -315,7 +321,7 @@ impl Context {
     /// The backend for a Registry, reading its credentials Secret.
     pub async fn backend(&self, registry: &Registry) -> Result<Arc<dyn Backend>, Error> {
         if registry.spec.type_ == RegistryType::Ecr {
-            return Err(Error::Unsupported("type ecr is not implemented yet: use type distribution".into()));
+            return self.ecr_backend(registry).await;
         }
         let mut username = None;
         let mut password = None;
@@ -370,6 +376,70 @@ impl Context {
             latency: Some(self.metrics.registry_request_duration.clone()),
             ..Default::default()
         })?);
+        let mut cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(name, (fingerprint, backend.clone()));
+        Ok(backend)
+    }
+
+    /// The cached backend built from this fingerprint, if there is one.
+    fn cached_backend(&self, name: &str, fingerprint: &str) -> Option<Arc<dyn Backend>> {
+        let cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(name).filter(|(fp, _)| fp == fingerprint).map(|(_, b)| b.clone())
+    }
+
+    /// An `ecr` Registry's backend: the ECR API with keys from the credentials Secret, or the
+    /// AWS default chain without one.
+    async fn ecr_backend(&self, registry: &Registry) -> Result<Arc<dyn Backend>, Error> {
+        let spec = &registry.spec;
+        let settings = spec.ecr.clone().unwrap_or_default();
+        let from_url = hosts::url_host(&spec.url).and_then(|h| crate::registry::ecr::parse_registry_host(&h));
+        let region = settings.region.clone().or_else(|| from_url.as_ref().map(|(_, r)| r.clone())).ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "ecr.region is not set and url {:?} is not an ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com)",
+                spec.url
+            ))
+        })?;
+        let registry_id = settings.registry_id.clone().or_else(|| from_url.map(|(a, _)| a));
+        let mut keys = None;
+        let mut secret_version = String::new();
+        if let Some(r) = &spec.credentials_secret_ref {
+            let ns = r.namespace.as_deref().unwrap_or_default();
+            if let Some(message) = self.settings.namespaces.refusal(ns, "the credentials Secret") {
+                return Err(Error::NotManaged(message));
+            }
+            let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
+                .get_opt(&r.name)
+                .await?
+                .ok_or_else(|| Error::Credentials(format!("credentials Secret {ns}/{} does not exist", r.name)))?;
+            secret_version = secret.resource_version().unwrap_or_default();
+            let data = secret.data.unwrap_or_default();
+            let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).trim().to_string());
+            let need = |k: &str| {
+                field(k)
+                    .ok_or_else(|| Error::Credentials(format!("credentials Secret {ns}/{} has no key {k:?}", r.name)))
+            };
+            keys = Some(crate::registry::ecr::StaticKeys {
+                access_key_id: need("accessKeyId")?,
+                secret_access_key: need("secretAccessKey")?,
+                session_token: field("sessionToken"),
+            });
+        }
+        let name = registry.name_any();
+        let fingerprint = format!("{:?}/{secret_version}", registry.metadata.generation);
+        if let Some(backend) = self.cached_backend(&name, &fingerprint) {
+            return Ok(backend);
+        }
+        let backend: Arc<dyn Backend> = Arc::new(
+            crate::registry::Ecr::new(crate::registry::EcrConfig {
+                region,
+                registry_id,
+                endpoint: settings.endpoint.clone(),
+                keys,
+                ca_bundle: spec.ca_bundle.clone(),
+                poll_listing_ttl: ECR_POLL_LISTING_TTL,
+            })
+            .await?,
+        );
         let mut cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(name, (fingerprint, backend.clone()));
         Ok(backend)

@@ -123,6 +123,7 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 immutable_tag_restores: (o.restores > 0).then_some(o.restores),
                 // Written by the scans' own path (see write_status).
                 scans: previous.scans.clone(),
+                ecr: None,
             };
             let requeue = if o.unrestored.is_empty() {
                 ctx.settings.repository_poll_interval

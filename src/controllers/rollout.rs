@@ -1416,7 +1416,7 @@ impl Rollouts {
                     return Err(RegistryError::Config(format!("no Registry {:?}", repo.0)));
                 };
                 let backend = ctx.backend(&registry).await.map_err(|e| RegistryError::Config(e.to_string()))?;
-                backend.tags(&repo.1).await
+                backend.poll_tags(&repo.1).await
             };
             let (result, requests) = count_requests(work).await;
             ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: "rollout" }).inc_by(requests);
@@ -1471,6 +1471,20 @@ impl Rollouts {
         self.on_repo(&l.repo, None).await;
     }
 
+    /// Where in its interval a tag's next poll goes: at random, except on a registry whose
+    /// polls share one listing per repository (ECR), where every tag of a repository gets the
+    /// same place, so that their polls fall due together and one DescribeImages answers them.
+    fn jitter(&self, key: &TagKey) -> f64 {
+        let shared = self.registry(&key.0).is_some_and(|r| r.spec.type_ == crate::api::RegistryType::Ecr);
+        if !shared {
+            return rand::rng().random::<f64>();
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&key.0, &key.1).hash(&mut h);
+        (h.finish() % 10_000) as f64 / 10_000.0
+    }
+
     /// The Registry object of that name, if berth knows it.
     fn registry(&self, name: &str) -> Option<Arc<Registry>> {
         self.ctx.registries.get(&ObjectRef::new(name))
@@ -1495,7 +1509,7 @@ impl Rollouts {
                     return Err(RegistryError::Config(format!("no Registry {:?}", key.0)));
                 };
                 let backend = ctx.backend(&registry).await.map_err(|e| RegistryError::Config(e.to_string()))?;
-                Ok(backend.resolve(&key.1, &key.2).await?.map(|d| d.digest))
+                Ok(backend.poll_tag(&key.1, &key.2).await?.map(|d| d.digest))
             };
             let (result, requests) = count_requests(work).await;
             ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: "rollout" }).inc_by(requests);
@@ -1525,7 +1539,8 @@ impl Rollouts {
     }
 
     async fn handle_poll(&mut self, p: PollResult) {
-        self.schedule.done(&p.key, outcome(&p.result), Instant::now(), rand::rng().random::<f64>());
+        let jitter = self.jitter(&p.key);
+        self.schedule.done(&p.key, outcome(&p.result), Instant::now(), jitter);
         let repo: RepoKey = (p.key.0.clone(), p.key.1.clone());
         let tag_followed = self.followers.contains_key(&p.key);
         let repo_followed = self.repo_followers.contains_key(&repo);

@@ -2,8 +2,10 @@
 //! trait so that a backend (Distribution now, ECR later) is a new file, not a rewrite.
 
 mod distribution;
+pub mod ecr;
 
 pub use distribution::{Distribution, DistributionConfig, Mint};
+pub use ecr::{Ecr, EcrConfig};
 
 use async_trait::async_trait;
 
@@ -123,6 +125,28 @@ pub trait Backend: Send + Sync {
         media_type: &str,
         body: &[u8],
     ) -> Result<String, RegistryError>;
+
+    /// Where a followed tag points, for polling: a registry whose listing gives digests (ECR)
+    /// answers every tag of a repository polled within a short while from one listing.
+    async fn poll_tag(&self, repository: &str, tag: &str) -> Result<Option<Descriptor>, RegistryError> {
+        self.resolve(repository, tag).await
+    }
+
+    /// Every tag of a repository, for polling (see [`Backend::poll_tag`]).
+    async fn poll_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        self.tags(repository).await
+    }
+
+    /// Every image with its tags and push time, when the registry records push times (ECR);
+    /// `None` when it does not (Distribution: berth keeps its own ledger).
+    async fn listing(&self, _repository: &str) -> Result<Option<Vec<ecr::ImageInfo>>, RegistryError> {
+        Ok(None)
+    }
+
+    /// The ECR-only operations (repositories with settings, policies, tokens, ECR's scans).
+    fn ecr(&self) -> Option<&Ecr> {
+        None
+    }
 }
 
 tokio::task_local! {

@@ -2,8 +2,9 @@
 # (docker-registry, skopeo; for the node tests containerd, runc, the CNI plugins, busybox-static,
 # iptables and gcc for the pause binary) and builds the pinned Kubernetes binaries and CoreDNS
 # once per machine, osv-scanner (the scanner's reference) and a Harbor scanner adapter with
-# trivy (tests/tools/harbor-scanner); exports BERTH_K8S_BIN_DIR,
-# BERTH_COREDNS_BIN_DIR and BERTH_OSV_SCANNER_BIN_DIR.
+# trivy (tests/tools/harbor-scanner), and moto (the AWS ECR API's stand-in) in a virtualenv;
+# exports BERTH_K8S_BIN_DIR, BERTH_COREDNS_BIN_DIR, BERTH_OSV_SCANNER_BIN_DIR and
+# BERTH_MOTO_BIN_DIR.
 need_apt=()
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
@@ -45,3 +46,6 @@ export BERTH_OSV_SCANNER_BIN_DIR
 # harbor-scanner-trivy, trivy and trivy-db (cold: trivy takes 3-4 minutes); the test asks
 # build.sh again for their folders, which is then instant.
 bash tests/tools/harbor-scanner/build.sh >/dev/null
+# moto, the stand-in for the AWS ECR API (tests/ecr.rs), in a cached virtualenv.
+BERTH_MOTO_BIN_DIR=$(bash tests/tools/install-moto.sh)
+export BERTH_MOTO_BIN_DIR
