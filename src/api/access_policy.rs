@@ -70,7 +70,7 @@ pub struct Grant {
 #[x_kube(validation = Rule::new("self.kind != 'Namespace' || (has(self.name) && !has(self.namespace))").message("a Namespace subject names the namespace in name (every ServiceAccount of it is granted) and takes no namespace"))]
 #[x_kube(validation = Rule::new("self.kind != 'Robot' || (has(self.name) && !has(self.namespace))").message("a Robot subject needs a name and takes no namespace (robots belong to the policy's namespace)"))]
 #[x_kube(validation = Rule::new("self.kind != 'Anonymous' || (!has(self.name) && !has(self.namespace))").message("an Anonymous subject takes no name or namespace"))]
-#[x_kube(validation = Rule::new("self.kind != 'AWSPrincipal' || (has(self.name) && !has(self.namespace) && self.name.matches('^([0-9]{12}|arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(root|role/[A-Za-z0-9+=,.@_/-]+|user/[A-Za-z0-9+=,.@_/-]+))$'))").message("an AWSPrincipal subject names a 12-digit account id or an IAM ARN (arn:aws:iam::<account>:root, role/<name> or user/<name>) and takes no namespace"))]
+#[x_kube(validation = Rule::new("self.kind != 'AWSPrincipal' || (has(self.name) && !has(self.namespace))").message("an AWSPrincipal subject names a 12-digit account id or an IAM ARN (arn:aws:iam::<account>:root, role/<name> or user/<name>) and takes no namespace"))]
 pub struct Subject {
     /// `ServiceAccount` (one ServiceAccount, authenticated by its token), `Namespace` (every
     /// ServiceAccount of the namespace in `name`), `Robot` (credentials berth generates, named

@@ -64,6 +64,9 @@ pub struct RepositoryRun {
     /// Expired images not deleted because they changed after the listing (a tag pushed onto
     /// them, a tag moved away, a workload started using them): the next run decides again.
     pub changed: usize,
+    /// The repository is on ECR with `mode: Native`: ECR applies the rules, berth only reports
+    /// (`protected` images are then at risk, not protected).
+    pub native: bool,
 }
 
 /// Which digests workloads use in repository `path` of the registry pulled by `hosts` (under
@@ -200,6 +203,13 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
         .collect();
 
     tracing::info!(policy = %format!("{ns}/{name}"), repositories = repos.len(), dry_run = policy.spec.dry_run, "lifecycle run");
+    // On ECR the Repository controller puts a Native policy on (or takes it off) the
+    // repository: it is the one writer of an ECR repository's settings.
+    for repo in &repos {
+        if repo.status.as_ref().is_some_and(|s| s.ecr.is_some()) {
+            let _ = ctx.triggers.repositories.try_send(kube::runtime::reflector::ObjectRef::from_obj(repo));
+        }
+    }
     let in_use = if policy.spec.protect_in_use && !repos.is_empty() {
         match workloads::images_in_use(&ctx.client).await {
             Ok(u) => Some(u),
@@ -224,7 +234,16 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
     for repo in &repos {
         match run_repository(&policy, &parsed, repo, &ctx, &in_use).await {
             Ok(run) => {
-                if !run.expired.is_empty() {
+                if run.native {
+                    if run.protected > 0 {
+                        let note = format!(
+                            "ECR applies LifecyclePolicy {name} itself (mode: Native) and will expire {} images that workloads use: {}",
+                            run.protected,
+                            run.protected_images.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+                        );
+                        publish(&ctx, repo, EventType::Warning, "InUseImagesAtRisk", note).await;
+                    }
+                } else if !run.expired.is_empty() {
                     let verb = if policy.spec.dry_run { "would expire" } else { "expired" };
                     let mut note = format!("LifecyclePolicy {name} {verb} {} images", run.expired.len());
                     if run.protected > 0 {
@@ -243,11 +262,12 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
                 totals.kept += run.kept;
                 totals.deferred += run.deferred;
                 totals.changed += run.changed;
+                totals.native |= run.native;
             }
             Err(e) => failures.push((repo.name_any(), e)),
         }
     }
-    let outcome = if policy.spec.dry_run { "dry_run" } else { "deleted" };
+    let outcome = if policy.spec.dry_run || totals.native { "dry_run" } else { "deleted" };
     ctx.metrics.lifecycle_expired.get_or_create(&ExpiredLabels { outcome }).inc_by(totals.expired.len() as u64);
     ctx.metrics
         .lifecycle_expired
@@ -260,6 +280,17 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
     status.kept_count = Some(totals.kept as i64);
     status.expired_images = totals.expired.iter().take(SHOWN).cloned().collect();
     let ready = match failures.first() {
+        None if totals.native => conditions::ready(
+            true,
+            "Native",
+            format!(
+                "ECR applies the rules itself (mode: Native) to {} repositories: images that workloads use are NOT protected, and dryRun and maxDeletionsPerRun do not apply; by berth's evaluation {} images are due to expire, {} of them in use",
+                repos.len(),
+                totals.expired.len(),
+                totals.protected
+            ),
+            generation,
+        ),
         None => {
             let mode = if policy.spec.dry_run { "dry run: nothing deleted; " } else { "" };
             let mut deferred = if totals.deferred > 0 {
@@ -304,7 +335,7 @@ pub async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Resul
         }
     };
     status.conditions = conditions::merge(&previous.conditions, ready);
-    if !totals.expired.is_empty() {
+    if !totals.expired.is_empty() && !totals.native {
         let reason = if policy.spec.dry_run { "DryRun" } else { "ImagesExpired" };
         let verb = if policy.spec.dry_run { "would expire" } else { "expired" };
         let note = format!("{} images {verb}", totals.expired.len());
@@ -382,24 +413,29 @@ async fn run_in(
 ) -> Result<RepositoryRun, NotReady> {
     let kube_err = |e: kube::Error| NotReady::from(&Error::Kube(e));
     let started = std::time::Instant::now();
-    let tags = target::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
-        .await
-        .map_err(|e| NotReady::new("ListFailed", format!("listing the repository failed: {e}")))?;
+    let listed = listing(backend, &target.path, ctx.settings.registry_concurrency).await?;
+    let tags = listed.tags.clone();
     let children = index_children(backend, &target.path, &tags)
         .await
         .map_err(|e| NotReady::new("ListFailed", format!("reading an index failed: {e}")))?;
-    let stored = ledger::load(&ctx.client, repo).await.map_err(kube_err)?;
+    // A registry that records push times (ECR) is the record; otherwise berth's ledger is.
+    let stored = match &listed.pushed {
+        Some(_) => ledger::Stored::default(),
+        None => ledger::load(&ctx.client, repo).await.map_err(kube_err)?,
+    };
+    let all_pushed = listed.pushed.clone().unwrap_or_else(|| stored.ledger.pushed.clone());
+    let native = policy.spec.mode == crate::api::LifecycleMode::Native && backend.ecr().is_some();
     let now = Timestamp::now().as_millisecond();
     // The SBOMs berth attached are artifacts about images, not images: never expired on their
     // own (on a registry with the referrers API they are untagged manifests).
     let sboms = super::scan::sboms_of(ctx, repo);
     let pushed: BTreeMap<String, i64> =
-        stored.ledger.pushed.iter().filter(|(d, _)| !sboms.contains(*d)).map(|(d, t)| (d.clone(), *t)).collect();
+        all_pushed.iter().filter(|(d, _)| !sboms.contains(*d)).map(|(d, t)| (d.clone(), *t)).collect();
     let images = images_for_evaluation(&tags, &children, &pushed, now);
     let decisions = lifecycle::evaluate(parsed, &images, now);
-    let protected = protected_digests(in_use, &target.hosts, &target.path, &tags, &stored.ledger.pushed, &children);
+    let protected = protected_digests(in_use, &target.hosts, &target.path, &tags, &all_pushed, &children);
 
-    let mut run = RepositoryRun::default();
+    let mut run = RepositoryRun { native, ..Default::default() };
     let mut expire: Vec<&Image> = Vec::new();
     let mut kept_in_use: Vec<(&Image, String)> = Vec::new();
     for (image, decision) in images.iter().zip(&decisions) {
@@ -434,7 +470,13 @@ async fn run_in(
         run.deferred = expire.len() - max;
         expire.truncate(max);
     }
-    if policy.spec.dry_run || expire.is_empty() {
+    if native {
+        // ECR expires what its rules say, in use or not: every image the rules expire counts.
+        expire.extend(kept_in_use.iter().map(|(i, _)| *i));
+        expire.sort_by(|a, b| a.pushed_at_ms.cmp(&b.pushed_at_ms).then(a.digest.cmp(&b.digest)));
+        run.deferred = 0;
+    }
+    if policy.spec.dry_run || native || expire.is_empty() {
         run.expired = expire.iter().map(|i| format!("{}@{}", target.path, i.digest)).collect();
         return Ok(run);
     }
@@ -442,14 +484,15 @@ async fn run_in(
     // pushed onto an expiring image meanwhile would go with it. A candidate whose tags changed,
     // that a registry event says was pushed since the listing, or that a workload uses now,
     // stays for the next run to decide.
-    let fresh = target::list_tags(backend, &target.path, ctx.settings.registry_concurrency)
+    let fresh = listing(backend, &target.path, ctx.settings.registry_concurrency)
         .await
-        .map_err(|e| NotReady::new("ListFailed", format!("listing the repository again failed: {e}")))?;
+        .map_err(|e| NotReady::new("ListFailed", format!("listing the repository again failed: {}", e.message)))?
+        .tags;
     let fresh_protected = if policy.spec.protect_in_use {
         let uses = workloads::images_in_use(&ctx.client).await.map_err(|e| {
             NotReady::new("WorkloadsUnavailable", format!("cannot list workloads, so nothing was deleted: {e}"))
         })?;
-        protected_digests(&uses, &target.hosts, &target.path, &fresh, &stored.ledger.pushed, &children)
+        protected_digests(&uses, &target.hosts, &target.path, &fresh, &all_pushed, &children)
     } else {
         InUse::new()
     };
@@ -488,6 +531,10 @@ async fn run_in(
         })
         .collect();
     let path = target.path.as_str();
+    if let Some(ecr) = backend.ecr() {
+        return delete_on_ecr(ecr, path, jobs, &fresh, run, |d| ctx.pushes.pushed_since(&registry, path, d, started))
+            .await;
+    }
     let deleted: Vec<Option<Vec<String>>> = stream::iter(jobs)
         .map(|(digest, kids)| {
             let tags = tags_of(&fresh, &digest);
@@ -527,6 +574,67 @@ async fn run_in(
         })
         .await
         .map_err(|e| NotReady::new(e.reason(), e.to_string()))?;
+    }
+    Ok(run)
+}
+
+/// What a listing gave: every tag's manifest, and the push times when the registry records
+/// them (ECR: one DescribeImages per 1,000 images; Distribution: a HEAD per tag, no times).
+struct Listed {
+    tags: BTreeMap<String, Descriptor>,
+    pushed: Option<BTreeMap<String, i64>>,
+}
+
+async fn listing(backend: &dyn Backend, path: &str, concurrency: usize) -> Result<Listed, NotReady> {
+    let failed = |e: String| NotReady::new("ListFailed", format!("listing the repository failed: {e}"));
+    match backend.listing(path).await.map_err(|e| failed(e.to_string()))? {
+        Some(images) => {
+            let mut tags = BTreeMap::new();
+            for image in &images {
+                for tag in &image.tags {
+                    let d = Descriptor { digest: image.digest.clone(), media_type: image.media_type.clone(), size: 0 };
+                    tags.insert(tag.clone(), d);
+                }
+            }
+            Ok(Listed { tags, pushed: Some(images.iter().map(|i| (i.digest.clone(), i.pushed_at_ms)).collect()) })
+        }
+        None => Ok(Listed {
+            tags: target::list_tags(backend, path, concurrency).await.map_err(|e| failed(e.to_string()))?,
+            pushed: None,
+        }),
+    }
+}
+
+/// On ECR: one more listing is the last look (a tag moved onto or off a candidate since the
+/// first keeps it), then BatchDeleteImage, 100 digests a call, every image before any child.
+async fn delete_on_ecr(
+    ecr: &crate::registry::Ecr,
+    path: &str,
+    jobs: Vec<(String, Vec<String>)>,
+    fresh: &BTreeMap<String, Descriptor>,
+    mut run: RepositoryRun,
+    pushed_since: impl Fn(&str) -> bool,
+) -> Result<RepositoryRun, NotReady> {
+    let last = listing(ecr, path, 1).await?.tags;
+    let (go, stay): (Vec<_>, Vec<_>) =
+        jobs.into_iter().partition(|(d, _)| tags_of(fresh, d) == tags_of(&last, d) && !pushed_since(d));
+    if !stay.is_empty() {
+        run.changed += stay.len();
+        let stayed: BTreeSet<String> = stay.iter().map(|(d, _)| format!("{path}@{d}")).collect();
+        run.expired.retain(|e| !stayed.contains(e));
+    }
+    let failed = |e: crate::registry::RegistryError| NotReady::new("DeleteFailed", format!("deleting in {path}: {e}"));
+    let images: Vec<String> = go.iter().map(|(d, _)| d.clone()).collect();
+    let children: Vec<String> = go.iter().flat_map(|(_, kids)| kids.iter().cloned()).collect();
+    for batch in [images, children] {
+        if batch.is_empty() {
+            continue;
+        }
+        for (digest, result) in ecr.batch_delete(path, &batch).await.map_err(failed)? {
+            if let Err(e) = result {
+                return Err(NotReady::new("DeleteFailed", format!("deleting {path}@{digest}: {e}")));
+            }
+        }
     }
     Ok(run)
 }

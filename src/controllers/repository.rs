@@ -29,6 +29,8 @@ use crate::{
     workloads,
 };
 
+mod ecr;
+
 pub const CONTROLLER: &str = "repository";
 /// Present only on Repositories with `deletionPolicy: Delete`: the images go before the object.
 pub const FINALIZER: &str = "berth.dev/delete-images";
@@ -51,6 +53,10 @@ struct Observed {
     unrestored: Vec<String>,
     /// Digests the ledger knows exist (tagged or not).
     known: BTreeSet<String>,
+    /// The ECR repository, on an `ecr` Registry.
+    ecr: Option<crate::api::RepositoryEcrStatus>,
+    /// A setting the registry cannot take as declared (ECR's encryption).
+    mismatch: Option<NotReady>,
 }
 
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -99,6 +105,10 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
             };
             let ready = match (o.unrestored.first(), scan_problem) {
                 (Some(first), _) => conditions::ready(false, "TagRestoreFailed", first.clone(), generation),
+                (None, _) if o.mismatch.is_some() => {
+                    let m = o.mismatch.clone().unwrap_or_else(|| NotReady::new("Mismatch", ""));
+                    conditions::ready(false, m.reason, m.message, generation)
+                }
                 (None, Some(problem)) => conditions::ready(
                     false,
                     problem.reason,
@@ -108,7 +118,15 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 (None, None) => conditions::ready(
                     true,
                     "Reconciled",
-                    format!("{} images, {} tags", images.len(), o.tags.len()),
+                    match &o.ecr {
+                        Some(e) if e.adopted => format!(
+                            "{} images, {} tags; adopted the existing ECR repository {}",
+                            images.len(),
+                            o.tags.len(),
+                            e.arn.as_deref().unwrap_or_default()
+                        ),
+                        _ => format!("{} images, {} tags", images.len(), o.tags.len()),
+                    },
                     generation,
                 ),
             };
@@ -123,7 +141,7 @@ async fn apply(repo: &Repository, ctx: &Context) -> Result<Action, Error> {
                 immutable_tag_restores: (o.restores > 0).then_some(o.restores),
                 // Written by the scans' own path (see write_status).
                 scans: previous.scans.clone(),
-                ecr: None,
+                ecr: o.ecr.clone(),
             };
             let requeue = if o.unrestored.is_empty() {
                 ctx.settings.repository_poll_interval
@@ -184,7 +202,16 @@ async fn write_status(
 async fn observe(repo: &Repository, ctx: &Context) -> Result<Observed, NotReady> {
     let target = target(repo, ctx)?;
     let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
-    let (result, sent) = crate::registry::count_requests(observe_in(repo, ctx, &target, backend.as_ref())).await;
+    let (result, sent) = match backend.ecr() {
+        Some(e) => crate::registry::count_requests(ecr::observe(repo, ctx, &target, e)).await,
+        None if repo.spec.ecr.is_some() => {
+            return Err(NotReady::new(
+                "NotSupportedByRegistry",
+                format!("spec.ecr is set but Registry {:?} is not of type ecr", target.registry.name_any()),
+            ));
+        }
+        None => crate::registry::count_requests(observe_in(repo, ctx, &target, backend.as_ref())).await,
+    };
     ctx.metrics.registry_requests.get_or_create(&ControllerLabels { controller: CONTROLLER }).inc_by(sent);
     result
 }
@@ -216,6 +243,8 @@ async fn observe_in(
         restores: book.restores,
         unrestored,
         known,
+        ecr: None,
+        mismatch: None,
     })
 }
 
@@ -482,6 +511,20 @@ async fn delete_images(repo: &Repository, ctx: &Context) -> Result<usize, NotRea
         ));
     }
     let backend = ctx.backend(&target.registry).await.map_err(|e| NotReady::from(&e))?;
+    if let Some(ecr) = backend.ecr() {
+        // ECR deletes the repository and every image in it in one call (force).
+        let images = ecr.images(&target.path).await.map_err(|e| NotReady::from(&Error::Registry(e)))?;
+        if repo.status.as_ref().and_then(|s| s.ecr.as_ref()).is_some_and(|e| e.adopted) {
+            let note = format!(
+                "deleting the adopted ECR repository {} with its {} images (deletionPolicy: Delete)",
+                target.path,
+                images.len()
+            );
+            publish(ctx, repo, EventType::Warning, "DeletingAdoptedRepository", note).await;
+        }
+        ecr.delete_repository(&target.path).await.map_err(|e| NotReady::from(&Error::Registry(e)))?;
+        return Ok(images.len());
+    }
     let current = list_tags(backend.as_ref(), &target.path, ctx.settings.registry_concurrency)
         .await
         .map_err(|e| NotReady::from(&e))?;

@@ -185,6 +185,13 @@ async fn apply(scan: &ImageScan, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let frequency = plan::frequency(target.registry.spec.scanning.as_ref(), &target.path, repo.spec.scan_on_push);
+    if target.registry.spec.type_ == crate::api::RegistryType::Ecr {
+        // ECR scans its own images: berth asks for the scan and reports ECR's findings.
+        if plan::work(scan, frequency, None) == Work::Nothing {
+            return Ok(Action::await_change());
+        }
+        return ecr_scan(scan, ctx, &repo, &target, previous, requested).await;
+    }
     if let Some(adapter) = target.registry.spec.scanning.as_ref().and_then(|s| s.scanner.as_ref()) {
         // An external scanner keeps its own data: berth's data version plays no part.
         if plan::work(scan, frequency, None) == Work::Nothing {
@@ -598,6 +605,170 @@ async fn adapter_scan(
     };
     write_status(scan, ctx, &previous, in_progress).await?;
     Ok(Action::requeue(ADAPTER_POLL))
+}
+
+/// How `status.scanner` names ECR's own scanning.
+pub const ECR_SCANNER: &str = "Amazon ECR basic scanning";
+/// How often an ECR scan under way is asked for its findings.
+const ECR_POLL: Duration = Duration::from_secs(5);
+/// How long to wait when ECR refuses another scan of an image today (its quota).
+const ECR_QUOTA_RETRY: Duration = Duration::from_secs(3600);
+
+/// A scan by ECR itself (StartImageScan, DescribeImageScanFindings), reported through the same
+/// ImageScan status as berth's own. A scan ECR already finished (scan on push) is taken as it
+/// is; a new request starts another, within ECR's quota of one scan per image per day.
+async fn ecr_scan(
+    scan: &ImageScan,
+    ctx: &Context,
+    repo: &Repository,
+    target: &super::target::Target,
+    previous: ImageScanStatus,
+    requested: Option<String>,
+) -> Result<Action, Error> {
+    let fail = |reason: &'static str, message: String| ImageScanStatus {
+        scanner: Some(ECR_SCANNER.into()),
+        ..failed(&previous, requested.clone(), reason, message, scan)
+    };
+    let backend = match ctx.backend(&target.registry).await {
+        Ok(b) => b,
+        Err(e) => {
+            write_status(scan, ctx, &previous, fail(e.reason(), e.to_string())).await?;
+            return Ok(Action::requeue(ctx.failure_backoff(&key(scan))));
+        }
+    };
+    let Some(ecr) = backend.ecr() else { return Ok(Action::requeue(RETRY)) };
+    let digest = scan.spec.digest.as_str();
+    let found = match ecr.scan_findings(&target.path, digest).await {
+        Ok(f) => f,
+        Err(e) => {
+            write_status(scan, ctx, &previous, fail(e.reason(), e.to_string())).await?;
+            return Ok(Action::requeue(ctx.failure_backoff(&key(scan))));
+        }
+    };
+    // A request not yet answered needs a scan started after it, unless one is under way.
+    let under_way = previous.phase == ScanPhase::InProgress && previous.requested == requested;
+    let fresh_request = requested.is_some() && previous.requested != requested;
+    match found.status.as_deref() {
+        Some("COMPLETE" | "ACTIVE") if !fresh_request || under_way => {
+            let findings: Vec<crate::scanning::Finding> = found
+                .findings
+                .iter()
+                .map(|(id, severity, package, version)| crate::scanning::Finding {
+                    id: id.clone(),
+                    aliases: Vec::new(),
+                    package: package.clone().unwrap_or_default(),
+                    ecosystem: String::new(),
+                    installed_version: version.clone().unwrap_or_default(),
+                    fixed_version: None,
+                    severity: ecr_severity(severity),
+                    summary: None,
+                })
+                .collect();
+            let mut status = plan::complete_status(
+                &Inventory::default(),
+                &findings,
+                digest,
+                Default::default(),
+                &Default::default(),
+            );
+            // ECR's counts are the record (a finding list may be cut short).
+            if !found.severity_counts.is_empty() {
+                status.finding_severity_counts = found.severity_counts.clone();
+            }
+            status.package_count = None;
+            status.vulnerability_data = None;
+            status.scanner = Some(ECR_SCANNER.into());
+            status.requested = requested.clone();
+            status.observed_generation = scan.metadata.generation;
+            status.completed_at = found
+                .completed_at
+                .and_then(|s| Timestamp::from_second(s).ok())
+                .map(Time)
+                .or_else(|| Some(Time(Timestamp::now())));
+            let message = format!("{} by {ECR_SCANNER}", severity_line(&status));
+            status.conditions = conditions::merge(
+                &previous.conditions,
+                conditions::ready(true, "Complete", message, scan.metadata.generation),
+            );
+            if previous.phase == ScanPhase::Complete
+                && previous.finding_severity_counts == status.finding_severity_counts
+                && previous.requested == status.requested
+            {
+                return Ok(Action::requeue(ECR_QUOTA_RETRY));
+            }
+            conclude(ctx, repo, target, scan, &previous, status).await?;
+            Ok(Action::requeue(ECR_QUOTA_RETRY))
+        }
+        Some("FAILED") if under_way => {
+            let message = found.description.clone().unwrap_or_else(|| "ECR's scan failed".into());
+            write_status(scan, ctx, &previous, fail("ScanFailed", message.clone())).await?;
+            publish_about(ctx, &scan.object_ref(&()), (EventType::Warning, "ScanFailed", "Scan"), message).await;
+            Ok(Action::requeue(ECR_QUOTA_RETRY))
+        }
+        Some("UNSUPPORTED_IMAGE") => {
+            let message = found.description.clone().unwrap_or_else(|| "ECR cannot scan this image".into());
+            conclude(ctx, repo, target, scan, &previous, unsupported(&previous, requested, message, scan)).await?;
+            Ok(Action::await_change())
+        }
+        Some("IN_PROGRESS" | "PENDING") => {
+            if !under_way {
+                let in_progress = ImageScanStatus {
+                    phase: ScanPhase::InProgress,
+                    scanned_manifest: Some(digest.to_string()),
+                    scanner: Some(ECR_SCANNER.into()),
+                    requested: requested.clone(),
+                    conditions: conditions::merge(
+                        &previous.conditions,
+                        conditions::ready(false, "InProgress", "ECR is scanning the image", scan.metadata.generation),
+                    ),
+                    observed_generation: scan.metadata.generation,
+                    ..Default::default()
+                };
+                write_status(scan, ctx, &previous, in_progress).await?;
+            }
+            Ok(Action::requeue(ECR_POLL))
+        }
+        _ => match ecr.start_scan(&target.path, digest).await {
+            Ok(true) => {
+                let in_progress = ImageScanStatus {
+                    phase: ScanPhase::InProgress,
+                    scanned_manifest: Some(digest.to_string()),
+                    scanner: Some(ECR_SCANNER.into()),
+                    requested: requested.clone(),
+                    conditions: conditions::merge(
+                        &previous.conditions,
+                        conditions::ready(false, "InProgress", "ECR is scanning the image", scan.metadata.generation),
+                    ),
+                    observed_generation: scan.metadata.generation,
+                    ..Default::default()
+                };
+                write_status(scan, ctx, &previous, in_progress).await?;
+                Ok(Action::requeue(ECR_POLL))
+            }
+            Ok(false) => {
+                let message = "ECR allows one scan of an image per day: asked again within the hour".to_string();
+                write_status(scan, ctx, &previous, fail("ScanQuotaExceeded", message)).await?;
+                Ok(Action::requeue(ECR_QUOTA_RETRY))
+            }
+            Err(e) => {
+                write_status(scan, ctx, &previous, fail(e.reason(), e.to_string())).await?;
+                Ok(Action::requeue(ctx.failure_backoff(&key(scan))))
+            }
+        },
+    }
+}
+
+/// ECR's severity names as berth's.
+fn ecr_severity(s: &str) -> crate::scanning::Severity {
+    use crate::scanning::Severity;
+    match s {
+        "CRITICAL" => Severity::Critical,
+        "HIGH" => Severity::High,
+        "MEDIUM" => Severity::Medium,
+        "LOW" => Severity::Low,
+        "INFORMATIONAL" => Severity::Informational,
+        _ => Severity::Undefined,
+    }
 }
 
 /// An adapter that does not answer as it should: the scan fails with the reason, and is tried

@@ -2,6 +2,7 @@
 //! (tags), the push-time ledger with its stored form (ledger), and what a reconcile learned
 //! applied to the ledger (observed).
 
+pub mod ecr;
 pub mod ledger;
 pub mod observed;
 pub mod tags;

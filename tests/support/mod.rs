@@ -7,6 +7,7 @@
 
 pub mod berth;
 pub mod control_plane;
+pub mod moto;
 pub mod node;
 pub mod oci;
 pub mod process;

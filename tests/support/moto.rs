@@ -1,0 +1,165 @@
+//! moto (PyPI `moto[ecr,server]`), the wire-level stand-in for the AWS ECR API: one server per
+//! test on a free loopback port, each test in its own 12-digit registry (account) id, plus an
+//! AWS SDK client pointed at it that plays the user's own tools (the AWS CLI, a CI job's push).
+//!
+//! Where moto differs from ECR is listed in the README ("What is checked against moto only").
+
+use std::{path::PathBuf, time::Duration};
+
+use aws_sdk_ecr::{
+    Client,
+    config::{BehaviorVersion, Credentials, Region},
+    types::ImageIdentifier,
+};
+
+use super::{free_port, process::Server};
+
+pub const REGION: &str = "us-east-1";
+
+pub struct Moto {
+    pub port: u16,
+    _server: Server,
+    _dir: tempfile::TempDir,
+}
+
+/// Where moto_server is: `BERTH_MOTO_BIN_DIR` (tests/tools/prepare.sh sets it), else PATH.
+fn binary() -> PathBuf {
+    match std::env::var_os("BERTH_MOTO_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join("moto_server"),
+        None => PathBuf::from("moto_server"),
+    }
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        Self::start_with(false).await
+    }
+
+    /// `enforce_auth`: moto checks credentials (it knows none, so every call is refused).
+    pub async fn start_with(enforce_auth: bool) -> Moto {
+        let port = free_port();
+        let dir = tempfile::Builder::new().prefix("berth-moto-").tempdir().unwrap();
+        let log = dir.path().join("moto.log");
+        let mut args = vec![
+            format!("INITIAL_NO_AUTH_ACTION_COUNT={}", if enforce_auth { "0" } else { "-1" }),
+            binary().display().to_string(),
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        if !enforce_auth {
+            args.remove(0);
+        }
+        let server = Server::start("moto", std::path::Path::new("/usr/bin/env"), &args, &log);
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/moto-api/")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server ({}) not up after 60 s; set BERTH_MOTO_BIN_DIR (tests/tools/install-moto.sh):\n{}",
+                binary().display(),
+                super::process::log_tail(&log, 30)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Moto { port, _server: server, _dir: dir }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The user's own ECR client.
+    pub async fn client(&self) -> Client {
+        let conf = aws_sdk_ecr::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build();
+        Client::from_conf(conf)
+    }
+}
+
+/// A fresh 12-digit account id for one test: moto keeps each registry id's repositories apart.
+pub fn registry_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{:06}{:06}", std::process::id() % 1_000_000, n)
+}
+
+/// `<account>.dkr.ecr.<region>.amazonaws.com`, the registry's host.
+pub fn host(registry_id: &str) -> String {
+    format!("{registry_id}.dkr.ecr.{REGION}.amazonaws.com")
+}
+
+/// An image manifest of its own (distinct by `seed`): its bytes and `sha256:` digest.
+pub fn manifest(seed: &str) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let hex = |s: &str| format!("sha256:{:x}", Sha256::digest(s.as_bytes()));
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": hex(&format!("config {seed}")), "size": 100},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": hex(&format!("layer {seed}")), "size": 1000}],
+    })
+    .to_string();
+    let digest = hex(&body);
+    (body, digest)
+}
+
+/// Puts an image (as a CI job's push would) under `tag` (`None`: untagged); returns its digest.
+pub async fn put_image(client: &Client, registry_id: &str, repository: &str, tag: Option<&str>, seed: &str) -> String {
+    let (body, digest) = manifest(seed);
+    client
+        .put_image()
+        .registry_id(registry_id)
+        .repository_name(repository)
+        .image_manifest(body)
+        .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json")
+        .image_digest(&digest)
+        .set_image_tag(tag.map(str::to_string))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PutImage {repository}:{tag:?}: {}", aws_sdk_ecr::error::DisplayErrorContext(&e)));
+    digest
+}
+
+/// Every image of a repository: (digest, tags, pushed at unix ms).
+pub async fn images(client: &Client, registry_id: &str, repository: &str) -> Vec<(String, Vec<String>, i64)> {
+    let out = client
+        .describe_images()
+        .registry_id(registry_id)
+        .repository_name(repository)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeImages {repository}: {}", aws_sdk_ecr::error::DisplayErrorContext(&e)));
+    out.image_details()
+        .iter()
+        .map(|d| {
+            (
+                d.image_digest().unwrap_or_default().to_string(),
+                d.image_tags().to_vec(),
+                d.image_pushed_at().and_then(|t| t.to_millis().ok()).unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+pub fn by_digest(digest: &str) -> ImageIdentifier {
+    ImageIdentifier::builder().image_digest(digest).build()
+}
