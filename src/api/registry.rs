@@ -139,6 +139,15 @@ pub struct EcrSettings {
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+/?$')").message("endpoint must be an http:// or https:// URL with a host and no path"))]
     #[schemars(length(max = 2048))]
     pub endpoint: Option<String>,
+    /// The IAM role berth assumes to fetch the tokens of AccessPolicies' pull secrets, with a
+    /// session policy that lets the token pull only from the policy's repositories. It must
+    /// trust berth's own identity and allow `ecr:GetAuthorizationToken` and ECR's pull actions.
+    /// Without it berth writes no pull secret for this registry (a token from berth's own
+    /// credentials could push and delete as berth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$')").message("pullSecretRoleArn must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)"))]
+    #[schemars(length(max = 600))]
+    pub pull_secret_role_arn: Option<String>,
 }
 
 /// Which repositories berth scans, and when.

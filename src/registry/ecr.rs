@@ -127,6 +127,9 @@ type Listing = (Instant, Arc<Vec<ImageInfo>>);
 
 pub struct Ecr {
     client: Client,
+    /// The configuration the client was built from (endpoint, region, HTTP client, credentials),
+    /// for the STS client and the pull-only ECR clients derived from it.
+    shared: aws_config::SdkConfig,
     registry_id: Option<String>,
     region: String,
     http: reqwest::Client,
@@ -322,6 +325,7 @@ impl Ecr {
         let conf = aws_sdk_ecr::config::Builder::from(&shared).interceptor(CountAttempts).build();
         Ok(Ecr {
             client: Client::from_conf(conf),
+            shared,
             registry_id: config.registry_id,
             region: config.region,
             http: reqwest::Client::builder()
@@ -627,27 +631,49 @@ impl Ecr {
 
     /// A token for the registry's `/v2` API, with the permissions of berth's own credentials.
     pub async fn authorization_token(&self) -> Result<AuthorizationToken, RegistryError> {
-        let out =
-            self.client.get_authorization_token().send().await.map_err(|e| map_err("GetAuthorizationToken", e))?;
-        let data = out
-            .authorization_data()
-            .first()
-            .ok_or_else(|| RegistryError::Protocol("GetAuthorizationToken answered no authorization data".into()))?;
-        use base64::Engine;
-        let decoded = data
-            .authorization_token()
-            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| RegistryError::Protocol("GetAuthorizationToken: the token is not base64 text".into()))?;
-        let (username, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| RegistryError::Protocol("GetAuthorizationToken: the token is not user:password".into()))?;
-        Ok(AuthorizationToken {
-            username: username.to_string(),
-            password: password.to_string(),
-            expires_at: millis(data.expires_at()).map(|ms| ms / 1000),
-            proxy_endpoint: data.proxy_endpoint().unwrap_or_default().to_string(),
-        })
+        token_from(&self.client).await
+    }
+
+    /// A registry token that can only pull from `repository_arns`: berth assumes `role_arn`
+    /// with a session policy that allows ECR's pull actions on those repositories alone (and
+    /// GetAuthorizationToken), and asks for the token as that session. A pull secret made from
+    /// berth's own credentials would carry everything berth may do, push and delete included.
+    pub async fn pull_token(
+        &self,
+        role_arn: &str,
+        repository_arns: &[String],
+    ) -> Result<AuthorizationToken, RegistryError> {
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&self.shared).interceptor(CountAttempts).build(),
+        );
+        let session = sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name("berth-pull-secret")
+            .policy(pull_session_policy(repository_arns).to_string())
+            .duration_seconds(12 * 3600)
+            .send()
+            .await
+            .map_err(|e| {
+                let code = e.code().map(str::to_string);
+                let message = e.message().map(str::to_string);
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                classify("AssumeRole", code.as_deref(), message.as_deref(), status)
+            })?;
+        let c = session
+            .credentials()
+            .ok_or_else(|| RegistryError::Protocol("AssumeRole answered no credentials".into()))?;
+        let conf = aws_sdk_ecr::config::Builder::from(&self.shared)
+            .credentials_provider(Credentials::new(
+                c.access_key_id(),
+                c.secret_access_key(),
+                Some(c.session_token().to_string()),
+                None,
+                "berth-pull-session",
+            ))
+            .interceptor(CountAttempts)
+            .build();
+        token_from(&Client::from_conf(conf)).await
     }
 
     /// Starts an ECR scan of an image; `Ok(false)` when ECR refuses another today (its quota is
@@ -818,6 +844,47 @@ impl Ecr {
             .map(str::to_string)
             .ok_or_else(|| RegistryError::Protocol("GetDownloadUrlForLayer answered no URL".into()))
     }
+}
+
+/// GetAuthorizationToken with a client's credentials.
+async fn token_from(client: &Client) -> Result<AuthorizationToken, RegistryError> {
+    let out = client.get_authorization_token().send().await.map_err(|e| map_err("GetAuthorizationToken", e))?;
+    let data = out
+        .authorization_data()
+        .first()
+        .ok_or_else(|| RegistryError::Protocol("GetAuthorizationToken answered no authorization data".into()))?;
+    use base64::Engine;
+    let decoded = data
+        .authorization_token()
+        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| RegistryError::Protocol("GetAuthorizationToken: the token is not base64 text".into()))?;
+    let (username, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| RegistryError::Protocol("GetAuthorizationToken: the token is not user:password".into()))?;
+    Ok(AuthorizationToken {
+        username: username.to_string(),
+        password: password.to_string(),
+        expires_at: millis(data.expires_at()).map(|ms| ms / 1000),
+        proxy_endpoint: data.proxy_endpoint().unwrap_or_default().to_string(),
+    })
+}
+
+/// The session policy of a pull-only session: ECR's pull actions on these repositories, and
+/// GetAuthorizationToken (which names no resource). Pure.
+pub fn pull_session_policy(repository_arns: &[String]) -> serde_json::Value {
+    let mut arns: Vec<&String> = repository_arns.iter().collect();
+    arns.sort();
+    arns.dedup();
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "BerthToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {"Sid": "BerthPull", "Effect": "Allow",
+             "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+             "Resource": arns},
+        ],
+    })
 }
 
 fn exclusion_filters(filters: &[String]) -> Result<Option<Vec<ImageTagMutabilityExclusionFilter>>, RegistryError> {
@@ -1163,6 +1230,40 @@ mod tests {
             text.to_string(),
             "invalid registry configuration: CreateRepository: InvalidParameterException: bad name"
         );
+    }
+
+    #[test]
+    fn a_pull_session_may_only_pull_from_its_repositories() {
+        let p = pull_session_policy(&[
+            "arn:aws:ecr:eu-west-1:123456789012:repository/b".into(),
+            "arn:aws:ecr:eu-west-1:123456789012:repository/a".into(),
+            "arn:aws:ecr:eu-west-1:123456789012:repository/a".into(),
+        ]);
+        let statements = p["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2);
+        let actions: Vec<&str> = statements
+            .iter()
+            .flat_map(|s| match &s["Action"] {
+                serde_json::Value::String(a) => vec![a.as_str()],
+                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+                _ => vec![],
+            })
+            .collect();
+        let pull_only = [
+            "ecr:GetAuthorizationToken",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:BatchCheckLayerAvailability",
+        ];
+        assert!(actions.iter().all(|a| pull_only.contains(a)), "{actions:?}");
+        assert_eq!(
+            statements[1]["Resource"],
+            serde_json::json!([
+                "arn:aws:ecr:eu-west-1:123456789012:repository/a",
+                "arn:aws:ecr:eu-west-1:123456789012:repository/b"
+            ])
+        );
+        assert_eq!(statements[0]["Resource"], "*", "GetAuthorizationToken names no resource");
     }
 
     #[test]

@@ -12,7 +12,15 @@ use aws_sdk_ecr::{
     types::ImageIdentifier,
 };
 
-use super::{free_port, process::Server};
+use berth::api::Registry;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use super::{TestNamespace, control_plane, eventually, free_port, process::Server, scenario::WAIT};
 
 pub const REGION: &str = "us-east-1";
 
@@ -162,4 +170,126 @@ pub async fn images(client: &Client, registry_id: &str, repository: &str) -> Vec
 
 pub fn by_digest(digest: &str) -> ImageIdentifier {
     ImageIdentifier::builder().image_digest(digest).build()
+}
+
+/// A namespace, moto, a Registry of type ecr pointing at it, and berth.
+pub struct EcrEnv {
+    pub ns: TestNamespace,
+    pub moto: Moto,
+    pub berth: super::berth::Berth,
+    pub ecr: aws_sdk_ecr::Client,
+    /// The Registry object's name.
+    pub name: String,
+    pub registry_id: String,
+}
+
+impl EcrEnv {
+    pub async fn new(test: &str, args: &[&str], scanning: Option<Value>) -> EcrEnv {
+        let cp = control_plane().await;
+        cp.install_crds().await;
+        let ns = cp.namespace(test).await;
+        let moto = Moto::start().await;
+        let registry_id = registry_id();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "aws"},
+            "stringData": {"accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &secret).await.unwrap();
+        let name = ns.name.clone();
+        let mut spec = json!({
+            "type": "ecr",
+            "url": format!("https://{}", host(&registry_id)),
+            "ecr": {"endpoint": moto.endpoint()},
+            "credentialsSecretRef": {"name": "aws", "namespace": ns.name},
+            "checkInterval": "2s",
+        });
+        if let Some(s) = scanning {
+            spec["scanning"] = s;
+        }
+        let reg: Registry = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+            "metadata": {"name": name, "labels": {"berth.dev/test": ns.name}},
+            "spec": spec,
+        }))
+        .unwrap();
+        Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &reg).await.unwrap();
+        let port = super::free_port();
+        let berth = super::berth::Berth::start(cp, port, &ns.name, args).await;
+        let ecr = moto.client().await;
+        EcrEnv { ns, moto, berth, ecr, name, registry_id }
+    }
+
+    pub fn repos(&self) -> Api<berth::api::Repository> {
+        Api::namespaced(self.ns.client.clone(), &self.ns.name)
+    }
+
+    pub async fn create_repository(&self, name: &str, mut spec: Value) {
+        spec["registryRef"] = json!({"name": self.name});
+        let repo: berth::api::Repository = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Repository", "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        self.repos().create(&PostParams::default(), &repo).await.unwrap();
+    }
+
+    pub async fn patch_repository(&self, name: &str, patch: Value) {
+        self.repos().patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    }
+
+    pub async fn wait_repo(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let repos = self.repos();
+        eventually(WAIT, &format!("{name}: {what}"), || {
+            let repos = repos.clone();
+            let check = &check;
+            async move {
+                let r = repos.get(name).await.map_err(|e| e.to_string())?;
+                let status = serde_json::to_value(&r.status).unwrap();
+                if check(&status) { Ok(status) } else { Err(status.to_string()) }
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_registry(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let api = Api::<Registry>::all(self.ns.client.clone());
+        let name = self.name.clone();
+        eventually(WAIT, what, || {
+            let api = api.clone();
+            let name = name.clone();
+            let check = &check;
+            async move {
+                let r = api.get(&name).await.map_err(|e| e.to_string())?;
+                let status = serde_json::to_value(&r.status).unwrap();
+                if check(&status) { Ok(status) } else { Err(status.to_string()) }
+            }
+        })
+        .await
+    }
+
+    /// The ECR repository as DescribeRepositories shows it, `None` when it does not exist.
+    pub async fn describe(&self, path: &str) -> Option<aws_sdk_ecr::types::Repository> {
+        match self.ecr.describe_repositories().registry_id(&self.registry_id).repository_names(path).send().await {
+            Ok(out) => out.repositories().first().cloned(),
+            Err(e) if aws_sdk_ecr::error::ProvideErrorMetadata::code(&e) == Some("RepositoryNotFoundException") => None,
+            Err(e) => panic!("DescribeRepositories: {}", aws_sdk_ecr::error::DisplayErrorContext(&e)),
+        }
+    }
+
+    pub async fn resource_tags(&self, arn: &str) -> std::collections::BTreeMap<String, String> {
+        let out = self.ecr.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
+        out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()
+    }
+
+    pub async fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        use k8s_openapi::api::core::v1::Event;
+        let events =
+            Api::<Event>::namespaced(self.ns.client.clone(), &self.ns.name).list(&Default::default()).await.unwrap();
+        events
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect()
+    }
 }

@@ -130,11 +130,15 @@ async fn native_lifecycle(
     ecr: &Ecr,
     owned: Option<String>,
 ) -> Result<Option<String>, NotReady> {
+    // Listed by name (berth's RBAC lists and watches LifecyclePolicies; it has no `get`).
     let policy = match &repo.spec.lifecycle_policy_ref {
         Some(r) => Api::<LifecyclePolicy>::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default())
-            .get_opt(&r.name)
+            .list(&kube::api::ListParams::default().fields(&format!("metadata.name={}", r.name)))
             .await
-            .map_err(|e| NotReady::from(&Error::Kube(e)))?,
+            .map_err(|e| NotReady::from(&Error::Kube(e)))?
+            .items
+            .into_iter()
+            .next(),
         None => None,
     };
     let wanted =
