@@ -11,6 +11,9 @@
 //!   itself another team's images), chosen by name or by label selector.
 //! - `Anonymous` grants apply to every principal, and only ever as `pull`.
 //! - The catalog (`registry:catalog:*`) lists every team's repositories: berth only.
+//! - `AWSPrincipal` subjects are not principals of the token service: they grant nothing here.
+//!   On `ecr` Registries, [`AccessIndex::aws_grants`] lists them for the repository policy
+//!   berth writes, since ECR authorizes by IAM.
 //!
 //! The index is rebuilt when Repositories or AccessPolicies change and read on every token
 //! request, so the work is done at build time: a hash lookup of the path, then one lookup per
@@ -120,6 +123,8 @@ struct PolicyGrants {
     namespaces: HashMap<String, Actions>,
     /// Robots, which always belong to the policy's namespace.
     robots: HashMap<String, Actions>,
+    /// AWS account ids and IAM ARNs, for ECR repository policies only.
+    aws: BTreeMap<String, Actions>,
 }
 
 impl PolicyGrants {
@@ -149,6 +154,19 @@ struct RepoEntry {
     public: bool,
     /// The policies that select this Repository, shared with every other Repository they select.
     policies: Vec<Arc<PolicyGrants>>,
+}
+
+/// What one policy grants one AWS principal on a Repository it selects: the makings of a
+/// statement of the ECR repository policy.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AwsGrant {
+    /// The AccessPolicy's namespace and name.
+    pub namespace: String,
+    pub policy: String,
+    /// A 12-digit account id or an IAM ARN, as the subject wrote it.
+    pub principal: String,
+    /// In `Action`'s order (pull, push, delete), never empty.
+    pub actions: Vec<Action>,
 }
 
 /// Per-policy facts for its status. An index covers one Registry: with several, add up the
@@ -235,6 +253,33 @@ impl AccessIndex {
     /// The summary of one policy, if it was part of the build.
     pub fn policy(&self, namespace: &str, name: &str) -> Option<&PolicySummary> {
         self.policies.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The AWS principals the policies selecting `path` grant, by (namespace, policy,
+    /// principal); empty for a path no Repository owns.
+    pub fn aws_grants(&self, path: &str) -> Vec<AwsGrant> {
+        let Some(entry) = self.repositories.get(path) else { return Vec::new() };
+        let mut merged: BTreeMap<(&str, &str, &str), Actions> = BTreeMap::new();
+        for p in &entry.policies {
+            for (principal, actions) in &p.aws {
+                let key = (p.namespace.as_str(), p.name.as_str(), principal.as_str());
+                let entry = merged.entry(key).or_default();
+                *entry = entry.union(*actions);
+            }
+        }
+        merged
+            .into_iter()
+            .map(|((namespace, policy, principal), actions)| AwsGrant {
+                namespace: namespace.to_string(),
+                policy: policy.to_string(),
+                principal: principal.to_string(),
+                actions: [Action::Pull, Action::Push, Action::Delete]
+                    .into_iter()
+                    .filter(|a| actions.contains(*a))
+                    .collect(),
+            })
+            .filter(|g| !g.actions.is_empty())
+            .collect()
     }
 
     /// Whether a Repository owns `path` in this registry.
@@ -340,6 +385,13 @@ fn flatten(namespace: &str, name: &str, grants: &[Grant], warn: &mut impl FnMut(
                 (SubjectKind::Robot, Some(robot), None) => warn(format!(
                     "grants[{i}]: robot name {robot:?} must be a lower-case DNS subdomain name; subject ignored"
                 )),
+                (SubjectKind::AwsPrincipal, Some(aws), None) if valid_aws_principal(aws) => {
+                    let entry = out.aws.entry(aws.to_string()).or_default();
+                    *entry = entry.union(actions);
+                }
+                (SubjectKind::AwsPrincipal, Some(aws), None) => warn(format!(
+                    "grants[{i}]: AWSPrincipal {aws:?} is not a 12-digit account id or an IAM ARN (arn:aws:iam::<account>:root, role/<name> or user/<name>); subject ignored"
+                )),
                 (kind, _, _) => warn(format!(
                     "grants[{i}]: a {kind:?} subject with name {:?} and namespace {:?} is malformed; subject ignored",
                     subject.name, subject.namespace
@@ -348,6 +400,27 @@ fn flatten(namespace: &str, name: &str, grants: &[Grant], warn: &mut impl FnMut(
         }
     }
     out
+}
+
+/// Whether `name` is an AWS principal an `AWSPrincipal` subject may name, as the CRD documents
+/// it: `^([0-9]{12}|arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(root|role/[A-Za-z0-9+=,.@_/-]+|user/[A-Za-z0-9+=,.@_/-]+))$`.
+/// The admission rule checks only that there is a name, so this is the check.
+pub fn valid_aws_principal(name: &str) -> bool {
+    let account = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit());
+    if account(name) {
+        return true;
+    }
+    let Some(rest) =
+        ["arn:aws:iam::", "arn:aws-cn:iam::", "arn:aws-us-gov:iam::"].iter().find_map(|p| name.strip_prefix(p))
+    else {
+        return false;
+    };
+    let Some((id, resource)) = rest.split_once(':') else { return false };
+    let path = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_/-".contains(&b));
+    account(id)
+        && (resource == "root"
+            || resource.strip_prefix("role/").is_some_and(path)
+            || resource.strip_prefix("user/").is_some_and(path))
 }
 
 /// What `principal` gets of `requested`: for each scope, the requested actions it is allowed,

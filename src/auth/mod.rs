@@ -24,7 +24,7 @@ pub mod robot;
 pub mod scope;
 pub mod service;
 
-pub use decide::{AccessIndex, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
+pub use decide::{AccessIndex, AwsGrant, PolicySummary, PolicyWarning, Principal, RepoInput, authorize};
 pub use keys::{
     Claims, KeyValidity, RotationPlan, RotationPolicy, Signer, SigningKey, WaitingKey, bundle, bundle_sha256,
     next_key_event, rotation_plan, waiting_keys,

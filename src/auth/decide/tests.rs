@@ -41,6 +41,10 @@ fn anonymous() -> Subject {
     subject(SubjectKind::Anonymous, None, None)
 }
 
+fn aws(name: &str) -> Subject {
+    subject(SubjectKind::AwsPrincipal, Some(name), None)
+}
+
 fn grant(subjects: Vec<Subject>, actions: &[Action]) -> Grant {
     Grant { subjects, actions: actions.to_vec() }
 }
@@ -157,6 +161,12 @@ fn subject_table() -> Vec<SubjectRow> {
             everyone([false, false, false, false, false, true, false, false, true]),
         ),
         ("Anonymous", anonymous(), everyone([true, true, true, true, true, true, true, true, true])),
+        // Not a principal of the token service: only its repository policy on ECR grants to it.
+        (
+            "AWSPrincipal role",
+            aws("arn:aws:iam::123456789012:role/builder"),
+            everyone([false, false, false, false, false, false, false, false, true]),
+        ),
     ]
 }
 
@@ -199,7 +209,7 @@ fn every_subject_kind_principal_visibility_action_and_declaration() {
             }
         }
     }
-    assert_eq!(checked, 4 * 3 * 2 * 9 * 2 + 2 * 9 * 2);
+    assert_eq!(checked, 5 * 3 * 2 * 9 * 2 + 2 * 9 * 2);
 }
 
 // ---- the rules one at a time ----
@@ -374,6 +384,167 @@ fn only_scopes_with_a_granted_action_are_returned_in_request_order() {
     );
 }
 
+// ---- AWS principals (ECR repository policies) ----
+
+fn aws_grant(namespace: &str, policy: &str, principal: &str, actions: &[Action]) -> AwsGrant {
+    AwsGrant {
+        namespace: namespace.into(),
+        policy: policy.into(),
+        principal: principal.into(),
+        actions: actions.to_vec(),
+    }
+}
+
+#[test]
+fn aws_principals_are_listed_per_policy_and_principal_with_their_actions_added_up() {
+    let repos = [
+        repo("team-a", "app", Visibility::Private, &[("tier", "web")]),
+        repo("team-a", "db", Visibility::Private, &[]),
+        repo("team-b", "app", Visibility::Private, &[("tier", "web")]),
+    ];
+    let role = "arn:aws:iam::123456789012:role/deployer";
+    let readers = policy(
+        "team-a",
+        "readers",
+        labels(&[("tier", "web")]),
+        vec![grant(vec![aws("210987654321"), aws(role), sa("ci")], &[Pull]), grant(vec![aws(role)], &[Delete, Push])],
+    );
+    let writers = policy("team-a", "b-writers", names(&["app"]), vec![grant(vec![aws(role)], &[Push])]);
+    let index = AccessIndex::build(repos, [&readers, &writers]);
+    assert!(index.warnings().is_empty(), "{:?}", index.warnings());
+    assert_eq!(
+        index.aws_grants("team-a/app"),
+        vec![
+            aws_grant("team-a", "b-writers", role, &[Push]),
+            aws_grant("team-a", "readers", "210987654321", &[Pull]),
+            aws_grant("team-a", "readers", role, &[Pull, Push, Delete]),
+        ]
+    );
+    assert!(index.aws_grants("team-a/db").is_empty(), "not selected");
+    assert!(index.aws_grants("team-b/app").is_empty(), "another namespace's Repository");
+    assert!(index.aws_grants("team-a/undeclared").is_empty());
+    // The same index, whatever the order of the policies.
+    let reversed =
+        AccessIndex::build([repo("team-a", "app", Visibility::Private, &[("tier", "web")])], [&writers, &readers]);
+    assert_eq!(reversed.aws_grants("team-a/app"), index.aws_grants("team-a/app"));
+}
+
+#[test]
+fn aws_principals_grant_nothing_through_the_token_service() {
+    let repos = [repo("team-a", "app", Visibility::Private, &[])];
+    let p = policy("team-a", "p", names(&["app"]), vec![grant(vec![aws("123456789012")], &[Pull, Push, Delete])]);
+    let index = AccessIndex::build(repos, [&p]);
+    for principal in [
+        Principal::Anonymous,
+        sa_principal("team-a", "123456789012"),
+        robot_principal("team-a", "123456789012"),
+        sa_principal("123456789012", "default"),
+    ] {
+        assert!(granted(&index, &principal, "team-a/app").is_empty(), "{principal:?}");
+    }
+    // Its pull secret still pulls what the policy selects, as on any registry.
+    assert_eq!(granted(&index, &pull_secret("team-a", "p"), "team-a/app"), [Pull]);
+    assert_eq!(index.policy("team-a", "p").map(|s| s.repository_count), Some(1));
+}
+
+#[test]
+fn malformed_aws_principals_are_ignored_with_a_warning() {
+    let repos = [repo("team-a", "app", Visibility::Private, &[])];
+    let p = policy(
+        "team-a",
+        "p",
+        names(&["app"]),
+        vec![grant(
+            vec![
+                subject(SubjectKind::AwsPrincipal, None, None),
+                subject(SubjectKind::AwsPrincipal, Some(""), None),
+                subject(SubjectKind::AwsPrincipal, Some("123456789012"), Some("team-a")),
+                aws("12345678901"),
+                aws("arn:aws:iam::123456789012:group/admins"),
+                aws("*"),
+                aws("arn:aws:iam::123456789012:role/fine"),
+            ],
+            &[Pull],
+        )],
+    );
+    let index = AccessIndex::build(repos, [&p]);
+    let warnings = index.warnings();
+    assert_eq!(warnings.len(), 6, "{warnings:?}");
+    assert!(
+        warnings[3].message.contains("AWSPrincipal \"12345678901\" is not a 12-digit account id"),
+        "{}",
+        warnings[3]
+    );
+    assert!(warnings[2].message.contains("malformed"), "a namespace is refused: {}", warnings[2]);
+    assert_eq!(
+        index.aws_grants("team-a/app"),
+        vec![aws_grant("team-a", "p", "arn:aws:iam::123456789012:role/fine", &[Pull])]
+    );
+}
+
+#[test]
+fn aws_principal_names_follow_the_documented_rule() {
+    for good in [
+        "123456789012",
+        "arn:aws:iam::123456789012:root",
+        "arn:aws-cn:iam::123456789012:role/ci",
+        "arn:aws-us-gov:iam::123456789012:user/a+b=c,d.e@f_g-h",
+        "arn:aws:iam::123456789012:role/path/to/role",
+        "arn:aws:iam::123456789012:role//",
+    ] {
+        assert!(valid_aws_principal(good), "{good}");
+        assert!(documented_aws_pattern().is_match(good), "{good}");
+    }
+    for bad in [
+        "",
+        "12345678901",
+        "1234567890123",
+        "12345678901a",
+        "arn:aws:iam::123456789012:",
+        "arn:aws:iam::123456789012:root/",
+        "arn:aws:iam::123456789012:role/",
+        "arn:aws:iam::123456789012:role/a b",
+        "arn:aws:iam::123456789012:role/a:b",
+        "arn:aws:iam::123456789012:group/g",
+        "arn:aws:iam::123456789012:assumed-role/r/s",
+        "arn:aws:sts::123456789012:role/r",
+        "arn:aws-eu:iam::123456789012:root",
+        "arn:aws:iam:us-east-1:123456789012:root",
+        "arn:aws:iam::12345678901:root",
+        "arn:aws:iam::123456789012:root\n",
+        " 123456789012",
+        "*",
+    ] {
+        assert!(!valid_aws_principal(bad), "{bad:?}");
+        assert!(!documented_aws_pattern().is_match(bad), "{bad:?}");
+    }
+}
+
+/// The pattern the CRD's AWSPrincipal message describes (the admission rule no longer matches
+/// it, which leaves the controller the only check), as a regular expression.
+fn documented_aws_pattern() -> &'static regex::Regex {
+    static PATTERN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        regex::Regex::new(
+            r"^([0-9]{12}|arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(root|role/[A-Za-z0-9+=,.@_/-]+|user/[A-Za-z0-9+=,.@_/-]+))$",
+        )
+        .unwrap()
+    })
+}
+
+proptest! {
+    #[test]
+    fn aws_principal_names_agree_with_the_documented_pattern(
+        name in prop_oneof![
+            "[0-9]{10,13}",
+            "arn:aws(-cn|-us-gov|-eu)?:(iam|sts)::[0-9]{11,13}:(root|role/|user/|group/)[A-Za-z0-9+=,.@_/: -]{0,6}",
+            ".{0,40}",
+        ],
+    ) {
+        prop_assert_eq!(valid_aws_principal(&name), documented_aws_pattern().is_match(&name), "{:?}", name);
+    }
+}
+
 // ---- selection ----
 
 #[test]
@@ -537,6 +708,8 @@ fn warnings_name_their_policy() {
 // ---- properties, against a naive reading of the CRDs ----
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
+const AWS_ACCOUNT: &str = "123456789012";
+const AWS_ROLE: &str = "arn:aws:iam::123456789012:role/ci";
 const NAMES: [&str; 3] = ["r1", "r2", "r3"];
 
 fn arb_action_set() -> impl Strategy<Value = Vec<Action>> {
@@ -549,8 +722,9 @@ fn arb_subject() -> impl Strategy<Value = Subject> {
         SubjectKind::Namespace,
         SubjectKind::Robot,
         SubjectKind::Anonymous,
+        SubjectKind::AwsPrincipal,
     ]);
-    let name = prop::option::weighted(0.8, prop::sample::select(vec!["ci", "gc", "a", "b"]));
+    let name = prop::option::weighted(0.8, prop::sample::select(vec!["ci", "gc", "a", "b", AWS_ACCOUNT, AWS_ROLE]));
     let namespace = prop::option::weighted(0.3, prop::sample::select(NAMESPACES.to_vec()));
     (kind, name, namespace).prop_map(|(kind, name, namespace)| subject(kind, name, namespace))
 }
@@ -619,7 +793,7 @@ fn principals_for(policies: &[AccessPolicy]) -> Vec<Principal> {
                 SubjectKind::ServiceAccount => out.push(sa_principal(s.namespace.as_deref().unwrap_or(&ns), &name)),
                 SubjectKind::Namespace => out.push(sa_principal(&name, "any")),
                 SubjectKind::Robot => out.push(robot_principal(&ns, &name)),
-                SubjectKind::Anonymous => {}
+                SubjectKind::Anonymous | SubjectKind::AwsPrincipal => {}
             }
         }
     }
@@ -674,10 +848,42 @@ fn naive_subject_matches(s: &Subject, policy_ns: &str, principal: &Principal) ->
             s.namespace.is_none() && name == Some(pn.as_str())
         }
         (SubjectKind::Robot, Principal::Robot { namespace: pn, name: pname }) => {
-            s.namespace.is_none() && name == Some(pname.as_str()) && pn == policy_ns
+            // Of the names generated, only the ARN is not a DNS subdomain name.
+            s.namespace.is_none() && name == Some(pname.as_str()) && pn == policy_ns && !pname.starts_with("arn:")
         }
         _ => false,
     }
+}
+
+/// Whether a policy applies to a Repository: same namespace, chosen by name or by label.
+fn naive_policy_selects(p: &AccessPolicy, repo: &RepoInput) -> bool {
+    let by_name = p.spec.repositories.names.iter().flatten().any(|n| *n == repo.name);
+    let by_label = p.spec.repositories.selector.as_ref().and_then(|s| naive_selects(s, &repo.labels)).unwrap_or(false);
+    p.metadata.namespace.as_deref() == Some(repo.namespace.as_str()) && (by_name || by_label)
+}
+
+/// The AWS grants on `path`, the slow way: one per (policy, principal) with the union of the
+/// actions of every grant naming it, in (namespace, policy, principal) order.
+fn naive_aws_grants(repos: &[RepoInput], policies: &[AccessPolicy], path: &str) -> Vec<AwsGrant> {
+    let Some(repo) = repos.iter().find(|r| r.path == path) else { return vec![] };
+    let mut out: BTreeMap<(String, String, String), BTreeSet<Action>> = BTreeMap::new();
+    for p in policies.iter().filter(|p| naive_policy_selects(p, repo)) {
+        for g in &p.spec.grants {
+            for s in g.subjects.iter().filter(|s| s.kind == SubjectKind::AwsPrincipal && s.namespace.is_none()) {
+                let Some(name) = s.name.as_deref().filter(|n| [AWS_ACCOUNT, AWS_ROLE].contains(n)) else { continue };
+                let key = (repo.namespace.clone(), p.metadata.name.clone().unwrap_or_default(), name.to_string());
+                out.entry(key).or_default().extend(g.actions.iter().copied());
+            }
+        }
+    }
+    out.into_iter()
+        .map(|((namespace, policy, principal), actions)| AwsGrant {
+            namespace,
+            policy,
+            principal,
+            actions: actions.into_iter().collect(),
+        })
+        .collect()
 }
 
 /// What the CRDs' documentation says `principal` may do on `path`, evaluated the slow way.
@@ -697,13 +903,7 @@ fn naive_allowed(
     if repo.visibility == Visibility::Public {
         allowed.insert(Pull);
     }
-    for p in policies.iter().filter(|p| p.metadata.namespace.as_deref() == Some(repo.namespace.as_str())) {
-        let by_name = p.spec.repositories.names.iter().flatten().any(|n| *n == repo.name);
-        let by_label =
-            p.spec.repositories.selector.as_ref().and_then(|s| naive_selects(s, &repo.labels)).unwrap_or(false);
-        if !(by_name || by_label) {
-            continue;
-        }
+    for p in policies.iter().filter(|p| naive_policy_selects(p, repo)) {
         if *principal
             == (Principal::PullSecret {
                 namespace: repo.namespace.clone(),
@@ -754,6 +954,11 @@ proptest! {
         }
         prop_assert_eq!(&access, &want);
 
+        // AWS principals: listed for the repository policy, whatever the principal asking.
+        for path in repos.iter().map(|r| r.path.as_str()).chain(["c/r1"]) {
+            prop_assert_eq!(index.aws_grants(path), naive_aws_grants(&repos, &policies, path), "{}", path);
+        }
+
         for a in &access {
             prop_assert!(!a.actions.is_empty());
             if a.kind == "registry" {
@@ -797,10 +1002,15 @@ proptest! {
     #[test]
     fn the_input_order_does_not_matter((repos, policies, principal, requested) in arb_case()) {
         let forward = authorize(&AccessIndex::build(repos.clone(), &policies), &principal, &requested);
-        let mut reversed_repos = repos;
+        let mut reversed_repos = repos.clone();
         reversed_repos.reverse();
         let reversed: Vec<&AccessPolicy> = policies.iter().rev().collect();
-        let backward = authorize(&AccessIndex::build(reversed_repos, reversed), &principal, &requested);
+        let backward_index = AccessIndex::build(reversed_repos, reversed);
+        let backward = authorize(&backward_index, &principal, &requested);
         prop_assert_eq!(forward, backward);
+        let forward_index = AccessIndex::build(repos.clone(), &policies);
+        for r in &repos {
+            prop_assert_eq!(forward_index.aws_grants(&r.path), backward_index.aws_grants(&r.path));
+        }
     }
 }

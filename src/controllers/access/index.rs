@@ -1,18 +1,25 @@
-//! The access index the token service decides with: rebuilt for every token Registry from the
+//! The access indexes: rebuilt for every Registry berth decides access for from the
 //! Repositories that own their path and the AccessPolicies, whenever something asks and every
-//! few seconds as a safety net.
+//! few seconds as a safety net. The token service decides with those of token Registries; the
+//! Repository controller writes ECR repository policies from those of `ecr` Registries.
 
 use super::*;
 
 /// The index is rebuilt at least this often even when nobody asks.
 const INDEX_REFRESH: Duration = Duration::from_secs(10);
 
-/// Rebuilds the access index of every Registry with `tokenAuth`.
+/// Whether berth decides who may do what in a Registry, and so keeps an access index for it:
+/// as its token service (`tokenAuth`), or through repository policies (`ecr`).
+pub fn indexed(spec: &RegistrySpec) -> bool {
+    spec.token_auth.is_some() || spec.type_ == RegistryType::Ecr
+}
+
+/// Rebuilds the access index of every Registry berth decides access for.
 pub(super) fn rebuild(ctx: &Context, policies: &Store<AccessPolicy>) {
     let policies = policies.state();
     let repositories = ctx.repositories.state();
     let registries = ctx.registries.state();
-    for registry in registries.iter().filter(|r| r.spec.token_auth.is_some()) {
+    for registry in registries.iter().filter(|r| indexed(&r.spec)) {
         let name = registry.name_any();
         let claims: Vec<_> = repositories
             .iter()

@@ -1,8 +1,8 @@
 //! AccessPolicies: the access index the token service decides with, the stored credential hashes
 //! it checks passwords against, and each policy's robot and pull-secret credentials and status.
 //!
-//! - `run_indexes` rebuilds every token Registry's `AccessIndex` from the Repositories that own
-//!   their path and the AccessPolicies, whenever something asks (a policy or Repository changed,
+//! - `run_indexes` rebuilds the `AccessIndex` of every token or `ecr` Registry from the
+//!   Repositories that own their path and the AccessPolicies, whenever something asks (a policy or Repository changed,
 //!   a Registry was reconciled) and every few seconds as a safety net.
 //! - `run_credentials` keeps the username -> hashes map from a metadata-only watch of berth's
 //!   credential Secrets: the token service never holds a password.
@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use super::{Context, Error, NotReady, apis, claim_of, stopped};
 use crate::{
-    api::{AccessPolicy, AccessPolicyStatus, SubjectKind},
+    api::{AccessPolicy, AccessPolicyStatus, Registry, RegistrySpec, RegistryType, SubjectKind},
     auth::{AccessIndex, RepoInput, StoredCredential, keys::now_unix, robot},
     conditions, duration,
     metrics::{ControllerLabels, ErrorLabels},
@@ -96,28 +96,43 @@ fn secret_api(ctx: &Context, ns: &str) -> Api<Secret> {
     Api::namespaced(ctx.client.clone(), ns)
 }
 
-/// Every host (the url's and the aliases) of the token registries in which the policy selects
-/// Repositories, since the kubelet looks a pull secret up by the name the image uses; its
-/// summed repository count; names that matched nothing anywhere; warnings.
-fn summarize(ctx: &Context, ns: &str, name: &str) -> (BTreeSet<String>, usize, BTreeSet<String>, Vec<String>) {
-    let mut hosts = BTreeSet::new();
-    let mut count = 0;
+/// What the access indexes say about one policy.
+#[derive(Default)]
+struct Summary {
+    /// Every host (the url's and the aliases) of the token registries in which the policy
+    /// selects Repositories, since the kubelet looks a pull secret up by the name the image uses:
+    /// where berth's own pull credential goes.
+    token_hosts: BTreeSet<String>,
+    /// The `ecr` Registries in which it selects Repositories.
+    ecr: Vec<Arc<Registry>>,
+    /// Repositories it selects, summed over the registries.
+    count: usize,
+    /// `repositories.names` that matched nothing anywhere.
+    unmatched: BTreeSet<String>,
+    warnings: Vec<String>,
+}
+
+fn summarize(ctx: &Context, ns: &str, name: &str) -> Summary {
+    let mut out = Summary::default();
     let mut unmatched: Option<BTreeSet<String>> = None;
-    let mut warnings = Vec::new();
-    for registry in ctx.registries.state().iter().filter(|r| r.spec.token_auth.is_some()) {
+    for registry in ctx.registries.state().iter().filter(|r| indexed(&r.spec)) {
         let Some(index) = ctx.tokens.index(&registry.name_any()) else { continue };
         if let Some(summary) = index.policy(ns, name) {
-            count += summary.repository_count;
+            out.count += summary.repository_count;
             if summary.repository_count > 0 {
-                hosts.extend(crate::hosts::of_registry(&registry.spec));
+                if registry.spec.token_auth.is_some() {
+                    out.token_hosts.extend(crate::hosts::of_registry(&registry.spec));
+                } else {
+                    out.ecr.push(registry.clone());
+                }
             }
             unmatched = Some(match unmatched {
                 None => summary.unmatched_names.clone(),
                 Some(u) => u.intersection(&summary.unmatched_names).cloned().collect(),
             });
         }
-        if warnings.is_empty() {
-            warnings = index
+        if out.warnings.is_empty() {
+            out.warnings = index
                 .warnings()
                 .iter()
                 .filter(|w| w.namespace == ns && w.name == name)
@@ -125,7 +140,8 @@ fn summarize(ctx: &Context, ns: &str, name: &str) -> (BTreeSet<String>, usize, B
                 .collect();
         }
     }
-    (hosts, count, unmatched.unwrap_or_default(), warnings)
+    out.unmatched = unmatched.unwrap_or_default();
+    out
 }
 
 /// Robot Secrets `berth-robot-<name>` in the policy's namespace: made once (delete one to get
@@ -213,7 +229,7 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     let _ = ctx.repositories.wait_until_ready().await;
     let _ = ctx.registries.wait_until_ready().await;
     let unindexed =
-        ctx.registries.state().iter().any(|r| r.spec.token_auth.is_some() && ctx.tokens.index(&r.name_any()).is_none());
+        ctx.registries.state().iter().any(|r| indexed(&r.spec) && ctx.tokens.index(&r.name_any()).is_none());
     // The index must already include this generation of the policy: wait for a rebuild that
     // began after this reconcile did (bounded: the index loop may be stopping).
     let begun = ctx.index_rebuilds.begun();
@@ -225,7 +241,7 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
-    let (hosts, count, unmatched, warnings) = summarize(&ctx, &ns, &name);
+    let Summary { token_hosts: hosts, ecr: _, count, unmatched, warnings } = summarize(&ctx, &ns, &name);
     let mut problem: Option<NotReady> = None;
     let mut requeue = Duration::from_secs(300);
     if let Err(e) = ensure_robots(&policy, &ctx, &hosts).await {
@@ -322,14 +338,14 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
             false,
             "RepositoriesNotFound",
             format!(
-                "no Repository in a registry served by berth's token service is named {}",
+                "no Repository in a registry served by berth's token service or of type ecr is named {}",
                 unmatched.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
         ),
         (None, None, true, 0) => (
             false,
             "NoRepositories",
-            "the policy selects no Repository in a registry whose token service is berth".to_string(),
+            "the policy selects no Repository in a registry whose token service is berth or of type ecr".to_string(),
         ),
         (None, None, true, n) => (true, "Applied", format!("{n} repositories, {} grants", policy.spec.grants.len())),
     };
@@ -481,6 +497,17 @@ mod tests {
         assert!(!accepts_pull_secrets(&a("team-a"), "team-ab"));
         assert!(!accepts_pull_secrets(&a(""), "team-a"));
         assert!(!accepts_pull_secrets(&BTreeMap::new(), "team-a"));
+    }
+
+    #[test]
+    fn token_and_ecr_registries_are_indexed_and_no_other() {
+        let spec = |v: serde_json::Value| serde_json::from_value::<RegistrySpec>(v).unwrap();
+        assert!(!indexed(&spec(json!({"url": "http://r:5000"}))), "berth decides nothing there");
+        let token = json!({"url": "http://r:5000", "tokenAuth": {
+            "issuer": "berth", "service": "r", "signingKeySecretRef": {"name": "k", "namespace": "berth"}}});
+        assert!(indexed(&spec(token)));
+        let ecr = json!({"url": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com", "type": "ecr", "ecr": {}});
+        assert!(indexed(&spec(ecr)));
     }
 
     #[test]
