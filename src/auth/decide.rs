@@ -178,6 +178,9 @@ pub struct PolicySummary {
     /// `repositories.names` that match no Repository of the policy's namespace owning its path in
     /// this registry (a typo, a Repository not created yet, or one that lost its path).
     pub unmatched_names: BTreeSet<String>,
+    /// `metadata.name`s of the Repositories it selects in this registry (all in the policy's
+    /// namespace): an ECR pull secret's token may pull from these alone.
+    pub repositories: BTreeSet<String>,
 }
 
 /// Everything [`authorize`] needs about one Registry, precomputed.
@@ -224,7 +227,11 @@ impl AccessIndex {
             let candidates = by_namespace.get(namespace.as_str()).map(Vec::as_slice).unwrap_or_default();
             let (chosen, unmatched_names) = select(policy, candidates, &mut warn);
             let grants = Arc::new(flatten(&namespace, &name, &policy.spec.grants, &mut warn));
-            let summary = PolicySummary { repository_count: chosen.len(), unmatched_names };
+            let summary = PolicySummary {
+                repository_count: chosen.len(),
+                unmatched_names,
+                repositories: chosen.iter().map(|r| r.name.clone()).collect(),
+            };
             summaries.insert((namespace.clone(), name.clone()), summary);
             for repo in chosen {
                 selected.entry(repo.path.as_str()).or_default().push(grants.clone());

@@ -578,6 +578,8 @@ fn repositories_are_selected_by_name_or_label() {
             .collect();
         assert_eq!(got, want, "{label}");
         assert_eq!(index.policy("team-a", "p").map(|s| s.repository_count), Some(want.len()), "{label}");
+        let selected = index.policy("team-a", "p").map(|s| s.repositories.iter().map(String::as_str).collect());
+        assert_eq!(selected, Some(want.clone()), "{label}");
         assert!(index.warnings().is_empty(), "{label}: {:?}", index.warnings());
     }
 }

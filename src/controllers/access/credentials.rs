@@ -11,7 +11,13 @@ pub struct Recorded {
     pub issued_at: Option<i64>,
     pub rotated_for: Option<String>,
     pub revoked_for: Option<String>,
+    /// The token registries' hosts berth's own pull credential was written for.
     pub hosts: BTreeSet<String>,
+    /// When the ECR credentials were fetched and when berth takes them to expire.
+    pub ecr_fetched_at: Option<i64>,
+    pub ecr_expires_at: Option<i64>,
+    /// The [`ecr_scope`] they were fetched for.
+    pub ecr_scope: Option<String>,
 }
 
 impl Recorded {
@@ -25,6 +31,9 @@ impl Recorded {
                 .get(HOSTS_ANNOTATION)
                 .map(|h| h.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
                 .unwrap_or_default(),
+            ecr_fetched_at: a.get(ECR_FETCHED_ANNOTATION).and_then(|t| t.parse().ok()),
+            ecr_expires_at: a.get(ECR_EXPIRES_ANNOTATION).and_then(|t| t.parse().ok()),
+            ecr_scope: a.get(ECR_SCOPE_ANNOTATION).cloned(),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - `run_credentials` keeps the username -> hashes map from a metadata-only watch of berth's
 //!   credential Secrets: the token service never holds a password.
 //! - `reconcile` writes robot Secrets, pull secrets (rotated at two thirds of their lifetime,
-//!   removed with their policy) and the policy's status.
+//!   removed with their policy; for `ecr` Registries, with ECR's authorization token, refreshed
+//!   at two thirds of its life) and the policy's status.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -58,8 +59,17 @@ pub const ISSUED_ANNOTATION: &str = "berth.dev/issued-at";
 pub const OWNER_ANNOTATION: &str = "berth.dev/owner";
 /// The policy's `berth.dev/rotate` value the current password was made for.
 pub const ROTATED_FOR_ANNOTATION: &str = "berth.dev/rotated-for";
-/// Registry hosts the Secret's docker config names.
+/// The hosts of berth's token registries the Secret's docker config names with berth's own
+/// pull credential.
 pub const HOSTS_ANNOTATION: &str = "berth.dev/hosts";
+/// Unix seconds when the ECR credentials in a pull secret expire, as ECR said (or 12 hours after
+/// they were fetched, when ECR did not say or said a time already past).
+pub const ECR_EXPIRES_ANNOTATION: &str = "berth.dev/ecr-expires-at";
+/// Unix seconds when the ECR credentials in a pull secret were fetched.
+pub const ECR_FETCHED_ANNOTATION: &str = "berth.dev/ecr-fetched-at";
+/// A digest of the ecr Registries, pull roles and repositories the ECR credentials in a pull
+/// secret were fetched for: when they change, the credentials are fetched again.
+pub const ECR_SCOPE_ANNOTATION: &str = "berth.dev/ecr-scope";
 /// Finds a policy's pull secrets in every namespace (a hash: names can be longer than a label).
 pub const PULL_OF_LABEL: &str = "berth.dev/pull-secret-of";
 /// On an AccessPolicy: change the value to rotate its pull secrets now; the previous passwords
@@ -79,10 +89,12 @@ pub const DEFAULT_PULL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub const MIN_PULL_LIFETIME: Duration = Duration::from_secs(600);
 
 mod credentials;
+mod ecr;
 mod index;
 mod pull_secrets;
 
 pub use credentials::*;
+pub use ecr::*;
 pub use index::*;
 pub use pull_secrets::*;
 
@@ -103,8 +115,8 @@ struct Summary {
     /// selects Repositories, since the kubelet looks a pull secret up by the name the image uses:
     /// where berth's own pull credential goes.
     token_hosts: BTreeSet<String>,
-    /// The `ecr` Registries in which it selects Repositories.
-    ecr: Vec<Arc<Registry>>,
+    /// The `ecr` Registries in which it selects Repositories, with those Repositories' names.
+    ecr: Vec<(Arc<Registry>, BTreeSet<String>)>,
     /// Repositories it selects, summed over the registries.
     count: usize,
     /// `repositories.names` that matched nothing anywhere.
@@ -123,7 +135,7 @@ fn summarize(ctx: &Context, ns: &str, name: &str) -> Summary {
                 if registry.spec.token_auth.is_some() {
                     out.token_hosts.extend(crate::hosts::of_registry(&registry.spec));
                 } else {
-                    out.ecr.push(registry.clone());
+                    out.ecr.push((registry.clone(), summary.repositories.clone()));
                 }
             }
             unmatched = Some(match unmatched {
@@ -185,7 +197,7 @@ async fn ensure_robots(policy: &AccessPolicy, ctx: &Context, hosts: &BTreeSet<St
             "stringData": {
                 "username": username,
                 "password": password,
-                ".dockerconfigjson": docker_config(hosts, &username, &password),
+                ".dockerconfigjson": docker_config(&same_for_all(hosts, &username, &password)),
             },
         }))
         .map_err(|e| NotReady { reason: "InternalError", message: e.to_string() })?;
@@ -241,7 +253,10 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
-    let Summary { token_hosts: hosts, ecr: _, count, unmatched, warnings } = summarize(&ctx, &ns, &name);
+    let Summary { token_hosts: hosts, ecr, count, unmatched, warnings } = summarize(&ctx, &ns, &name);
+    let notes = ecr_notes(&policy.spec, !ecr.is_empty(), !hosts.is_empty());
+    // ECR tokens for the pull secrets, fetched at most once in this reconcile.
+    let (mut ecr, ecr_problems) = EcrCredentials::new(&ctx, &ns, &ecr);
     let mut problem: Option<NotReady> = None;
     let mut requeue = Duration::from_secs(300);
     if let Err(e) = ensure_robots(&policy, &ctx, &hosts).await {
@@ -291,8 +306,10 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
                         }
                     }
                     let targets = accepted;
+                    // What the pull secrets cannot carry for ecr Registries, they say.
+                    problem = problem.or(ecr_problems.into_iter().next());
                     for target in &targets {
-                        match ensure_pull_secret(&policy, &ctx, target, &secret_name, l, &hosts).await {
+                        match ensure_pull_secret(&policy, &ctx, target, &secret_name, l, &hosts, &mut ecr).await {
                             Ok(next) => {
                                 earliest = earliest.min(next);
                                 written.push(target.clone());
@@ -347,7 +364,14 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
             "NoRepositories",
             "the policy selects no Repository in a registry whose token service is berth or of type ecr".to_string(),
         ),
-        (None, None, true, n) => (true, "Applied", format!("{n} repositories, {} grants", policy.spec.grants.len())),
+        (None, None, true, n) => {
+            let mut message = format!("{n} repositories, {} grants", policy.spec.grants.len());
+            for note in &notes {
+                message.push_str("; ");
+                message.push_str(note);
+            }
+            (true, "Applied", message)
+        }
     };
     let previous = policy.status.clone().unwrap_or_default();
     written.sort();
@@ -374,6 +398,13 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     if missing_accounts {
         requeue = requeue.min(Duration::from_secs(5));
     }
+    // ECR may be throttling: back off per policy, whatever else asks for a quick retry.
+    let ecr_key = format!("accesspolicy-ecr/{ns}/{name}");
+    if ecr.failed() {
+        requeue = requeue.max(ctx.failure_backoff(&ecr_key));
+    } else if ecr.fetched() {
+        ctx.clear_failures(&ecr_key);
+    }
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(requeue))
 }
@@ -399,7 +430,7 @@ mod tests {
     #[test]
     fn docker_config_names_every_host_with_basic_auth() {
         let config: serde_json::Value =
-            serde_json::from_str(&docker_config(&hosts(&["r:5000", "s"]), "pull$a+b", "pw")).unwrap();
+            serde_json::from_str(&docker_config(&same_for_all(&hosts(&["r:5000", "s"]), "pull$a+b", "pw"))).unwrap();
         assert_eq!(config["auths"]["r:5000"]["username"], "pull$a+b");
         let auth = config["auths"]["s"]["auth"].as_str().unwrap();
         assert_eq!(base64::engine::general_purpose::STANDARD.decode(auth).unwrap(), b"pull$a+b:pw");
@@ -413,10 +444,289 @@ mod tests {
         }))
         .unwrap();
         let names: BTreeSet<String> = crate::hosts::of_registry(&spec).into_iter().collect();
-        let config: serde_json::Value = serde_json::from_str(&docker_config(&names, "pull$a+b", "pw")).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&docker_config(&same_for_all(&names, "pull$a+b", "pw"))).unwrap();
         let keys: Vec<&String> = config["auths"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["127.0.0.1:30500", "berth-registry.berth.svc:5000", "registry.example.com"]);
         assert!(keys.iter().all(|k| config["auths"][k.as_str()] == config["auths"]["127.0.0.1:30500"]));
+    }
+
+    #[test]
+    fn docker_configs_carry_each_hosts_own_credentials_and_read_back() {
+        let auths = BTreeMap::from([
+            ("r:5000".to_string(), ("pull$a+b".to_string(), "pw".to_string())),
+            ("123456789012.dkr.ecr.eu-west-1.amazonaws.com".to_string(), ("AWS".to_string(), "ey:J=".to_string())),
+        ]);
+        let text = docker_config(&auths);
+        let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let ecr = &config["auths"]["123456789012.dkr.ecr.eu-west-1.amazonaws.com"];
+        assert_eq!((ecr["username"].as_str(), ecr["password"].as_str()), (Some("AWS"), Some("ey:J=")));
+        let auth = base64::engine::general_purpose::STANDARD.decode(ecr["auth"].as_str().unwrap()).unwrap();
+        assert_eq!(auth, b"AWS:ey:J=");
+        assert_eq!(docker_config_auths(text.as_bytes()), auths);
+        // Only `auth`, as other tools write them; what cannot be read is left out.
+        let other = json!({"auths": {
+            "a.example": {"auth": base64::engine::general_purpose::STANDARD.encode("u:p:q")},
+            "b.example": {"auth": "!!"},
+            "c.example": {"username": "u"},
+        }});
+        let read = docker_config_auths(other.to_string().as_bytes());
+        assert_eq!(read, BTreeMap::from([("a.example".to_string(), ("u".to_string(), "p:q".to_string()))]));
+        assert!(docker_config_auths(b"not json").is_empty());
+        assert!(docker_config_auths(b"{}").is_empty());
+    }
+
+    fn ecr_recorded(fetched: i64, expires: i64, scope: &str) -> Recorded {
+        Recorded {
+            ecr_fetched_at: Some(fetched),
+            ecr_expires_at: Some(expires),
+            ecr_scope: Some(scope.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ecr_tokens_are_taken_at_their_word_unless_missing_or_past() {
+        let now = 1_700_000_000;
+        assert_eq!(ecr_expiry(Some(now + 3600), now), (now + 3600, false));
+        assert_eq!(ecr_expiry(None, now), (now + 12 * 3600, true));
+        assert_eq!(ecr_expiry(Some(1_420_070_400), now), (now + 12 * 3600, true), "moto says 2015");
+        assert_eq!(ecr_expiry(Some(now), now), (now + 12 * 3600, true), "expiring now is not a life");
+    }
+
+    #[test]
+    fn ecr_credentials_are_refreshed_at_two_thirds_of_their_life_and_never_within_ten_minutes() {
+        assert_eq!(ecr_refresh_at(1_000, 1_000 + 12 * 3600), 1_000 + 8 * 3600);
+        assert_eq!(ecr_refresh_at(1_000, 1_060), 1_000 + 600, "a one-minute token: the floor");
+        assert_eq!(ecr_refresh_at(1_000, 0), 1_000 + 600, "an expiry before the fetch: the floor");
+        assert_eq!(ecr_refresh_at(0, i64::MAX), 6_148_914_691_236_517_204, "no overflow");
+        let r = ecr_recorded(1_000, 1_000 + 12 * 3600, "s1");
+        assert!(needs_ecr_refresh(None, Some("s1"), 1_000), "none yet");
+        assert!(!needs_ecr_refresh(None, None, 1_000), "no ecr Registry: nothing to fetch");
+        assert!(!needs_ecr_refresh(Some(&r), Some("s1"), 1_000 + 8 * 3600 - 1));
+        assert!(needs_ecr_refresh(Some(&r), Some("s1"), 1_000 + 8 * 3600), "two thirds");
+        assert!(needs_ecr_refresh(Some(&r), Some("s2"), 1_001), "other registries, roles or repositories");
+        let unrecorded = Recorded { ecr_scope: Some("s1".into()), ..Default::default() };
+        assert!(needs_ecr_refresh(Some(&unrecorded), Some("s1"), 1_001), "no times recorded");
+    }
+
+    #[test]
+    fn berths_password_and_ecrs_credentials_each_keep_their_own_schedule() {
+        let lifetime = Duration::from_secs(3 * 3600);
+        let (t, e, none) = (hosts(&["r:5000"]), Some("s1"), BTreeSet::new());
+        let records = vec![StoredCredential { hash: robot::hash_new("x"), expires_at_unix: Some(1_000 + 3 * 3600) }];
+        let token = Recorded { records, issued_at: Some(1_000), hosts: t.clone(), ..Default::default() };
+        let both = Recorded {
+            records: token.records.clone(),
+            issued_at: Some(1_000),
+            hosts: t.clone(),
+            ..ecr_recorded(1_000, 1_000 + 12 * 3600, "s1")
+        };
+        let plan = |r: Option<&Recorded>, token_hosts: &BTreeSet<String>, scope: Option<&str>, now| {
+            let p = plan_pull_secret(r, lifetime, (None, None), token_hosts, scope, now);
+            (p.new_password, p.fetch_ecr, p.write)
+        };
+        // Token registries only: exactly as before ECR.
+        assert_eq!(plan(None, &t, None, 1_000), (true, false, true));
+        assert_eq!(plan(Some(&token), &t, None, 1_001), (false, false, false));
+        assert_eq!(plan(Some(&token), &t, None, 1_000 + 2 * 3600), (true, false, true));
+        // ECR only: no password of berth's at all.
+        assert_eq!(plan(None, &none, e, 1_000), (false, true, true));
+        // Both: each on its own clock.
+        assert_eq!(plan(None, &t, e, 1_000), (true, true, true));
+        assert_eq!(plan(Some(&both), &t, e, 1_001), (false, false, false));
+        assert_eq!(plan(Some(&both), &t, e, 1_000 + 2 * 3600), (true, false, true), "berth's at 2h");
+        // berth's password renewed at 7h (due at 9h), ECR's due at 8h.
+        let renewed = vec![StoredCredential { hash: robot::hash_new("y"), expires_at_unix: Some(1_000 + 10 * 3600) }];
+        let later = Recorded { records: renewed, issued_at: Some(1_000 + 7 * 3600), ..both.clone() };
+        let at = 1_000 + 8 * 3600;
+        assert_eq!(plan(Some(&later), &t, e, at), (false, true, true), "ECR's at 8h, berth's not due");
+        // Registries gone: the Secret is rewritten without their credentials.
+        assert_eq!(plan(Some(&both), &none, e, 1_001), (false, false, true), "no token registry left");
+        assert_eq!(plan(Some(&both), &t, None, 1_001), (false, false, true), "no ecr Registry left");
+        assert_eq!(plan(Some(&token), &t, e, 1_001), (false, true, true), "an ecr Registry joins");
+        assert_eq!(plan(Some(&both), &t, Some("s2"), 1_001), (false, true, true), "another repository joins");
+    }
+
+    #[test]
+    fn the_next_pass_comes_at_the_earlier_due_time_and_ecrs_not_within_ten_minutes() {
+        let lifetime = Duration::from_secs(3 * 3600);
+        let token = Recorded { issued_at: Some(1_000), ..Default::default() };
+        assert_eq!(next_due(&token, lifetime, (true, false), 1_001), 1_000 + 2 * 3600);
+        let both = Recorded { issued_at: Some(1_000), ..ecr_recorded(1_000, 1_000 + 12 * 3600, "s") };
+        assert_eq!(next_due(&both, lifetime, (true, true), 1_001), 1_000 + 2 * 3600);
+        assert_eq!(next_due(&both, lifetime, (false, true), 1_001), 1_000 + 8 * 3600);
+        let short = ecr_recorded(1_000, 1_030, "s");
+        assert_eq!(next_due(&short, lifetime, (false, true), 1_000), 1_600);
+        assert_eq!(next_due(&Recorded::default(), lifetime, (false, true), 5_000), 5_600, "nothing recorded");
+        assert_eq!(next_due(&Recorded::default(), lifetime, (false, false), 5_000), i64::MAX);
+    }
+
+    proptest::proptest! {
+        /// Whatever ECR says of a token's expiry, once it is fetched nothing asks for another
+        /// within ten minutes, and one is asked for by the time two thirds of its life are gone.
+        #[test]
+        fn ecr_refreshes_never_loop_and_never_run_late(
+            fetched in 0i64..2_000_000_000,
+            said in proptest::option::of(-10_000_000i64..10_000_000),
+            elapsed in 0i64..100_000,
+        ) {
+            let (expires, _) = ecr_expiry(said.map(|d| fetched + d), fetched);
+            proptest::prop_assert!(expires > fetched);
+            let r = ecr_recorded(fetched, expires, "s");
+            let now = fetched + elapsed;
+            let due = needs_ecr_refresh(Some(&r), Some("s"), now);
+            if elapsed < 600 {
+                proptest::prop_assert!(!due);
+            }
+            if elapsed >= ((expires - fetched) * 2 / 3).max(600) {
+                proptest::prop_assert!(due);
+            }
+            if !due {
+                proptest::prop_assert!(next_due(&r, Duration::from_secs(600), (false, true), now) >= now + 600);
+            }
+        }
+    }
+
+    fn spec_of(grants: serde_json::Value, pull_secrets: bool) -> crate::api::AccessPolicySpec {
+        let mut spec = json!({"repositories": {"names": ["a"]}, "grants": grants});
+        if pull_secrets {
+            spec["pullSecrets"] = json!({});
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn on_ecr_push_and_delete_need_aws_principals_and_pulls_need_pull_secrets() {
+        let sa = json!({"kind": "ServiceAccount", "name": "ci"});
+        let role = json!({"kind": "AWSPrincipal", "name": "arn:aws:iam::123456789012:role/ci"});
+        let mixed = json!([
+            {"subjects": [role], "actions": ["pull", "push", "delete"]},
+            {"subjects": [sa, role], "actions": ["pull", "push"]},
+            {"subjects": [{"kind": "Namespace", "name": "ops"}], "actions": ["delete"]},
+            {"subjects": [sa], "actions": ["pull"]},
+        ]);
+        let notes = ecr_notes(&spec_of(mixed.clone(), false), true, false);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "on ECR, push and delete need an AWSPrincipal subject (an IRSA or Pod Identity role): grants[1], grants[2] "
+            ),
+            "{}",
+            notes[0]
+        );
+        assert!(notes[1].contains("pullSecrets") && notes[1].contains("grants[1], grants[3]"), "{}", notes[1]);
+        // With pull secrets, pulls are taken care of.
+        assert_eq!(ecr_notes(&spec_of(mixed.clone(), true), true, false).len(), 1);
+        // Not on ECR: nothing to say about ECR.
+        assert!(ecr_notes(&spec_of(mixed.clone(), false), false, true).iter().all(|n| !n.contains("on ECR")));
+        // AWSPrincipal grants alone need no pull secret.
+        assert!(
+            ecr_notes(&spec_of(json!([{"subjects": [role], "actions": ["pull", "push"]}]), false), true, false)
+                .is_empty()
+        );
+        // Pull by a ServiceAccount through the policy's pull secrets: nothing to say.
+        assert!(ecr_notes(&spec_of(json!([{"subjects": [sa], "actions": ["pull"]}]), true), true, true).is_empty());
+        // AWSPrincipal subjects where there is no ECR.
+        let aws_only = ecr_notes(&spec_of(json!([{"subjects": [role], "actions": ["pull"]}]), false), false, true);
+        assert_eq!(
+            aws_only,
+            ["AWSPrincipal subjects take effect on ecr Registries only, and the policy selects no Repository in one"]
+        );
+        assert!(
+            ecr_notes(&spec_of(json!([{"subjects": [role], "actions": ["pull"]}]), false), false, false).is_empty()
+        );
+    }
+
+    fn ecr_spec(role: Option<&str>) -> crate::api::RegistrySpec {
+        let mut ecr = json!({"region": "eu-west-1"});
+        if let Some(r) = role {
+            ecr["pullSecretRoleArn"] = json!(r);
+        }
+        serde_json::from_value(json!({
+            "url": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com", "type": "ecr", "ecr": ecr,
+            "aliases": ["ecr.example.com"],
+        }))
+        .unwrap()
+    }
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/berth-pull";
+
+    fn arn(name: &str) -> String {
+        format!("arn:aws:ecr:eu-west-1:123456789012:repository/team-a/{name}")
+    }
+
+    #[test]
+    fn ecr_tokens_come_only_from_the_pull_role_and_only_for_repositories_in_ecr() {
+        let (with_role, without) = (ecr_spec(Some(ROLE)), ecr_spec(None));
+        let selection = |registry: &str, spec, repos: &[(&str, bool)]| EcrSelection {
+            registry: registry.to_string(),
+            spec,
+            repositories: repos.iter().map(|(n, made)| (n.to_string(), made.then(|| arn(n)))).collect(),
+        };
+        let (sources, problems) = ecr_sources(&[
+            selection("prod", &with_role, &[("web", true), ("api", true), ("new", false)]),
+            selection("legacy", &without, &[("old", true)]),
+            selection("empty", &with_role, &[("later", false)]),
+        ]);
+        assert_eq!(
+            sources,
+            vec![EcrSource {
+                registry: "prod".into(),
+                hosts: hosts(&["123456789012.dkr.ecr.eu-west-1.amazonaws.com", "ecr.example.com"]),
+                role_arn: ROLE.into(),
+                repository_arns: vec![arn("api"), arn("web")],
+            }],
+            "no role: no token; nothing in ECR yet: nothing to ask a token for"
+        );
+        let reasons: Vec<&str> = problems.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["NoPullSecretRole", "RepositoriesNotReady"]);
+        assert!(
+            problems[0].message.starts_with("ecr Registry legacy has no ecr.pullSecretRoleArn"),
+            "{}",
+            problems[0].message
+        );
+        assert!(problems[0].message.contains("could push and delete"), "{}", problems[0].message);
+        assert!(problems[1].message.starts_with("Repository later, new is not in ECR yet"), "{}", problems[1].message);
+        let (none, fine) = ecr_sources(&[selection("prod", &with_role, &[("web", true)])]);
+        assert_eq!((none.len(), fine), (1, vec![]));
+    }
+
+    #[test]
+    fn the_ecr_scope_changes_with_any_registry_role_host_or_repository() {
+        let source = EcrSource {
+            registry: "prod".into(),
+            hosts: hosts(&["h.example"]),
+            role_arn: ROLE.into(),
+            repository_arns: vec![arn("a")],
+        };
+        assert_eq!(ecr_scope(&[]), None);
+        let scope = ecr_scope(std::slice::from_ref(&source)).unwrap();
+        assert_eq!(scope.len(), 32);
+        assert_eq!(ecr_scope(std::slice::from_ref(&source)), Some(scope.clone()), "stable");
+        for changed in [
+            EcrSource { registry: "other".into(), ..source.clone() },
+            EcrSource { hosts: hosts(&["h.example", "i.example"]), ..source.clone() },
+            EcrSource { role_arn: format!("{ROLE}2"), ..source.clone() },
+            EcrSource { repository_arns: vec![arn("a"), arn("b")], ..source.clone() },
+        ] {
+            assert_ne!(ecr_scope(std::slice::from_ref(&changed)), Some(scope.clone()), "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn an_ecr_registrys_hosts_are_its_names_and_the_proxy_endpoints() {
+        let spec: crate::api::RegistrySpec = serde_json::from_value(json!({
+            "url": "http://127.0.0.1:5077", "type": "ecr", "ecr": {"region": "eu-west-1"},
+            "aliases": ["ecr.example.com"],
+        }))
+        .unwrap();
+        assert_eq!(
+            ecr_hosts(&spec, "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+            hosts(&["123456789012.dkr.ecr.eu-west-1.amazonaws.com", "127.0.0.1:5077", "ecr.example.com"])
+        );
+        assert_eq!(ecr_hosts(&spec, "http://127.0.0.1:5077"), hosts(&["127.0.0.1:5077", "ecr.example.com"]));
+        assert_eq!(ecr_hosts(&spec, ""), hosts(&["127.0.0.1:5077", "ecr.example.com"]));
     }
 
     #[test]
@@ -424,8 +734,7 @@ mod tests {
         let lifetime = Duration::from_secs(3 * 3600);
         let h = hosts(&["r:5000"]);
         let records = vec![StoredCredential { hash: robot::hash_new("x"), expires_at_unix: Some(1_000 + 3 * 3600) }];
-        let recorded =
-            Recorded { records, issued_at: Some(1_000), rotated_for: None, revoked_for: None, hosts: h.clone() };
+        let recorded = Recorded { records, issued_at: Some(1_000), hosts: h.clone(), ..Default::default() };
         assert!(needs_new_password(None, lifetime, (None, None), &h, 1_000), "none yet");
         assert!(!needs_new_password(Some(&recorded), lifetime, (None, None), &h, 1_000 + 3600));
         assert!(needs_new_password(Some(&recorded), lifetime, (None, None), &h, 1_000 + 2 * 3600), "two thirds");
@@ -448,6 +757,16 @@ mod tests {
         ]);
         let r = Recorded::from_annotations(&a);
         assert_eq!((r.records, r.issued_at, r.hosts.len()), (records, Some(42), 2));
+        let ecr = BTreeMap::from([
+            (ECR_FETCHED_ANNOTATION.to_string(), "100".to_string()),
+            (ECR_EXPIRES_ANNOTATION.to_string(), "43300".to_string()),
+            (ECR_SCOPE_ANNOTATION.to_string(), "0123abcd".to_string()),
+        ]);
+        let r = Recorded::from_annotations(&ecr);
+        assert_eq!(
+            (r.ecr_fetched_at, r.ecr_expires_at, r.ecr_scope.as_deref(), r.issued_at),
+            (Some(100), Some(43300), Some("0123abcd"), None)
+        );
         let junk = BTreeMap::from([(HASHES_ANNOTATION.to_string(), "{".to_string())]);
         assert_eq!(Recorded::from_annotations(&junk), Recorded::default());
     }
