@@ -28,7 +28,9 @@ pub struct AccessPolicySpec {
     /// Who may do what in those Repositories.
     #[schemars(length(min = 1, max = 64))]
     pub grants: Vec<Grant>,
-    /// Pull secrets berth writes and rotates for the policy's Repositories.
+    /// Pull secrets berth writes and rotates for the policy's Repositories. For those in `ecr`
+    /// Registries they hold an ECR token fetched under the Registry's `ecr.pullSecretRoleArn`,
+    /// which can pull from the policy's repositories only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_secrets: Option<PullSecrets>,
 }
@@ -129,7 +131,8 @@ pub struct PullSecrets {
     #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     pub service_accounts: Vec<String>,
     /// How long each generated credential lives, as a duration (default `12h`, at least `10m`).
-    /// berth rotates it after two thirds of that.
+    /// berth rotates it after two thirds of that. ECR's tokens live as long as ECR says (12h)
+    /// and are refreshed after two thirds of that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("lifetime must be a duration such as 12h or 90m"))]
     #[schemars(length(max = 32))]
