@@ -29,7 +29,7 @@ fn reason(status: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repositories_are_created_adopted_kept_to_spec_and_deleted_in_ecr() {
-    let env = EcrEnv::new("ecr-repos", &["--repository-poll-interval", "2s"], None).await;
+    let env = EcrEnv::new("ecr-repos", &["--repository-poll-interval", "2s"], json!({})).await;
     let ns = env.ns.name.clone();
     let (app, adopted) = (format!("{ns}/app"), format!("{ns}/legacy"));
     // A repository made by hand before berth, with a tag of its owner's, and one nobody declares.
@@ -248,7 +248,7 @@ async fn a_registry_that_refuses_berths_credentials_says_unauthorized() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lifecycle_on_ecr_deletes_in_berth_mode_and_hands_rules_to_ecr_in_native_mode() {
-    let env = EcrEnv::new("ecr-lifecycle", &["--repository-poll-interval", "2s"], None).await;
+    let env = EcrEnv::new("ecr-lifecycle", &["--repository-poll-interval", "2s"], json!({})).await;
     let ns = env.ns.name.clone();
     let path = format!("{ns}/api");
     env.create_repository("api", json!({})).await;
@@ -372,8 +372,147 @@ async fn lifecycle_on_ecr_deletes_in_berth_mode_and_hands_rules_to_ecr_in_native
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn access_policies_write_repository_policy_statements_and_pull_only_ecr_pull_secrets() {
+    // berth's own calls run as moto's default account; the pull role lives in another, so the
+    // token in the pull secret says which identity fetched it.
+    let role = "arn:aws:iam::210987654321:role/berth-pull";
+    let env =
+        EcrEnv::new("ecr-access", &["--repository-poll-interval", "2s"], json!({"ecr": {"pullSecretRoleArn": role}}))
+            .await;
+    let ns = env.ns.name.clone();
+    let path = format!("{ns}/app");
+    env.create_repository("app", json!({})).await;
+    env.wait_repo("app", "Ready", |s| is_ready(s) && s["ecr"]["arn"].is_string()).await;
+    // Someone else's statement, which berth must keep.
+    let theirs = json!({"Sid": "TheirsReadOnly", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": ["ecr:BatchGetImage"]});
+    let text = json!({"Version": "2012-10-17", "Statement": [theirs]}).to_string();
+    env.ecr
+        .set_repository_policy()
+        .registry_id(&env.registry_id)
+        .repository_name(&path)
+        .policy_text(text)
+        .send()
+        .await
+        .unwrap();
+
+    let ci = "arn:aws:iam::111122223333:role/ci";
+    let policies = Api::<berth::api::AccessPolicy>::namespaced(env.ns.client.clone(), &ns);
+    let policy: berth::api::AccessPolicy = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "app"},
+        "spec": {
+            "repositories": {"names": ["app"]},
+            "grants": [
+                {"subjects": [{"kind": "AWSPrincipal", "name": ci}], "actions": ["pull", "push"]},
+                {"subjects": [{"kind": "ServiceAccount", "name": "default"}], "actions": ["pull"]},
+            ],
+            "pullSecrets": {"serviceAccounts": ["default"]},
+        },
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    let repository_policy = || async {
+        let out = env.ecr.get_repository_policy().registry_id(&env.registry_id).repository_name(&path).send().await;
+        out.ok().and_then(|o| o.policy_text().map(|t| serde_json::from_str::<Value>(t).unwrap()))
+    };
+    let written = eventually(WAIT, "berth's statements beside theirs", || async {
+        let p = repository_policy().await.ok_or("no policy")?;
+        let sids: Vec<String> =
+            p["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap_or("").to_string()).collect();
+        if sids.len() == 3 { Ok(p) } else { Err(p.to_string()) }
+    })
+    .await;
+    let statements = written["Statement"].as_array().unwrap();
+    assert_eq!(statements[0], theirs, "theirs kept, first, untouched: {written}");
+    let pull = statements.iter().find(|s| s["Sid"].as_str().unwrap().ends_with("Pull")).unwrap();
+    let push = statements.iter().find(|s| s["Sid"].as_str().unwrap().ends_with("Push")).unwrap();
+    assert!(pull["Sid"].as_str().unwrap().starts_with("Berth"));
+    assert_eq!(pull["Principal"]["AWS"], json!([ci]));
+    let actions =
+        |s: &Value| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(
+        actions(pull).contains(&"ecr:BatchGetImage".to_string())
+            && !actions(pull).contains(&"ecr:PutImage".to_string())
+    );
+    assert!(
+        actions(push).contains(&"ecr:PutImage".to_string())
+            && !actions(push).contains(&"ecr:BatchDeleteImage".to_string())
+    );
+    let status = env
+        .wait_repo("app", "lists berth's statements", |s| {
+            s["ecr"]["policyStatements"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    assert!(
+        status["ecr"]["policyStatements"].as_array().unwrap().iter().all(|s| s.as_str().unwrap().starts_with("Berth"))
+    );
+
+    // The pull secret: for the registry's host, a token fetched under the pull role.
+    let secrets = Api::<Secret>::namespaced(env.ns.client.clone(), &ns);
+    let host = moto::host(&env.registry_id);
+    let secret = eventually(WAIT, "the pull secret carries an ECR token", || async {
+        let s = secrets.get_opt("berth-pull").await.map_err(|e| e.to_string())?.ok_or("no Secret yet")?;
+        let config: Value = serde_json::from_slice(&s.data.as_ref().unwrap()[".dockerconfigjson"].0).unwrap();
+        if config["auths"][&host].is_object() { Ok((s, config)) } else { Err(config.to_string()) }
+    })
+    .await;
+    let (secret, config) = secret;
+    assert_eq!(config["auths"][&host]["username"], "AWS");
+    assert_eq!(
+        config["auths"][&host]["password"], "210987654321-auth-token",
+        "fetched as the pull role, not as berth: {config}"
+    );
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let expires: i64 = annotations["berth.dev/ecr-expires-at"].parse().unwrap();
+    let fetched: i64 = annotations["berth.dev/ecr-fetched-at"].parse().unwrap();
+    assert_eq!(expires - fetched, 12 * 3600, "moto's expiry is in 2015: berth assumes ECR's 12 hours");
+    let sa = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(env.ns.client.clone(), &ns);
+    eventually(WAIT, "default carries the pull secret", || async {
+        let a = sa.get("default").await.map_err(|e| e.to_string())?;
+        if a.image_pull_secrets.iter().flatten().any(|r| r.name == "berth-pull") {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    // No refresh loop on moto's past expiry: the Secret is written once.
+    let version = secret.metadata.resource_version.clone();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let again = secrets.get("berth-pull").await.unwrap();
+    assert_eq!(again.metadata.resource_version, version, "the ECR token was fetched again within its life");
+
+    // Grants removed: berth's statements go, theirs stay.
+    policies
+        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"spec": {"grants": [{"subjects": [{"kind": "ServiceAccount", "name": "default"}], "actions": ["pull"]}]}})))
+        .await
+        .unwrap();
+    eventually(WAIT, "only theirs left", || async {
+        let p = repository_policy().await.ok_or("no policy")?;
+        if p["Statement"].as_array().unwrap() == &vec![theirs.clone()] { Ok(()) } else { Err(p.to_string()) }
+    })
+    .await;
+
+    // Without a pull role berth writes no ECR token, and says why.
+    let registries = Api::<Registry>::all(env.ns.client.clone());
+    registries
+        .patch(&env.name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"ecr": {"pullSecretRoleArn": null}}})))
+        .await
+        .unwrap();
+    policies
+        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})))
+        .await
+        .unwrap();
+    eventually(WAIT, "the policy says it needs a pull role", || async {
+        let p = policies.get("app").await.map_err(|e| e.to_string())?;
+        let s = serde_json::to_value(&p.status).unwrap();
+        if reason(&s) == "False/NoPullSecretRole" { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rollouts_follow_ecr_tags_with_one_listing_per_repository() {
-    let env = EcrEnv::new("ecr-rollouts", &["--repository-poll-interval", "1h"], None).await;
+    let env = EcrEnv::new("ecr-rollouts", &["--repository-poll-interval", "1h"], json!({})).await;
     env.ns.enable_rollouts(true).await;
     let ns = env.ns.name.clone();
     let path = format!("{ns}/web");
@@ -417,7 +556,7 @@ async fn rollouts_follow_ecr_tags_with_one_listing_per_repository() {
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_on_ecr_report_ecrs_findings_through_image_scans() {
     let scanning = json!({"rules": [{"scanFrequency": "OnPush", "repositoryFilters": ["*"]}]});
-    let env = EcrEnv::new("ecr-scans", &["--repository-poll-interval", "2s"], Some(scanning)).await;
+    let env = EcrEnv::new("ecr-scans", &["--repository-poll-interval", "2s"], json!({"scanning": scanning})).await;
     let ns = env.ns.name.clone();
     let path = format!("{ns}/svc");
     env.create_repository("svc", json!({})).await;

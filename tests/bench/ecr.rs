@@ -58,7 +58,7 @@ async fn metric(env: &EcrEnv, name: &str) -> f64 {
 }
 
 async fn images_1k() {
-    let env = EcrEnv::new("bench-ecr-images", &["--repository-poll-interval", "3s"], None).await;
+    let env = EcrEnv::new("bench-ecr-images", &["--repository-poll-interval", "3s"], json!({})).await;
     let path = format!("{}/big", env.ns.name);
     env.create_repository("big", json!({})).await;
     env.wait_repo("big", "Ready", |s| ready(s) == Some(("True", "Reconciled"))).await;
@@ -127,7 +127,7 @@ async fn images_1k() {
 }
 
 async fn polling() {
-    let env = EcrEnv::new("bench-ecr-polling", &["--repository-poll-interval", "1h"], None).await;
+    let env = EcrEnv::new("bench-ecr-polling", &["--repository-poll-interval", "1h"], json!({})).await;
     env.ns.enable_rollouts(true).await;
     for r in 0..REPOS {
         let name = format!("r{r}");
@@ -171,7 +171,7 @@ async fn polling() {
 }
 
 async fn memory_1k_repositories() {
-    let env = EcrEnv::new("bench-ecr-memory", &["--repository-poll-interval", "5m"], None).await;
+    let env = EcrEnv::new("bench-ecr-memory", &["--repository-poll-interval", "5m"], json!({})).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = env.berth.rss_kib().unwrap_or(0);
     let started = Instant::now();

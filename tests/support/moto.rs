@@ -184,7 +184,7 @@ pub struct EcrEnv {
 }
 
 impl EcrEnv {
-    pub async fn new(test: &str, args: &[&str], scanning: Option<Value>) -> EcrEnv {
+    pub async fn new(test: &str, args: &[&str], extra: Value) -> EcrEnv {
         let cp = control_plane().await;
         cp.install_crds().await;
         let ns = cp.namespace(test).await;
@@ -204,8 +204,16 @@ impl EcrEnv {
             "credentialsSecretRef": {"name": "aws", "namespace": ns.name},
             "checkInterval": "2s",
         });
-        if let Some(s) = scanning {
-            spec["scanning"] = s;
+        // More of the Registry's spec (scanning, pullSecretRoleArn in ecr, ...), merged in.
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                match (spec.get_mut(k), v) {
+                    (Some(Value::Object(have)), Value::Object(more)) => have.extend(more.clone()),
+                    _ => {
+                        spec.insert(k.clone(), v.clone());
+                    }
+                }
+            }
         }
         let reg: Registry = serde_json::from_value(json!({
             "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",

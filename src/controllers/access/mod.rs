@@ -211,6 +211,23 @@ fn kube_not_ready(e: kube::Error) -> NotReady {
     NotReady { reason: "KubernetesAPIError", message: e.to_string() }
 }
 
+/// Asks the Repository controller to reconcile the namespace's Repositories on `ecr`
+/// Registries (whose repository policies carry AccessPolicies' AWS principals).
+fn reconcile_ecr_repositories(ctx: &Context, ns: &str) {
+    let ecr: BTreeSet<String> = ctx
+        .registries
+        .state()
+        .iter()
+        .filter(|r| r.spec.type_ == crate::api::RegistryType::Ecr)
+        .map(|r| r.name_any())
+        .collect();
+    for repo in ctx.repositories.state() {
+        if repo.namespace().as_deref() == Some(ns) && ecr.contains(&repo.spec.registry_ref.name) {
+            let _ = ctx.triggers.repositories.try_send(kube::runtime::reflector::ObjectRef::from_obj(repo.as_ref()));
+        }
+    }
+}
+
 pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.leader.is_leader() {
         // A follower keeps its caches warm; the leader reconciles (all at once when it takes over).
@@ -228,7 +245,12 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
             remove_pull_secrets(&policy, &ctx, &BTreeSet::new()).await?;
             super::set_finalizer(&ctx.client, policy.as_ref(), FINALIZER, false).await?;
         }
+        let begun = ctx.index_rebuilds.begun();
         ctx.tokens.rebuild.notify_one();
+        // Its statements leave the ECR repository policies once the index no longer has it.
+        if tokio::time::timeout(Duration::from_secs(10), ctx.index_rebuilds.wait_past(begun)).await.is_ok() {
+            reconcile_ecr_repositories(&ctx, &ns);
+        }
         return Ok(Action::await_change());
     }
     if policy.spec.pull_secrets.is_some() && !has_finalizer {
@@ -252,6 +274,9 @@ pub async fn reconcile(policy: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     if unindexed {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    // The Repository controller writes ECR repository policies (one writer per repository):
+    // the namespace's ECR Repositories reconcile now, with the index that has this policy.
+    reconcile_ecr_repositories(&ctx, &ns);
 
     let Summary { token_hosts: hosts, ecr, count, unmatched, warnings } = summarize(&ctx, &ns, &name);
     let notes = ecr_notes(&policy.spec, !ecr.is_empty(), !hosts.is_empty());

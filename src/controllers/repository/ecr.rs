@@ -93,6 +93,7 @@ pub(super) async fn observe(
     status.encryption_type = Some(info.encryption_type.clone());
     status.managed_tag_keys = decided.managed_tag_keys.clone();
     status.lifecycle_policy_sha256 = native_lifecycle(repo, ctx, target, ecr, previous.lifecycle_policy_sha256).await?;
+    status.policy_statements = repository_policy(ctx, target, ecr, previous.policy_statements).await?;
 
     let images = ecr.images(&target.path).await.map_err(registry_err)?;
     let mut tags = BTreeMap::new();
@@ -118,6 +119,42 @@ pub(super) async fn observe(
 
 fn fmt_time(unix: i64) -> String {
     Timestamp::from_second(unix).map(|t| t.to_string()).unwrap_or_else(|_| unix.to_string())
+}
+
+/// The statements AccessPolicies grant AWS principals go into the repository policy, beside
+/// everyone else's (berth owns the Sids that start with `Berth`). Without the access index
+/// (berth just started) nothing is written: a policy decided on an incomplete view could drop
+/// a grant. Returns berth's Sids in the policy now.
+async fn repository_policy(
+    ctx: &Context,
+    target: &Target,
+    ecr: &Ecr,
+    before: Vec<String>,
+) -> Result<Vec<String>, NotReady> {
+    use crate::repository::ecr_policy::{Merged, berth_sids, berth_statements, merge};
+    let Some(index) = ctx.tokens.index(&target.registry.name_any()) else { return Ok(before) };
+    let statements = berth_statements(&index.aws_grants(&target.path));
+    if statements.is_empty() && before.is_empty() {
+        // Nothing to write and nothing of berth's there: no call.
+        return Ok(before);
+    }
+    let current = ecr.repository_policy(&target.path).await.map_err(registry_err)?;
+    match merge(current.as_deref(), &statements) {
+        Ok(Merged::Unchanged) => Ok(berth_sids(current.as_deref())),
+        Ok(Merged::Set(text)) => {
+            ecr.set_repository_policy(&target.path, Some(&text)).await.map_err(|e| match e {
+                // ECR checks principals: a role that does not exist is the policy's problem.
+                RegistryError::Config(m) => NotReady::new("InvalidRepositoryPolicy", m),
+                e => registry_err(e),
+            })?;
+            Ok(berth_sids(Some(&text)))
+        }
+        Ok(Merged::Delete) => {
+            ecr.set_repository_policy(&target.path, None).await.map_err(registry_err)?;
+            Ok(Vec::new())
+        }
+        Err(m) => Err(NotReady::new("RepositoryPolicyUnreadable", m)),
+    }
 }
 
 /// A `mode: Native` LifecyclePolicy goes onto the repository as its ECR lifecycle policy; a
