@@ -248,6 +248,10 @@ type CachedBackend = (String, Arc<dyn Backend>);
 #[derive(Default)]
 pub struct Backends {
     cache: Mutex<HashMap<String, CachedBackend>>,
+    /// One ECR backend is built at a time: a thousand Repositories reconciled at once after a
+    /// start would otherwise each build an SDK client (its own HTTPS connector, root store and
+    /// connection pool) before the first was cached.
+    building: tokio::sync::Mutex<()>,
 }
 
 pub struct Context {
@@ -429,6 +433,10 @@ impl Context {
         if let Some(backend) = self.cached_backend(&name, &fingerprint) {
             return Ok(backend);
         }
+        let _one = self.backends.building.lock().await;
+        if let Some(backend) = self.cached_backend(&name, &fingerprint) {
+            return Ok(backend);
+        }
         let backend: Arc<dyn Backend> = Arc::new(
             crate::registry::Ecr::new(crate::registry::EcrConfig {
                 region,
@@ -437,6 +445,7 @@ impl Context {
                 keys,
                 ca_bundle: spec.ca_bundle.clone(),
                 poll_listing_ttl: ECR_POLL_LISTING_TTL,
+                max_concurrency: self.settings.registry_concurrency,
             })
             .await?,
         );

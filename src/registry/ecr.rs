@@ -49,6 +49,8 @@ pub struct EcrConfig {
     pub ca_bundle: Option<String>,
     /// How long a listing made for polling may answer later polls of the same repository.
     pub poll_listing_ttl: Duration,
+    /// ECR calls in flight at once.
+    pub max_concurrency: usize,
 }
 
 impl std::fmt::Debug for EcrConfig {
@@ -137,6 +139,10 @@ pub struct Ecr {
     /// Listings made for polling, per repository, with one listing in flight per repository.
     polled: Mutex<HashMap<String, Listing>>,
     listing: tokio::sync::Mutex<()>,
+    /// Calls in flight at once (`--registry-concurrency`), as for Distribution: a thousand
+    /// Repositories reconciled together would otherwise open a connection each, and meet ECR's
+    /// request rate limits.
+    slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Ecr {
@@ -337,7 +343,14 @@ impl Ecr {
             poll_ttl: config.poll_listing_ttl,
             polled: Mutex::new(HashMap::new()),
             listing: tokio::sync::Mutex::new(()),
+            slots: tokio::sync::Semaphore::new(config.max_concurrency.max(1)),
         })
+    }
+
+    /// A place among the calls in flight. Taken by the methods that call ECR themselves, never
+    /// by one that calls another of these methods while holding it.
+    async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.slots.acquire().await.ok()
     }
 
     pub fn region(&self) -> &str {
@@ -351,6 +364,7 @@ impl Ecr {
     /// Every image of a repository (every page of 1,000); empty when the repository does not
     /// exist.
     pub async fn images(&self, repository: &str) -> Result<Vec<ImageInfo>, RegistryError> {
+        let _slot = self.slot().await;
         let mut pages = self
             .client
             .describe_images()
@@ -405,6 +419,7 @@ impl Ecr {
 
     /// The repository, `None` when it does not exist.
     pub async fn describe_repository(&self, name: &str) -> Result<Option<RepositoryInfo>, RegistryError> {
+        let _slot = self.slot().await;
         match self
             .client
             .describe_repositories()
@@ -427,6 +442,7 @@ impl Ecr {
         name: &str,
         new: &NewRepository,
     ) -> Result<Option<RepositoryInfo>, RegistryError> {
+        let _slot = self.slot().await;
         let mut call = self
             .client
             .create_repository()
@@ -460,6 +476,7 @@ impl Ecr {
         mutability: &str,
         filters: &[String],
     ) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         self.client
             .put_image_tag_mutability()
             .set_registry_id(self.registry_id.clone())
@@ -473,6 +490,7 @@ impl Ecr {
     }
 
     pub async fn put_scan_on_push(&self, name: &str, scan_on_push: bool) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         self.client
             .put_image_scanning_configuration()
             .set_registry_id(self.registry_id.clone())
@@ -485,6 +503,7 @@ impl Ecr {
     }
 
     pub async fn resource_tags(&self, arn: &str) -> Result<BTreeMap<String, String>, RegistryError> {
+        let _slot = self.slot().await;
         let out = self
             .client
             .list_tags_for_resource()
@@ -496,6 +515,7 @@ impl Ecr {
     }
 
     pub async fn tag_resource(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         let tags: Vec<Tag> = tags
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -512,6 +532,7 @@ impl Ecr {
     }
 
     pub async fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         self.client
             .untag_resource()
             .resource_arn(arn)
@@ -524,6 +545,7 @@ impl Ecr {
 
     /// Deletes the repository and every image in it; `false` when it did not exist.
     pub async fn delete_repository(&self, name: &str) -> Result<bool, RegistryError> {
+        let _slot = self.slot().await;
         match self
             .client
             .delete_repository()
@@ -543,6 +565,7 @@ impl Ecr {
 
     /// The repository's lifecycle policy text, `None` when it has none.
     pub async fn lifecycle_policy(&self, name: &str) -> Result<Option<String>, RegistryError> {
+        let _slot = self.slot().await;
         match self
             .client
             .get_lifecycle_policy()
@@ -558,6 +581,7 @@ impl Ecr {
     }
 
     pub async fn put_lifecycle_policy(&self, name: &str, text: &str) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         self.client
             .put_lifecycle_policy()
             .set_registry_id(self.registry_id.clone())
@@ -570,6 +594,7 @@ impl Ecr {
     }
 
     pub async fn delete_lifecycle_policy(&self, name: &str) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         match self
             .client
             .delete_lifecycle_policy()
@@ -586,6 +611,7 @@ impl Ecr {
 
     /// The repository policy text, `None` when it has none.
     pub async fn repository_policy(&self, name: &str) -> Result<Option<String>, RegistryError> {
+        let _slot = self.slot().await;
         match self
             .client
             .get_repository_policy()
@@ -602,6 +628,7 @@ impl Ecr {
 
     /// Sets the repository policy, or deletes it when `text` is `None`.
     pub async fn set_repository_policy(&self, name: &str, text: Option<&str>) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         match text {
             Some(text) => {
                 self.client
@@ -631,18 +658,21 @@ impl Ecr {
 
     /// A token for the registry's `/v2` API, with the permissions of berth's own credentials.
     pub async fn authorization_token(&self) -> Result<AuthorizationToken, RegistryError> {
+        let _slot = self.slot().await;
         token_from(&self.client).await
     }
 
     /// A registry token that can only pull from `repository_arns`: berth assumes `role_arn`
-    /// with a session policy that allows ECR's pull actions on those repositories alone (and
-    /// GetAuthorizationToken), and asks for the token as that session. A pull secret made from
+    /// for an hour with a session policy that allows ECR's pull actions on those repositories
+    /// alone (and GetAuthorizationToken), and asks for the token as that session; its expiry
+    /// is the earlier of ECR's and the session's. A pull secret made from
     /// berth's own credentials would carry everything berth may do, push and delete included.
     pub async fn pull_token(
         &self,
         role_arn: &str,
         repository_arns: &[String],
     ) -> Result<AuthorizationToken, RegistryError> {
+        let _slot = self.slot().await;
         let sts = aws_sdk_sts::Client::from_conf(
             aws_sdk_sts::config::Builder::from(&self.shared).interceptor(CountAttempts).build(),
         );
@@ -651,7 +681,8 @@ impl Ecr {
             .role_arn(role_arn)
             .role_session_name("berth-pull-secret")
             .policy(pull_session_policy(repository_arns).to_string())
-            .duration_seconds(12 * 3600)
+            // One hour: every role allows it (longer needs the role's MaxSessionDuration raised).
+            .duration_seconds(3600)
             .send()
             .await
             .map_err(|e| {
@@ -673,12 +704,22 @@ impl Ecr {
             ))
             .interceptor(CountAttempts)
             .build();
-        token_from(&Client::from_conf(conf)).await
+        let mut token = token_from(&Client::from_conf(conf)).await?;
+        // The token cannot outlive the session it was fetched as.
+        let session_ends = c.expiration().to_millis().ok().map(|ms| ms / 1000);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        token.expires_at = match (token.expires_at.filter(|t| *t > now), session_ends) {
+            (Some(t), Some(s)) => Some(t.min(s)),
+            (t, s) => t.or(s),
+        };
+        Ok(token)
     }
 
     /// Starts an ECR scan of an image; `Ok(false)` when ECR refuses another today (its quota is
     /// one scan per image per day).
     pub async fn start_scan(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
+        let _slot = self.slot().await;
         match self
             .client
             .start_image_scan()
@@ -701,6 +742,7 @@ impl Ecr {
 
     /// ECR's scan of an image (every page of findings); `status: None` when it has none.
     pub async fn scan_findings(&self, repository: &str, digest: &str) -> Result<ScanFindings, RegistryError> {
+        let _slot = self.slot().await;
         let mut pages = self
             .client
             .describe_image_scan_findings()
@@ -758,6 +800,7 @@ impl Ecr {
         repository: &str,
         digests: &[String],
     ) -> Result<Vec<(String, Result<Deleted, RegistryError>)>, RegistryError> {
+        let _slot = self.slot().await;
         let mut out = Vec::new();
         for chunk in digests.chunks(100) {
             let ids: Vec<ImageIdentifier> = chunk.iter().map(|d| by_reference(d)).collect();
@@ -797,6 +840,7 @@ impl Ecr {
     }
 
     async fn batch_get(&self, repository: &str, reference: &str) -> Result<Option<Manifest>, RegistryError> {
+        let _slot = self.slot().await;
         let out = self
             .client
             .batch_get_image()
@@ -831,6 +875,7 @@ impl Ecr {
     }
 
     async fn download_url(&self, repository: &str, digest: &str) -> Result<String, RegistryError> {
+        let _slot = self.slot().await;
         let out = self
             .client
             .get_download_url_for_layer()
@@ -945,6 +990,7 @@ fn rustls_pemfile_certs(pem: &str) -> Result<Vec<Vec<u8>>, RegistryError> {
 #[async_trait]
 impl Backend for Ecr {
     async fn check(&self) -> Result<(), RegistryError> {
+        let _slot = self.slot().await;
         self.client
             .describe_repositories()
             .set_registry_id(self.registry_id.clone())
@@ -956,6 +1002,7 @@ impl Backend for Ecr {
     }
 
     async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
+        let _slot = self.slot().await;
         let mut pages = self
             .client
             .describe_repositories()
@@ -976,6 +1023,7 @@ impl Backend for Ecr {
     }
 
     async fn resolve(&self, repository: &str, reference: &str) -> Result<Option<Descriptor>, RegistryError> {
+        let _slot = self.slot().await;
         let out = self
             .client
             .describe_images()
@@ -1050,6 +1098,7 @@ impl Backend for Ecr {
     }
 
     async fn put_blob(&self, repository: &str, body: &[u8]) -> Result<String, RegistryError> {
+        let _slot = self.slot().await;
         let digest = super::sha256_digest(body);
         let available = self
             .client
@@ -1139,7 +1188,11 @@ impl Backend for Ecr {
         if !tag.starts_with("sha256:") {
             call = call.image_tag(tag);
         }
-        match call.send().await {
+        let sent = {
+            let _slot = self.slot().await;
+            call.send().await
+        };
+        match sent {
             Ok(_) => Ok(digest),
             // Already there under that tag: idempotent, if it is this manifest.
             Err(e) if e.code() == Some("ImageAlreadyExistsException") => match self.resolve(repository, tag).await? {

@@ -200,4 +200,32 @@ async fn memory_1k_repositories() {
         rss as f64 / 1024.0,
         idle as f64 / 1024.0
     );
+    drop(env);
+
+    // The reference: another berth with as many Repositories on a Distribution registry.
+    let dist = support::scenario::Env::new("bench-ecr-memory-ref", false, "5m").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = dist.berth.rss_kib().unwrap_or(0);
+    let started = Instant::now();
+    let dist_ref = &dist;
+    stream::iter(0..REPOSITORIES)
+        .for_each_concurrent(16, |i| async move {
+            dist_ref.create_repository(&format!("r{i:04}"), json!({})).await;
+        })
+        .await;
+    let repos = dist.repos();
+    eventually(Duration::from_secs(900), "1,000 Distribution repositories Ready", || async {
+        let list = repos.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let n = list.items.iter().filter(|r| r.status.as_ref().is_some_and(|s| s.uri.is_some())).count();
+        if n == REPOSITORIES { Ok(()) } else { Err(format!("{n} ready")) }
+    })
+    .await;
+    let ready_after = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss = dist.berth.rss_kib().unwrap_or(0);
+    println!(
+        "memory: reference, berth RSS {:.1} MiB with {REPOSITORIES} Repositories on a Distribution registry ({ready_after:.0} s to all Ready), {:.1} MiB with none",
+        rss as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
 }

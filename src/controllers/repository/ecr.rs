@@ -44,7 +44,9 @@ pub(super) async fn observe(
     let mut status = RepositoryEcrStatus { adopted: previous.adopted, ..previous.clone() };
     let mut tags_now = BTreeMap::new();
     if let Some(i) = &info
-        && (previous.arn.is_none() || !desired.tags.is_empty() || !previous.managed_tag_keys.is_empty())
+        && (previous.arn.as_deref() != Some(i.arn.as_str())
+            || !desired.tags.is_empty()
+            || !previous.managed_tag_keys.is_empty())
     {
         tags_now = ecr.resource_tags(&i.arn).await.map_err(registry_err)?;
     }
@@ -180,6 +182,10 @@ async fn native_lifecycle(
     };
     let wanted =
         policy.filter(|p| p.spec.mode == LifecycleMode::Native).map(|p| plan::lifecycle_policy_text(&p.spec.rules));
+    if wanted.is_none() && owned.is_none() {
+        // Nothing to put there, and nothing of berth's to take off: no call.
+        return Ok(None);
+    }
     let current = ecr.lifecycle_policy(&target.path).await.map_err(registry_err)?;
     match (wanted, current) {
         (Some(text), current) => {
