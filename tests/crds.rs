@@ -148,8 +148,8 @@ async fn every_example_is_accepted_by_the_api_server() {
     kinds.sort();
     assert_eq!(
         kinds,
-        ["AccessPolicy", "Deployment", "LifecyclePolicy", "Registry", "Repository"],
-        "one example per kind, and a workload that berth rolls out"
+        ["AccessPolicy", "Deployment", "LifecyclePolicy", "Registry", "Registry", "Repository"],
+        "one example per kind (a Registry of each type), and a workload that berth rolls out"
     );
 }
 
