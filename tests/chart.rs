@@ -1083,6 +1083,80 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
     })
     .await;
 
+    // The same identity runs an ECR Registry (moto as the ECR API): a Repository created there
+    // with a Native lifecycle policy put on it, an AWS principal's repository policy statement,
+    // and a pull secret with a token fetched as the pull role.
+    let moto = support::moto::Moto::start().await;
+    let ecr_client = moto.client().await;
+    let ecr_account = support::moto::registry_id();
+    let ecr_name = format!("{}-ecr", ns.name);
+    let keys: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws"},
+        "stringData": {"accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": "example"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &keys).await.unwrap();
+    let ecr_registry: Registry = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+        "metadata": {"name": ecr_name, "labels": {"berth.dev/test": ns.name}},
+        "spec": {
+            "type": "ecr", "url": format!("https://{}", support::moto::host(&ecr_account)),
+            "ecr": {"endpoint": moto.endpoint(), "pullSecretRoleArn": "arn:aws:iam::210987654321:role/berth-pull"},
+            "credentialsSecretRef": {"name": "aws", "namespace": ns.name}, "checkInterval": "2s",
+        },
+    }))
+    .unwrap();
+    Api::<Registry>::all(ns.client.clone()).create(&PostParams::default(), &ecr_registry).await.unwrap();
+    let native = json!({"rules": [rule], "mode": "Native"});
+    policies
+        .create(&PostParams::default(), &serde_json::from_value(create("LifecyclePolicy", "native", native)).unwrap())
+        .await
+        .unwrap();
+    repos
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(create(
+                "Repository",
+                "on-ecr",
+                json!({"registryRef": {"name": ecr_name}, "lifecyclePolicyRef": {"name": "native"}}),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ecr_grants = json!({
+        "repositories": {"names": ["on-ecr"]},
+        "grants": [{"subjects": [{"kind": "AWSPrincipal", "name": "arn:aws:iam::111122223333:role/ci"}, {"kind": "ServiceAccount", "name": "runtime"}], "actions": ["pull"]}],
+        "pullSecrets": {"secretName": "ecr-pull"},
+    });
+    access
+        .create(&PostParams::default(), &serde_json::from_value(create("AccessPolicy", "ecr", ecr_grants)).unwrap())
+        .await
+        .unwrap();
+    let path = format!("{}/on-ecr", ns.name);
+    eventually(WAIT, "on ECR: the repository, its Native policy, berth's statement and the pull secret", || {
+        let (ecr_client, secrets, path, account) =
+            (ecr_client.clone(), secrets.clone(), path.clone(), ecr_account.clone());
+        async move {
+            let lifecycle = ecr_client.get_lifecycle_policy().registry_id(&account).repository_name(&path).send().await;
+            let policy = ecr_client.get_repository_policy().registry_id(&account).repository_name(&path).send().await;
+            let secret = secrets.get_opt("ecr-pull").await.map_err(|e| e.to_string())?;
+            let has = (
+                lifecycle.is_ok(),
+                policy.ok().and_then(|p| p.policy_text().map(|t| t.contains("111122223333:role/ci"))).unwrap_or(false),
+                secret.is_some_and(|s| {
+                    String::from_utf8_lossy(&s.data.unwrap_or_default()[".dockerconfigjson"].0)
+                        .contains("210987654321-auth-token")
+                }),
+            );
+            if has == (true, true, true) { Ok(()) } else { Err(format!("{has:?}")) }
+        }
+    })
+    .await;
+    let on_ecr = repos.get("on-ecr").await.unwrap();
+    let on_ecr = serde_json::to_value(&on_ecr.status).unwrap();
+    assert!(is_ready(&on_ecr) && on_ecr["ecr"]["arn"].is_string(), "{on_ecr}");
+
     // Nothing berth asked for was refused: its whole log (its stderr, through /proc, since the
     // harness keeps only the tail at hand) names no 403.
     let pid = berth.pid().expect("berth is running");
@@ -1099,7 +1173,9 @@ async fn berth_does_its_job_with_the_charts_service_account_and_no_more() {
         &ns.name,
     ]));
     let registry_object = ok(cp.kubectl().args(["get", "registry", &registry_name, "-o", "json"]));
-    for reported in [objects, registry_object] {
+    let ecr_object = ok(cp.kubectl().args(["get", "registry", &ecr_name, "-o", "json"]));
+    assert!(ecr_object.contains("\"Reachable\""), "{ecr_object}");
+    for reported in [objects, registry_object, ecr_object] {
         assert!(!reported.to_lowercase().contains("forbidden"), "berth was refused something:\n{reported}");
     }
     drop(berth);
