@@ -106,7 +106,7 @@ const BLOB_STREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Reads a body of at most `max` bytes: a larger one (by Content-Length, or as it streams in)
 /// is an error, so a hostile or broken registry cannot make berth buffer without bound.
-async fn read_capped(mut resp: reqwest::Response, max: usize, what: &str) -> Result<Vec<u8>, RegistryError> {
+pub(super) async fn read_capped(mut resp: reqwest::Response, max: usize, what: &str) -> Result<Vec<u8>, RegistryError> {
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(RegistryError::Protocol(format!("{what} larger than {max} bytes")));
     }
@@ -503,17 +503,7 @@ impl Backend for Distribution {
             .send_within(Method::GET, &path, &repo_scope(repository, "pull"), &[], None, Some(BLOB_STREAM_TIMEOUT))
             .await?;
         let resp = check_status(resp).await?;
-        let (computed, written) = super::stream_to_file(resp, dest, max_bytes).await.map_err(|e| match e {
-            super::StreamError::TooLarge => {
-                RegistryError::Protocol(format!("blob {digest} is larger than {max_bytes} bytes"))
-            }
-            super::StreamError::Read(e) => classify(&e),
-            super::StreamError::Write(e) => RegistryError::Protocol(format!("writing {}: {e}", dest.display())),
-        })?;
-        if digest.starts_with("sha256:") && computed != digest {
-            return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest ({computed})")));
-        }
-        Ok(written)
+        super::blob_into_file(resp, digest, dest, max_bytes, |e| classify(&e)).await
     }
 
     async fn put_blob(&self, repository: &str, body: &[u8]) -> Result<String, RegistryError> {

@@ -874,6 +874,20 @@ impl Ecr {
         Ok(Some(Manifest { descriptor: Descriptor { digest, media_type, size: body.len() as u64 }, body }))
     }
 
+    /// A blob's response from the presigned URL ECR gives for it (real ECR only; moto has none).
+    async fn layer(&self, repository: &str, digest: &str) -> Result<reqwest::Response, RegistryError> {
+        if !is_sha256_digest(digest) {
+            return Err(RegistryError::Protocol(format!("not a sha256 digest: {digest:?}")));
+        }
+        let url = self.download_url(repository, digest).await?;
+        super::note_request();
+        let resp = self.http.get(url).send().await.map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(RegistryError::Status { status: resp.status().as_u16(), message: format!("layer {digest}") });
+        }
+        Ok(resp)
+    }
+
     async fn download_url(&self, repository: &str, digest: &str) -> Result<String, RegistryError> {
         let _slot = self.slot().await;
         let out = self
@@ -1054,20 +1068,12 @@ impl Backend for Ecr {
     }
 
     async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
-        if !is_sha256_digest(digest) {
-            return Err(RegistryError::Protocol(format!("not a sha256 digest: {digest:?}")));
-        }
-        let url = self.download_url(repository, digest).await?;
-        super::note_request();
-        let resp = self.http.get(url).send().await.map_err(|e| RegistryError::Unreachable(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(RegistryError::Status { status: resp.status().as_u16(), message: format!("layer {digest}") });
-        }
-        let body = resp.bytes().await.map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+        let resp = self.layer(repository, digest).await?;
+        let body = super::distribution::read_capped(resp, super::distribution::MAX_BLOB_BYTES, "blob").await?;
         if super::sha256_digest(&body) != digest {
             return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest")));
         }
-        Ok(body.to_vec())
+        Ok(body)
     }
 
     async fn blob_to_file(
@@ -1077,24 +1083,8 @@ impl Backend for Ecr {
         dest: &std::path::Path,
         max_bytes: u64,
     ) -> Result<u64, RegistryError> {
-        if !is_sha256_digest(digest) {
-            return Err(RegistryError::Protocol(format!("not a sha256 digest: {digest:?}")));
-        }
-        let url = self.download_url(repository, digest).await?;
-        super::note_request();
-        let resp = self.http.get(url).send().await.map_err(|e| RegistryError::Unreachable(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(RegistryError::Status { status: resp.status().as_u16(), message: format!("layer {digest}") });
-        }
-        let (got, size) = super::stream_to_file(resp, dest, max_bytes).await.map_err(|e| match e {
-            super::StreamError::TooLarge => RegistryError::Protocol(format!("blob {digest} is over {max_bytes} bytes")),
-            super::StreamError::Read(e) => RegistryError::Unreachable(e.to_string()),
-            super::StreamError::Write(e) => RegistryError::Protocol(format!("cannot write {}: {e}", dest.display())),
-        })?;
-        if got != digest {
-            return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest")));
-        }
-        Ok(size)
+        let resp = self.layer(repository, digest).await?;
+        super::blob_into_file(resp, digest, dest, max_bytes, |e| RegistryError::Unreachable(e.to_string())).await
     }
 
     async fn put_blob(&self, repository: &str, body: &[u8]) -> Result<String, RegistryError> {

@@ -207,6 +207,26 @@ pub async fn stream_to_file(
     Ok((format!("sha256:{:x}", hasher.finalize()), written))
 }
 
+/// Streams a blob's response into `dest` with [`stream_to_file`] and checks it against its
+/// `digest`; returns its size. `read_error` says what a failed read means for this backend.
+pub async fn blob_into_file(
+    response: reqwest::Response,
+    digest: &str,
+    dest: &std::path::Path,
+    max_bytes: u64,
+    read_error: impl FnOnce(reqwest::Error) -> RegistryError,
+) -> Result<u64, RegistryError> {
+    let (computed, written) = stream_to_file(response, dest, max_bytes).await.map_err(|e| match e {
+        StreamError::TooLarge => RegistryError::Protocol(format!("blob {digest} is larger than {max_bytes} bytes")),
+        StreamError::Read(e) => read_error(e),
+        StreamError::Write(e) => RegistryError::Protocol(format!("writing {}: {e}", dest.display())),
+    })?;
+    if digest.starts_with("sha256:") && computed != digest {
+        return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest ({computed})")));
+    }
+    Ok(written)
+}
+
 /// Whether `digest` is `sha256:` and 64 lower-case hex digits, the only digests berth puts in
 /// a URL.
 pub fn is_sha256_digest(digest: &str) -> bool {
