@@ -236,6 +236,26 @@ impl PushJournal {
     }
 }
 
+/// A Registry's credentials Secret, read.
+struct CredentialsSecret {
+    /// `<namespace>/<name>`, for messages.
+    named: String,
+    data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+}
+
+impl CredentialsSecret {
+    fn field(&self, key: &str) -> Option<String> {
+        self.data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    }
+
+    /// A key that must be there, as `read` makes it.
+    fn need(&self, key: &str, read: impl Fn(&str) -> String) -> Result<String, Error> {
+        self.field(key)
+            .map(|v| read(&v))
+            .ok_or_else(|| Error::Credentials(format!("credentials Secret {} has no key {key:?}", self.named)))
+    }
+}
+
 /// How long one ECR listing made for polling answers the polls of other tags of the same
 /// repository: the rollout controller polls tags on their own schedules, and the tags of one
 /// repository due within this window share one DescribeImages call.
@@ -329,25 +349,10 @@ impl Context {
         }
         let mut username = None;
         let mut password = None;
-        let mut secret_version = String::new();
-        if let Some(r) = &registry.spec.credentials_secret_ref {
-            let ns = r.namespace.as_deref().unwrap_or_default();
-            if let Some(message) = self.settings.namespaces.refusal(ns, "the credentials Secret") {
-                return Err(Error::NotManaged(message));
-            }
-            let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
-                .get_opt(&r.name)
-                .await?
-                .ok_or_else(|| Error::Credentials(format!("credentials Secret {ns}/{} does not exist", r.name)))?;
-            secret_version = secret.resource_version().unwrap_or_default();
-            let data = secret.data.unwrap_or_default();
-            let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
-            username = Some(field("username").ok_or_else(|| {
-                Error::Credentials(format!("credentials Secret {ns}/{} has no key \"username\"", r.name))
-            })?);
-            password = Some(field("password").ok_or_else(|| {
-                Error::Credentials(format!("credentials Secret {ns}/{} has no key \"password\"", r.name))
-            })?);
+        let (credentials, secret_version) = self.credentials(registry).await?;
+        if let Some(c) = &credentials {
+            username = Some(c.need("username", |v| v.to_string())?);
+            password = Some(c.need("password", |v| v.to_string())?);
         }
         // With berth as the registry's token service, berth signs its own tokens: no stored
         // credential is needed, or used.
@@ -361,13 +366,8 @@ impl Context {
         }
         let fingerprint = format!("{:?}/{secret_version}", registry.metadata.generation);
         let name = registry.name_any();
-        {
-            let cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((fp, backend)) = cache.get(&name)
-                && *fp == fingerprint
-            {
-                return Ok(backend.clone());
-            }
+        if let Some(backend) = self.cached_backend(&name, &fingerprint) {
+            return Ok(backend);
         }
         let backend: Arc<dyn Backend> = Arc::new(Distribution::new(DistributionConfig {
             url: registry.spec.url.clone(),
@@ -383,6 +383,23 @@ impl Context {
         let mut cache = self.backends.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(name, (fingerprint, backend.clone()));
         Ok(backend)
+    }
+
+    /// The Registry's credentials Secret (`credentialsSecretRef`) and its resourceVersion, which
+    /// a cached backend is rebuilt on; `None` without one.
+    async fn credentials(&self, registry: &Registry) -> Result<(Option<CredentialsSecret>, String), Error> {
+        let Some(r) = &registry.spec.credentials_secret_ref else { return Ok((None, String::new())) };
+        let ns = r.namespace.as_deref().unwrap_or_default();
+        if let Some(message) = self.settings.namespaces.refusal(ns, "the credentials Secret") {
+            return Err(Error::NotManaged(message));
+        }
+        let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(&r.name)
+            .await?
+            .ok_or_else(|| Error::Credentials(format!("credentials Secret {ns}/{} does not exist", r.name)))?;
+        let version = secret.resource_version().unwrap_or_default();
+        let named = format!("{ns}/{}", r.name);
+        Ok((Some(CredentialsSecret { named, data: secret.data.unwrap_or_default() }), version))
     }
 
     /// The cached backend built from this fingerprint, if there is one.
@@ -404,28 +421,14 @@ impl Context {
             ))
         })?;
         let registry_id = settings.registry_id.clone().or_else(|| from_url.map(|(a, _)| a));
+        let (credentials, secret_version) = self.credentials(registry).await?;
         let mut keys = None;
-        let mut secret_version = String::new();
-        if let Some(r) = &spec.credentials_secret_ref {
-            let ns = r.namespace.as_deref().unwrap_or_default();
-            if let Some(message) = self.settings.namespaces.refusal(ns, "the credentials Secret") {
-                return Err(Error::NotManaged(message));
-            }
-            let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
-                .get_opt(&r.name)
-                .await?
-                .ok_or_else(|| Error::Credentials(format!("credentials Secret {ns}/{} does not exist", r.name)))?;
-            secret_version = secret.resource_version().unwrap_or_default();
-            let data = secret.data.unwrap_or_default();
-            let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).trim().to_string());
-            let need = |k: &str| {
-                field(k)
-                    .ok_or_else(|| Error::Credentials(format!("credentials Secret {ns}/{} has no key {k:?}", r.name)))
-            };
+        if let Some(c) = &credentials {
+            let trim = |v: &str| v.trim().to_string();
             keys = Some(crate::registry::ecr::StaticKeys {
-                access_key_id: need("accessKeyId")?,
-                secret_access_key: need("secretAccessKey")?,
-                session_token: field("sessionToken"),
+                access_key_id: c.need("accessKeyId", trim)?,
+                secret_access_key: c.need("secretAccessKey", trim)?,
+                session_token: c.field("sessionToken").map(|v| trim(&v)),
             });
         }
         let name = registry.name_any();
