@@ -588,16 +588,10 @@ struct Listed {
 async fn listing(backend: &dyn Backend, path: &str, concurrency: usize) -> Result<Listed, NotReady> {
     let failed = |e: String| NotReady::new("ListFailed", format!("listing the repository failed: {e}"));
     match backend.listing(path).await.map_err(|e| failed(e.to_string()))? {
-        Some(images) => {
-            let mut tags = BTreeMap::new();
-            for image in &images {
-                for tag in &image.tags {
-                    let d = Descriptor { digest: image.digest.clone(), media_type: image.media_type.clone(), size: 0 };
-                    tags.insert(tag.clone(), d);
-                }
-            }
-            Ok(Listed { tags, pushed: Some(images.iter().map(|i| (i.digest.clone(), i.pushed_at_ms)).collect()) })
-        }
+        Some(images) => Ok(Listed {
+            tags: crate::registry::ecr::tag_map(&images),
+            pushed: Some(images.iter().map(|i| (i.digest.clone(), i.pushed_at_ms)).collect()),
+        }),
         None => Ok(Listed {
             tags: target::list_tags(backend, path, concurrency).await.map_err(|e| failed(e.to_string()))?,
             pushed: None,

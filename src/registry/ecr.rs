@@ -74,6 +74,18 @@ pub struct ImageInfo {
     pub pushed_at_ms: i64,
 }
 
+/// Every tag of a listing and the manifest it points at. Pure.
+pub fn tag_map(images: &[ImageInfo]) -> BTreeMap<String, Descriptor> {
+    images
+        .iter()
+        .flat_map(|i| {
+            i.tags.iter().map(|t| {
+                (t.clone(), Descriptor { digest: i.digest.clone(), media_type: i.media_type.clone(), size: 0 })
+            })
+        })
+        .collect()
+}
+
 /// An ECR repository as DescribeRepositories shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepositoryInfo {

@@ -12,7 +12,7 @@ use super::{Observed, publish};
 use crate::{
     api::{LifecycleMode, LifecyclePolicy, Repository, RepositoryEcrStatus, Visibility},
     controllers::{Context, Error, NotReady, target::Target},
-    registry::{Descriptor, Ecr, RegistryError, sha256_digest},
+    registry::{Ecr, RegistryError, sha256_digest},
     repository::ecr::{self as plan, Change},
     scanning,
 };
@@ -98,13 +98,7 @@ pub(super) async fn observe(
     status.policy_statements = repository_policy(ctx, target, ecr, previous.policy_statements).await?;
 
     let images = ecr.images(&target.path).await.map_err(registry_err)?;
-    let mut tags = BTreeMap::new();
-    for image in &images {
-        for tag in &image.tags {
-            let d = Descriptor { digest: image.digest.clone(), media_type: image.media_type.clone(), size: 0 };
-            tags.insert(tag.clone(), d);
-        }
-    }
+    let tags = crate::registry::ecr::tag_map(&images);
     let tagged: BTreeSet<&str> = tags.values().map(|d| d.digest.as_str()).collect();
     let last_pushed_at = images.iter().filter(|i| tagged.contains(i.digest.as_str())).map(|i| i.pushed_at_ms).max();
     Ok(Observed {
