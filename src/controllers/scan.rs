@@ -638,6 +638,18 @@ async fn ecr_scan(
     };
     let Some(ecr) = backend.ecr() else { return Ok(Action::requeue(RETRY)) };
     let digest = scan.spec.digest.as_str();
+    let in_progress = || ImageScanStatus {
+        phase: ScanPhase::InProgress,
+        scanned_manifest: Some(digest.to_string()),
+        scanner: Some(ECR_SCANNER.into()),
+        requested: requested.clone(),
+        conditions: conditions::merge(
+            &previous.conditions,
+            conditions::ready(false, "InProgress", "ECR is scanning the image", scan.metadata.generation),
+        ),
+        observed_generation: scan.metadata.generation,
+        ..Default::default()
+    };
     let found = match ecr.scan_findings(&target.path, digest).await {
         Ok(f) => f,
         Err(e) => {
@@ -712,37 +724,13 @@ async fn ecr_scan(
         }
         Some("IN_PROGRESS" | "PENDING") => {
             if !under_way {
-                let in_progress = ImageScanStatus {
-                    phase: ScanPhase::InProgress,
-                    scanned_manifest: Some(digest.to_string()),
-                    scanner: Some(ECR_SCANNER.into()),
-                    requested: requested.clone(),
-                    conditions: conditions::merge(
-                        &previous.conditions,
-                        conditions::ready(false, "InProgress", "ECR is scanning the image", scan.metadata.generation),
-                    ),
-                    observed_generation: scan.metadata.generation,
-                    ..Default::default()
-                };
-                write_status(scan, ctx, &previous, in_progress).await?;
+                write_status(scan, ctx, &previous, in_progress()).await?;
             }
             Ok(Action::requeue(ECR_POLL))
         }
         _ => match ecr.start_scan(&target.path, digest).await {
             Ok(true) => {
-                let in_progress = ImageScanStatus {
-                    phase: ScanPhase::InProgress,
-                    scanned_manifest: Some(digest.to_string()),
-                    scanner: Some(ECR_SCANNER.into()),
-                    requested: requested.clone(),
-                    conditions: conditions::merge(
-                        &previous.conditions,
-                        conditions::ready(false, "InProgress", "ECR is scanning the image", scan.metadata.generation),
-                    ),
-                    observed_generation: scan.metadata.generation,
-                    ..Default::default()
-                };
-                write_status(scan, ctx, &previous, in_progress).await?;
+                write_status(scan, ctx, &previous, in_progress()).await?;
                 Ok(Action::requeue(ECR_POLL))
             }
             Ok(false) => {
