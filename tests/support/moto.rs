@@ -20,7 +20,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{TestNamespace, control_plane, eventually, free_port, process::Server, scenario::WAIT};
+use super::{TestNamespace, control_plane, free_port, process::Server};
 
 pub const REGION: &str = "us-east-1";
 
@@ -246,33 +246,11 @@ impl EcrEnv {
     }
 
     pub async fn wait_repo(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let repos = self.repos();
-        eventually(WAIT, &format!("{name}: {what}"), || {
-            let repos = repos.clone();
-            let check = &check;
-            async move {
-                let r = repos.get(name).await.map_err(|e| e.to_string())?;
-                let status = serde_json::to_value(&r.status).unwrap();
-                if check(&status) { Ok(status) } else { Err(status.to_string()) }
-            }
-        })
-        .await
+        super::scenario::wait_status(&self.repos(), name, &format!("{name}: {what}"), check).await
     }
 
     pub async fn wait_registry(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let api = Api::<Registry>::all(self.ns.client.clone());
-        let name = self.name.clone();
-        eventually(WAIT, what, || {
-            let api = api.clone();
-            let name = name.clone();
-            let check = &check;
-            async move {
-                let r = api.get(&name).await.map_err(|e| e.to_string())?;
-                let status = serde_json::to_value(&r.status).unwrap();
-                if check(&status) { Ok(status) } else { Err(status.to_string()) }
-            }
-        })
-        .await
+        super::scenario::wait_status(&Api::<Registry>::all(self.ns.client.clone()), &self.name, what, check).await
     }
 
     /// The ECR repository as DescribeRepositories shows it, `None` when it does not exist.

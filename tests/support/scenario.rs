@@ -132,17 +132,7 @@ impl Env {
 
     /// Waits until the Repository's status satisfies `check` (which explains itself on failure).
     pub async fn wait_repo(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let repos = self.repos();
-        eventually(WAIT, &format!("{name}: {what}"), || {
-            let repos = repos.clone();
-            let check = &check;
-            async move {
-                let r = repos.get(name).await.map_err(|e| e.to_string())?;
-                let status = serde_json::to_value(&r.status).unwrap();
-                if check(&status) { Ok(status) } else { Err(status.to_string()) }
-            }
-        })
-        .await
+        wait_status(&self.repos(), name, &format!("{name}: {what}"), check).await
     }
 
     /// Waits until the Repository object is gone (its finalizer done or released).
@@ -187,6 +177,24 @@ impl Env {
     pub async fn tags(&self, path: &str) -> Vec<String> {
         self.skopeo.list_tags(&self.registry.image(path), &Creds::Anonymous).await.unwrap_or_default()
     }
+}
+
+/// Waits until the status of object `name` satisfies `check`; returns that status (`null`
+/// while it has none).
+pub async fn wait_status<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    eventually(WAIT, what, || {
+        let api = api.clone();
+        let check = &check;
+        async move {
+            let object = api.get(name).await.map_err(|e| e.to_string())?;
+            let status = serde_json::to_value(&object).unwrap()["status"].take();
+            if check(&status) { Ok(status) } else { Err(status.to_string()) }
+        }
+    })
+    .await
 }
 
 pub fn ready(status: &Value) -> Option<(&str, &str)> {
