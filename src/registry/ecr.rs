@@ -242,6 +242,21 @@ where
     }
 }
 
+/// The answer, or `None` when ECR says the repository or image is not there.
+fn found<T, E>(
+    what: &str,
+    r: Result<T, SdkError<E, aws_sdk_ecr::config::http::HttpResponse>>,
+) -> Result<Option<T>, RegistryError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match r.map_err(|e| map_err(what, e)) {
+        Ok(out) => Ok(Some(out)),
+        Err(RegistryError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// An AWS error code (and HTTP status when the body had no code) as a berth error. Pure.
 pub fn classify(what: &str, code: Option<&str>, message: Option<&str>, status: Option<u16>) -> RegistryError {
     let text = match (code, message) {
@@ -387,15 +402,7 @@ impl Ecr {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    return match map_err("DescribeImages", e) {
-                        RegistryError::NotFound(_) => Ok(Vec::new()),
-                        e => Err(e),
-                    };
-                }
-            };
+            let Some(page) = found("DescribeImages", page)? else { return Ok(Vec::new()) };
             for d in page.image_details() {
                 let Some(digest) = d.image_digest() else { continue };
                 out.push(ImageInfo {
@@ -432,20 +439,14 @@ impl Ecr {
     /// The repository, `None` when it does not exist.
     pub async fn describe_repository(&self, name: &str) -> Result<Option<RepositoryInfo>, RegistryError> {
         let _slot = self.slot().await;
-        match self
+        let out = self
             .client
             .describe_repositories()
             .set_registry_id(self.registry_id.clone())
             .repository_names(name)
             .send()
-            .await
-        {
-            Ok(out) => Ok(out.repositories().first().map(repository_info)),
-            Err(e) => match map_err("DescribeRepositories", e) {
-                RegistryError::NotFound(_) => Ok(None),
-                e => Err(e),
-            },
-        }
+            .await;
+        Ok(found("DescribeRepositories", out)?.and_then(|out| out.repositories().first().map(repository_info)))
     }
 
     /// Creates the repository; `Ok(None)` when it exists already.
@@ -558,21 +559,15 @@ impl Ecr {
     /// Deletes the repository and every image in it; `false` when it did not exist.
     pub async fn delete_repository(&self, name: &str) -> Result<bool, RegistryError> {
         let _slot = self.slot().await;
-        match self
+        let out = self
             .client
             .delete_repository()
             .set_registry_id(self.registry_id.clone())
             .repository_name(name)
             .force(true)
             .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) => match map_err("DeleteRepository", e) {
-                RegistryError::NotFound(_) => Ok(false),
-                e => Err(e),
-            },
-        }
+            .await;
+        Ok(found("DeleteRepository", out)?.is_some())
     }
 
     /// The repository's lifecycle policy text, `None` when it has none.
@@ -824,15 +819,9 @@ impl Ecr {
                 .set_image_ids(Some(ids))
                 .send()
                 .await;
-            let answer = match answer {
-                Ok(a) => a,
-                Err(e) => match map_err("BatchDeleteImage", e) {
-                    RegistryError::NotFound(_) => {
-                        out.extend(chunk.iter().map(|d| (d.clone(), Ok(Deleted::NotFound))));
-                        continue;
-                    }
-                    e => return Err(e),
-                },
+            let Some(answer) = found("BatchDeleteImage", answer)? else {
+                out.extend(chunk.iter().map(|d| (d.clone(), Ok(Deleted::NotFound))));
+                continue;
             };
             for d in chunk {
                 let failure = answer.failures().iter().find(|f| f.image_id().and_then(|i| i.image_digest()) == Some(d));
@@ -862,15 +851,7 @@ impl Ecr {
             .set_accepted_media_types(Some(MANIFEST_MEDIA_TYPES.iter().map(|s| s.to_string()).collect()))
             .send()
             .await;
-        let out = match out {
-            Ok(o) => o,
-            Err(e) => {
-                return match map_err("BatchGetImage", e) {
-                    RegistryError::NotFound(_) => Ok(None),
-                    e => Err(e),
-                };
-            }
-        };
+        let Some(out) = found("BatchGetImage", out)? else { return Ok(None) };
         let Some(image) = out.images().first() else { return Ok(None) };
         let body = image.image_manifest().unwrap_or_default().as_bytes().to_vec();
         let digest = image.image_id().and_then(|i| i.image_digest()).map(str::to_string).unwrap_or_default();
@@ -1058,19 +1039,14 @@ impl Backend for Ecr {
             .image_ids(by_reference(reference))
             .send()
             .await;
-        match out {
-            Ok(out) => Ok(out.image_details().first().and_then(|d| {
-                Some(Descriptor {
-                    digest: d.image_digest()?.to_string(),
-                    media_type: d.image_manifest_media_type().unwrap_or_default().to_string(),
-                    size: 0,
-                })
-            })),
-            Err(e) => match map_err("DescribeImages", e) {
-                RegistryError::NotFound(_) => Ok(None),
-                e => Err(e),
-            },
-        }
+        Ok(found("DescribeImages", out)?.and_then(|out| {
+            let d = out.image_details().first()?;
+            Some(Descriptor {
+                digest: d.image_digest()?.to_string(),
+                media_type: d.image_manifest_media_type().unwrap_or_default().to_string(),
+                size: 0,
+            })
+        }))
     }
 
     async fn manifest(&self, repository: &str, reference: &str) -> Result<Manifest, RegistryError> {
